@@ -1,0 +1,179 @@
+//! Records and constants shared by the kernel programs and the daemon.
+//!
+//! Every record written to the ring buffer starts with a [`Header`]; the kernel side fills the
+//! fields, the user side (feature `user`) reads them back with the same layout.
+#![no_std]
+
+/// Largest signal number the kernel knows (SIGRTMAX on x86_64 and arm64).
+pub const MAX_SIGNAL: usize = 64;
+/// Slots per signal in the counter map: one per `signal_generate` result (0..=4), rounded up.
+pub const RESULT_SLOTS: usize = 8;
+/// Entries of the per-CPU counter map, indexed by `signo * RESULT_SLOTS + result`.
+pub const COUNTER_ENTRIES: u32 = ((MAX_SIGNAL + 1) * RESULT_SLOTS) as u32;
+/// Entries of the in-kernel thread id -> cgroup id map.
+pub const TASK_CGROUP_ENTRIES: u32 = 1 << 17;
+/// Bytes of the ring buffer (must be a power of two and a multiple of the page size).
+pub const RING_BYTES: u32 = 1 << 22;
+/// Index in the `LOST` per-CPU array: records that did not fit in the ring buffer.
+pub const LOST_RING_FULL: u32 = 0;
+pub const LOST_ENTRIES: u32 = 1;
+
+/// `clone_flags` bits the kernel programs look at.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// What follows the header.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Signal = 1,
+    Exit = 2,
+    Exec = 3,
+    Fork = 4,
+    Attach = 5,
+    Oom = 6,
+}
+
+impl Kind {
+    pub fn from_u32(v: u32) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Signal,
+            2 => Kind::Exit,
+            3 => Kind::Exec,
+            4 => Kind::Fork,
+            5 => Kind::Attach,
+            6 => Kind::Oom,
+            _ => return None,
+        })
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub kind: u32,
+    pub _pad: u32,
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+}
+
+/// `signal:signal_generate`, for stop-relevant signals only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SignalRecord {
+    pub header: Header,
+    pub signo: i32,
+    pub code: i32,
+    pub result: i32,
+    pub group: i32,
+    /// Target thread id as the kernel reports it (the process for kill(2)).
+    pub target_pid: i32,
+    pub sender_tgid: u32,
+    pub sender_tid: u32,
+    pub _pad: u32,
+    /// 0 when the target was never seen by the task map.
+    pub target_cgroup: u64,
+    pub sender_cgroup: u64,
+    pub target_comm: [u8; 16],
+    pub sender_comm: [u8; 16],
+}
+
+/// `sched:sched_process_exit` of the last thread of a process in a non-root cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: Header,
+    pub tgid: u32,
+    pub tid: u32,
+    /// `task_struct.exit_code`: low 7 bits the terminating signal, bits 8..16 the exit status.
+    pub exit_code: i32,
+    pub _pad: u32,
+    pub cgroup: u64,
+    pub comm: [u8; 16],
+}
+
+/// `sched:sched_process_exec` in a non-root cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecRecord {
+    pub header: Header,
+    pub tgid: u32,
+    pub _pad: u32,
+    pub cgroup: u64,
+    pub comm: [u8; 16],
+}
+
+/// `task:task_newtask` of a new process (not a thread) in a non-root cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: Header,
+    pub parent_tgid: u32,
+    pub child_pid: u32,
+    pub cgroup: u64,
+    pub comm: [u8; 16],
+}
+
+/// `cgroup:cgroup_attach_task` on the cgroup2 hierarchy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AttachRecord {
+    pub header: Header,
+    pub tid: u32,
+    pub _pad: u32,
+    pub cgroup: u64,
+}
+
+/// `oom:mark_victim`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomRecord {
+    pub header: Header,
+    pub pid: u32,
+    pub _pad: u32,
+    pub cgroup: u64,
+}
+
+/// Handed to the kernel programs as a read-only global before load: tracepoint field offsets
+/// read from the format files and `task_struct` offsets read from the kernel's BTF, so nothing
+/// is compiled in that only fits one kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Bit n set: signal n goes to the ring buffer; every other signal is only counted.
+    pub stop_signals: u64,
+    /// cgroup id of the cgroup2 root: exits there are not reported.
+    pub root_cgroup: u64,
+    /// Hierarchy id of cgroup2 in `cgroup_attach_task.dst_root`.
+    pub cgroup2_hierarchy: i32,
+    pub sig_sig: u32,
+    pub sig_code: u32,
+    pub sig_comm: u32,
+    pub sig_pid: u32,
+    pub sig_group: u32,
+    pub sig_result: u32,
+    pub exit_group_dead: u32,
+    pub newtask_pid: u32,
+    pub newtask_flags: u32,
+    pub attach_root: u32,
+    pub attach_id: u32,
+    pub attach_pid: u32,
+    pub oom_pid: u32,
+    pub task_exit_code: u32,
+    /// Bytes of each tracepoint's fixed record (end of its last field).
+    pub sig_size: u32,
+    pub exit_size: u32,
+    pub newtask_size: u32,
+    pub attach_size: u32,
+    pub oom_size: u32,
+}
+
+/// The programs copy a tracepoint's fixed record into a stack buffer of this size (the
+/// verifier forbids ctx loads at offsets that are not in the instruction itself).
+pub const RECORD_BUF: usize = 128;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] integers and byte arrays, valid for any bit pattern.
+    unsafe impl aya::Pod for super::Config {}
+}

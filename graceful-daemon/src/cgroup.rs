@@ -1,0 +1,263 @@
+//! cgroup2: where it is mounted, and cgroup id <-> path below its root.
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use crate::events::CgroupId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup2 file system in /proc/self/mountinfo (mount one: mount -t cgroup2 none /sys/fs/cgroup/unified)")]
+    NotMounted,
+    #[error("reading {path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// The cgroup2 hierarchy and a cache of the ids of its cgroups.
+#[derive(Debug)]
+pub struct Cgroup2 {
+    mount: PathBuf,
+    root_id: CgroupId,
+    paths: HashMap<CgroupId, String>,
+}
+
+/// Mount point of the first cgroup2 file system in a mountinfo text.
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace()
+            .nth(4)
+            .map(|p| PathBuf::from(unescape(p)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (b[i], octal) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup2 path of a process from `/proc/<pid>/cgroup` text (the `0::` line).
+pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+impl Cgroup2 {
+    pub fn discover() -> Result<Cgroup2, CgroupError> {
+        let path = Path::new("/proc/self/mountinfo");
+        let text = fs::read_to_string(path).map_err(|error| CgroupError::Io {
+            path: path.into(),
+            error,
+        })?;
+        let mount = cgroup2_mount(&text).ok_or(CgroupError::NotMounted)?;
+        Cgroup2::at(mount)
+    }
+
+    pub fn at(mount: PathBuf) -> Result<Cgroup2, CgroupError> {
+        let meta = fs::metadata(&mount).map_err(|error| CgroupError::Io {
+            path: mount.clone(),
+            error,
+        })?;
+        let mut cg = Cgroup2 {
+            mount,
+            root_id: meta.ino(),
+            paths: HashMap::new(),
+        };
+        cg.rescan();
+        Ok(cg)
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The id of the root cgroup.
+    pub fn root_id(&self) -> CgroupId {
+        self.root_id
+    }
+
+    /// cgroup2's hierarchy id, as `cgroup_attach_task.dst_root` reports it: always 0, the
+    /// default hierarchy (the `0::` line of /proc/<pid>/cgroup).
+    pub fn hierarchy_id(&self) -> i32 {
+        0
+    }
+
+    /// Absolute directory of a path below the root ("/a/b" -> <mount>/a/b).
+    pub fn dir(&self, path: &str) -> PathBuf {
+        self.mount.join(path.trim_start_matches('/'))
+    }
+
+    /// The id of a cgroup from its path below the root.
+    pub fn id_of(&self, path: &str) -> Option<CgroupId> {
+        fs::metadata(self.dir(path)).ok().map(|m| m.ino())
+    }
+
+    /// The path below the root ("/" for the root) of a cgroup id; a miss rescans the tree once,
+    /// since cgroups come and go. Remembered after the cgroup is removed.
+    pub fn path_of(&mut self, id: CgroupId) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if !self.paths.contains_key(&id) {
+            self.rescan();
+        }
+        self.paths.get(&id).cloned()
+    }
+
+    /// The cached path of an id, without rescanning.
+    pub fn cached_path(&self, id: CgroupId) -> Option<&str> {
+        self.paths.get(&id).map(String::as_str)
+    }
+
+    /// Records a cgroup the caller knows by path (e.g. one it just made).
+    pub fn remember(&mut self, path: &str) -> Option<CgroupId> {
+        let id = self.id_of(path)?;
+        self.paths.insert(id, normalize(path));
+        Some(id)
+    }
+
+    /// Walks the hierarchy and records every cgroup's id.
+    pub fn rescan(&mut self) {
+        let mut stack = vec![(self.mount.clone(), String::from("/"))];
+        while let Some((dir, rel)) = stack.pop() {
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
+            self.paths.insert(meta.ino(), rel.clone());
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let child = if rel == "/" {
+                        format!("/{name}")
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    stack.push((entry.path(), child));
+                }
+            }
+        }
+    }
+
+    /// Every thread on the host with its cgroup2 id, from /proc (for threads older than the probes).
+    pub fn scan_threads(&mut self) -> Vec<(u32, CgroupId)> {
+        let mut by_path: HashMap<String, CgroupId> =
+            self.paths.iter().map(|(id, p)| (p.clone(), *id)).collect();
+        let mut out = Vec::new();
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return out;
+        };
+        for proc in procs.flatten() {
+            let Ok(tasks) = fs::read_dir(proc.path().join("task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let Some(tid) = task
+                    .file_name()
+                    .to_str()
+                    .and_then(|t| t.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let Ok(text) = fs::read_to_string(task.path().join("cgroup")) else {
+                    continue;
+                };
+                let Some(path) = unified_path(&text) else {
+                    continue;
+                };
+                let id = match by_path.get(path) {
+                    Some(id) => *id,
+                    None => match self.remember(path) {
+                        Some(id) => {
+                            by_path.insert(normalize(path), id);
+                            id
+                        }
+                        None => continue,
+                    },
+                };
+                out.push((tid, id));
+            }
+        }
+        out
+    }
+}
+
+fn normalize(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".into()
+    } else if trimmed.starts_with('/') {
+        trimmed.into()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_mountinfo() {
+        let text = "\
+35 25 0:30 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755
+36 35 0:31 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
+44 35 0:39 / /sys/fs/cgroup/unified rw,relatime shared:18 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount(text),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("1 2 0:1 / /x rw - cgroup cgroup rw"), None);
+        let escaped = "44 35 0:39 / /mnt/my\\040cgroups rw - cgroup2 none rw";
+        assert_eq!(
+            cgroup2_mount(escaped),
+            Some(PathBuf::from("/mnt/my cgroups"))
+        );
+    }
+
+    #[test]
+    fn unified_line_of_proc_cgroup() {
+        assert_eq!(
+            unified_path("4:memory:/x\n0::/kubepods/pod1/abc\n"),
+            Some("/kubepods/pod1/abc")
+        );
+        assert_eq!(unified_path("4:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn paths_are_normalized() {
+        assert_eq!(normalize("/a/b/"), "/a/b");
+        assert_eq!(normalize("a"), "/a");
+        assert_eq!(normalize("/"), "/");
+    }
+}

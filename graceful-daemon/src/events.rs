@@ -1,0 +1,355 @@
+//! Typed events decoded from the kernel programs' ring-buffer records.
+use std::mem::size_of;
+
+use graceful_common::{
+    AttachRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord, SignalRecord,
+};
+use serde::Serialize;
+
+use crate::signals::Signal;
+
+/// CLOCK_MONOTONIC nanoseconds, as `bpf_ktime_get_ns` reports them.
+pub type Mono = u64;
+
+/// The kernel's verdict on a generated signal (`signal_generate`'s `result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalResult {
+    Delivered,
+    Ignored,
+    AlreadyPending,
+    Overflow,
+    LoseInfo,
+    Unknown,
+}
+
+impl SignalResult {
+    pub fn from_raw(v: i32) -> SignalResult {
+        match v {
+            0 => SignalResult::Delivered,
+            1 => SignalResult::Ignored,
+            2 => SignalResult::AlreadyPending,
+            3 => SignalResult::Overflow,
+            4 => SignalResult::LoseInfo,
+            _ => SignalResult::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalResult::Delivered => "delivered",
+            SignalResult::Ignored => "ignored",
+            SignalResult::AlreadyPending => "already_pending",
+            SignalResult::Overflow => "overflow",
+            SignalResult::LoseInfo => "lose_info",
+            SignalResult::Unknown => "unknown",
+        }
+    }
+}
+
+/// A cgroup2 id (the cgroup directory's inode number); 0 = unknown.
+pub type CgroupId = u64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalEvent {
+    pub ts: Mono,
+    pub signal: Signal,
+    pub code: i32,
+    pub result: SignalResult,
+    /// Sent to the whole thread group (kill) rather than one thread (tgkill).
+    pub group: bool,
+    pub sender_pid: u32,
+    pub sender_tid: u32,
+    pub sender_comm: String,
+    pub sender_cgroup: CgroupId,
+    pub target_pid: u32,
+    pub target_comm: String,
+    pub target_cgroup: CgroupId,
+}
+
+/// How a process ended, decoded from `task_struct.exit_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExitStatus {
+    /// Exit status when it exited (null when a signal killed it).
+    pub code: Option<i32>,
+    /// Terminating signal number when a signal killed it.
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    pub fn from_raw(raw: i32) -> ExitStatus {
+        match raw & 0x7f {
+            0 => ExitStatus {
+                code: Some((raw >> 8) & 0xff),
+                signal: None,
+            },
+            sig => ExitStatus {
+                code: None,
+                signal: Some(sig),
+            },
+        }
+    }
+
+    /// Shell convention: 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitEvent {
+    pub ts: Mono,
+    pub pid: u32,
+    pub tid: u32,
+    pub status: ExitStatus,
+    pub cgroup: CgroupId,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecEvent {
+    pub ts: Mono,
+    pub pid: u32,
+    pub cgroup: CgroupId,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForkEvent {
+    pub ts: Mono,
+    pub parent_pid: u32,
+    pub child_pid: u32,
+    pub cgroup: CgroupId,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachEvent {
+    pub ts: Mono,
+    pub tid: u32,
+    pub cgroup: CgroupId,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OomEvent {
+    pub ts: Mono,
+    pub pid: u32,
+    pub cgroup: CgroupId,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Signal(SignalEvent),
+    Exit(ExitEvent),
+    Exec(ExecEvent),
+    Fork(ForkEvent),
+    Attach(AttachEvent),
+    Oom(OomEvent),
+}
+
+impl Event {
+    pub fn ts(&self) -> Mono {
+        match self {
+            Event::Signal(e) => e.ts,
+            Event::Exit(e) => e.ts,
+            Event::Exec(e) => e.ts,
+            Event::Fork(e) => e.ts,
+            Event::Attach(e) => e.ts,
+            Event::Oom(e) => e.ts,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind:?} record of {len} bytes, expected {want}")]
+    Truncated { kind: Kind, len: usize, want: usize },
+}
+
+fn read<T: Copy>(bytes: &[u8], kind: Kind) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+            want: size_of::<T>(),
+        });
+    }
+    // SAFETY: length checked; T is a #[repr(C)] record of integers valid for any bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// A kernel `comm`: NUL-terminated, at most 16 bytes.
+pub fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < size_of::<Header>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked above; Header is plain integers.
+    let header: Header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let kind = Kind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    Ok(match kind {
+        Kind::Signal => {
+            let r: SignalRecord = read(bytes, kind)?;
+            Event::Signal(SignalEvent {
+                ts: r.header.ts_ns,
+                signal: Signal(r.signo),
+                code: r.code,
+                result: SignalResult::from_raw(r.result),
+                group: r.group != 0,
+                sender_pid: r.sender_tgid,
+                sender_tid: r.sender_tid,
+                sender_comm: comm(&r.sender_comm),
+                sender_cgroup: r.sender_cgroup,
+                target_pid: r.target_pid as u32,
+                target_comm: comm(&r.target_comm),
+                target_cgroup: r.target_cgroup,
+            })
+        }
+        Kind::Exit => {
+            let r: ExitRecord = read(bytes, kind)?;
+            Event::Exit(ExitEvent {
+                ts: r.header.ts_ns,
+                pid: r.tgid,
+                tid: r.tid,
+                status: ExitStatus::from_raw(r.exit_code),
+                cgroup: r.cgroup,
+                comm: comm(&r.comm),
+            })
+        }
+        Kind::Exec => {
+            let r: ExecRecord = read(bytes, kind)?;
+            Event::Exec(ExecEvent {
+                ts: r.header.ts_ns,
+                pid: r.tgid,
+                cgroup: r.cgroup,
+                comm: comm(&r.comm),
+            })
+        }
+        Kind::Fork => {
+            let r: ForkRecord = read(bytes, kind)?;
+            Event::Fork(ForkEvent {
+                ts: r.header.ts_ns,
+                parent_pid: r.parent_tgid,
+                child_pid: r.child_pid,
+                cgroup: r.cgroup,
+                comm: comm(&r.comm),
+            })
+        }
+        Kind::Attach => {
+            let r: AttachRecord = read(bytes, kind)?;
+            Event::Attach(AttachEvent {
+                ts: r.header.ts_ns,
+                tid: r.tid,
+                cgroup: r.cgroup,
+            })
+        }
+        Kind::Oom => {
+            let r: OomRecord = read(bytes, kind)?;
+            Event::Oom(OomEvent {
+                ts: r.header.ts_ns,
+                pid: r.pid,
+                cgroup: r.cgroup,
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain #[repr(C)] value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_a_signal_record() {
+        let mut comm_sh = [0u8; 16];
+        comm_sh[..2].copy_from_slice(b"sh");
+        let mut comm_runc = [0u8; 16];
+        comm_runc[..4].copy_from_slice(b"runc");
+        let r = SignalRecord {
+            header: Header {
+                kind: Kind::Signal as u32,
+                _pad: 0,
+                ts_ns: 42,
+            },
+            signo: 15,
+            code: 0,
+            result: 1,
+            group: 1,
+            target_pid: 1234,
+            sender_tgid: 99,
+            sender_tid: 100,
+            _pad: 0,
+            target_cgroup: 7,
+            sender_cgroup: 1,
+            target_comm: comm_sh,
+            sender_comm: comm_runc,
+        };
+        let Event::Signal(e) = decode(&bytes(&r)).unwrap() else {
+            panic!("not a signal")
+        };
+        assert_eq!(e.signal, Signal::TERM);
+        assert_eq!(e.result, SignalResult::Ignored);
+        assert_eq!(
+            (e.target_pid, e.target_comm.as_str(), e.target_cgroup),
+            (1234, "sh", 7)
+        );
+        assert_eq!(
+            (e.sender_pid, e.sender_tid, e.sender_comm.as_str()),
+            (99, 100, "runc")
+        );
+        assert!(matches!(
+            decode(&bytes(&r)[..20]),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
+        let h = Header {
+            kind: 77,
+            _pad: 0,
+            ts_ns: 0,
+        };
+        assert_eq!(decode(&bytes(&h)), Err(DecodeError::UnknownKind(77)));
+    }
+
+    #[test]
+    fn exit_status_decoding() {
+        assert_eq!(
+            ExitStatus::from_raw(3 << 8),
+            ExitStatus {
+                code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(
+            ExitStatus::from_raw(9),
+            ExitStatus {
+                code: None,
+                signal: Some(9)
+            }
+        );
+        // Core dump bit set: still the signal.
+        assert_eq!(
+            ExitStatus::from_raw(0x80 | 11),
+            ExitStatus {
+                code: None,
+                signal: Some(11)
+            }
+        );
+        assert_eq!(ExitStatus::from_raw(9).shell_code(), 137);
+    }
+}

@@ -1,0 +1,2 @@
+//! Where records and events leave the daemon: the live trace view (text and JSON lines).
+pub mod trace;

@@ -1,0 +1,9 @@
+//! graceful: watches, with eBPF, how containers are stopped, and says why they were SIGKILLed.
+//!
+//! Data flows one way: [`probes`] (kernel) -> [`events`] -> tracker -> enrichment -> [`export`].
+pub mod cgroup;
+pub mod clock;
+pub mod events;
+pub mod export;
+pub mod probes;
+pub mod signals;

@@ -1,0 +1,355 @@
+//! Loads and attaches the kernel programs and turns the ring buffer into an event stream.
+pub mod btf;
+pub mod tracefs;
+
+use std::{path::Path, time::Duration};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use graceful_common::{Config, COUNTER_ENTRIES, LOST_RING_FULL, RESULT_SLOTS};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+use crate::{
+    cgroup::Cgroup2,
+    events::{decode, Event, SignalResult},
+    signals::Signal,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/graceful"));
+
+/// The programs and the tracepoints they attach to.
+pub const PROGRAMS: [(&str, &str, &str); 6] = [
+    ("signal_generate", "signal", "signal_generate"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("task_newtask", "task", "task_newtask"),
+    ("cgroup_attach_task", "cgroup", "cgroup_attach_task"),
+    ("mark_victim", "oom", "mark_victim"),
+];
+
+/// The default stop-relevant signals: what runtimes and STOPSIGNAL use to stop a container.
+pub const DEFAULT_STOP_SIGNALS: [Signal; 8] = [
+    Signal::TERM,
+    Signal::KILL,
+    Signal::INT,
+    Signal::QUIT,
+    Signal::HUP,
+    Signal::USR1,
+    Signal::USR2,
+    Signal::WINCH,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("graceful needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) to load eBPF programs; running as uid {0}")]
+    NotRoot(u32),
+    #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing): build it with CONFIG_DEBUG_INFO_BTF=y")]
+    NoBtf,
+    #[error("BTF: {0}")]
+    Btf(String),
+    #[error("tracefs is not available: {0}")]
+    NoTracefs(String),
+    #[error("tracepoint {tracepoint} is missing: {reason}")]
+    MissingTracepoint { tracepoint: String, reason: String },
+    #[error("tracepoint {tracepoint} has no field `{field}`")]
+    MissingField { tracepoint: String, field: String },
+    #[error("cgroup2: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(String),
+    #[error("the verifier rejected {program}: {error}\n{log}")]
+    Verifier {
+        program: String,
+        error: String,
+        log: String,
+    },
+    #[error("attaching {program} to {tracepoint}: {error}")]
+    Attach {
+        program: String,
+        tracepoint: String,
+        error: String,
+    },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {map}: {error}")]
+    Map { map: &'static str, error: String },
+}
+
+/// What the probes report and how.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Signals that go to the ring buffer; all others are only counted.
+    pub stop_signals: Vec<Signal>,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            stop_signals: DEFAULT_STOP_SIGNALS.to_vec(),
+        }
+    }
+}
+
+/// Loaded and attached kernel programs.
+pub struct Probes {
+    ebpf: Ebpf,
+    counts: PerCpuArray<MapData, u64>,
+    lost: PerCpuArray<MapData, u64>,
+}
+
+/// Per-(signal, result) counts summed over CPUs, since the programs were attached.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SignalCounts(pub Vec<(Signal, SignalResult, u64)>);
+
+impl SignalCounts {
+    pub fn get(&self, signal: Signal, result: SignalResult) -> u64 {
+        self.0
+            .iter()
+            .find(|(s, r, _)| *s == signal && *r == result)
+            .map_or(0, |e| e.2)
+    }
+}
+
+fn check_prerequisites() -> Result<(), ProbeError> {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if uid != 0 {
+        return Err(ProbeError::NotRoot(uid));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(ProbeError::NoBtf);
+    }
+    Ok(())
+}
+
+/// Offsets from the running kernel, handed to the programs.
+fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError> {
+    let tracefs = tracefs::locate()?;
+    let fmt = |c: &str, n: &str| tracefs::Format::read(&tracefs, c, n);
+    let (sig, exit, newtask, attach, oom) = (
+        fmt("signal", "signal_generate")?,
+        fmt("sched", "sched_process_exit")?,
+        fmt("task", "task_newtask")?,
+        fmt("cgroup", "cgroup_attach_task")?,
+        fmt("oom", "mark_victim")?,
+    );
+    fmt("sched", "sched_process_exec")?;
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|_| ProbeError::NoBtf)?;
+    let stop_signals = options
+        .stop_signals
+        .iter()
+        .fold(0u64, |mask, s| mask | 1u64 << (s.0 as u64 - 1));
+    Ok(Config {
+        stop_signals,
+        root_cgroup: cgroup.root_id(),
+        cgroup2_hierarchy: cgroup.hierarchy_id(),
+        sig_sig: sig.offset("sig")?,
+        sig_code: sig.offset("code")?,
+        sig_comm: sig.offset("comm")?,
+        sig_pid: sig.offset("pid")?,
+        sig_group: sig.offset("group")?,
+        sig_result: sig.offset("result")?,
+        exit_group_dead: exit.offset("group_dead")?,
+        newtask_pid: newtask.offset("pid")?,
+        newtask_flags: newtask.offset("clone_flags")?,
+        attach_root: attach.offset("dst_root")?,
+        attach_id: attach.offset("dst_id")?,
+        attach_pid: attach.offset("pid")?,
+        oom_pid: oom.offset("pid")?,
+        task_exit_code: btf::member_offset(&btf, "task_struct", "exit_code")?,
+        sig_size: sig.size()?,
+        exit_size: exit.size()?,
+        newtask_size: newtask.size()?,
+        attach_size: attach.size()?,
+        oom_size: oom.size()?,
+    })
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |e| ProbeError::Map {
+        map,
+        error: e.to_string(),
+    }
+}
+
+impl Probes {
+    /// Loads every program through the verifier and attaches it. Needs a tokio runtime (logger).
+    pub fn load(options: &ProbeOptions, cgroup: &mut Cgroup2) -> Result<Probes, ProbeError> {
+        check_prerequisites()?;
+        let config = config(options, cgroup)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .load(OBJECT)
+            .map_err(|e| ProbeError::Load(e.to_string()))?;
+        start_kernel_logger(&mut ebpf);
+        for (program, category, name) in PROGRAMS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| ProbeError::Load(format!("program {program} is missing")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| ProbeError::Load(e.to_string()))?;
+            prog.load().map_err(|e| match e {
+                aya::programs::ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } => ProbeError::Verifier {
+                    program: program.into(),
+                    error: io_error.to_string(),
+                    log: verifier_log.to_string(),
+                },
+                other => ProbeError::Load(format!("{program}: {other}")),
+            })?;
+            prog.attach(category, name)
+                .map_err(|e| ProbeError::Attach {
+                    program: program.into(),
+                    tracepoint: format!("{category}:{name}"),
+                    error: e.to_string(),
+                })?;
+        }
+        let counts = PerCpuArray::try_from(
+            ebpf.take_map("COUNTS")
+                .ok_or(ProbeError::MissingMap("COUNTS"))?,
+        )
+        .map_err(map_err("COUNTS"))?;
+        let lost = PerCpuArray::try_from(
+            ebpf.take_map("LOST")
+                .ok_or(ProbeError::MissingMap("LOST"))?,
+        )
+        .map_err(map_err("LOST"))?;
+        let mut probes = Probes { ebpf, counts, lost };
+        probes.seed_task_cgroups(cgroup)?;
+        Ok(probes)
+    }
+
+    /// Threads that existed before the programs were attached are unknown to the in-kernel
+    /// task map: fill it from /proc (attach first, then scan, so no thread falls in between).
+    fn seed_task_cgroups(&mut self, cgroup: &mut Cgroup2) -> Result<(), ProbeError> {
+        let mut map: BpfHashMap<_, u32, u64> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("TASK_CGROUP")
+                .ok_or(ProbeError::MissingMap("TASK_CGROUP"))?,
+        )
+        .map_err(map_err("TASK_CGROUP"))?;
+        for (tid, id) in cgroup.scan_threads() {
+            // A full map only costs precision for old threads: the LRU evicts the oldest.
+            let _ = map.insert(tid, id, 0);
+        }
+        Ok(())
+    }
+
+    /// Per-(signal, result) totals over all CPUs.
+    pub fn signal_counts(&self) -> Result<SignalCounts, ProbeError> {
+        let mut out = Vec::new();
+        for index in 0..COUNTER_ENTRIES {
+            let total: u64 = self
+                .counts
+                .get(&index, 0)
+                .map_err(map_err("COUNTS"))?
+                .iter()
+                .sum();
+            if total > 0 {
+                let signo = index / RESULT_SLOTS as u32;
+                let result = SignalResult::from_raw((index % RESULT_SLOTS as u32) as i32);
+                out.push((Signal(signo as i32), result, total));
+            }
+        }
+        Ok(SignalCounts(out))
+    }
+
+    /// Records the kernel could not put in the ring buffer because it was full.
+    pub fn lost_events(&self) -> Result<u64, ProbeError> {
+        Ok(self
+            .lost
+            .get(&LOST_RING_FULL, 0)
+            .map_err(map_err("LOST"))?
+            .iter()
+            .sum())
+    }
+
+    /// Starts reading the ring buffer; decoded events arrive on the returned channel until the
+    /// receiver is dropped.
+    pub fn events(&mut self) -> Result<mpsc::Receiver<Event>, ProbeError> {
+        let ring = RingBuf::try_from(
+            self.ebpf
+                .take_map("EVENTS")
+                .ok_or(ProbeError::MissingMap("EVENTS"))?,
+        )
+        .map_err(map_err("EVENTS"))?;
+        // SAFETY: the ring buffer owns its map fd for as long as it lives.
+        let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Map {
+            map: "EVENTS",
+            error: e.to_string(),
+        })?;
+        let (tx, rx) = mpsc::channel(1 << 16);
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    return;
+                };
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    match decode(&item) {
+                        Ok(event) => {
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => log::warn!("dropping a malformed ring-buffer record: {e}"),
+                    }
+                }
+                guard.clear_ready();
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Kernel-side run time and run count of each program (needs BPF stats enabled).
+    pub fn program_stats(&self) -> Vec<(String, Duration, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                p.info()
+                    .ok()
+                    .map(|i| (name.to_string(), i.run_time(), i.run_count()))
+            })
+            .collect()
+    }
+}
+
+/// Forwards aya-log records of the kernel programs to the `log` facade.
+fn start_kernel_logger(ebpf: &mut Ebpf) {
+    match aya_log::EbpfLogger::init(ebpf) {
+        // SAFETY: the logger owns its ring-buffer fd for as long as it lives.
+        Ok(logger) => match unsafe { AsyncFd::register(logger) } {
+            Ok(mut fd) => {
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(mut guard) = fd.readable_mut().await else {
+                            return;
+                        };
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
+        },
+        Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
+    }
+}
+
+/// Keeps `kernel.bpf_stats_enabled` on while held.
+pub struct BpfStats {
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl BpfStats {
+    pub fn enable() -> Result<BpfStats, ProbeError> {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map(|fd| BpfStats { _fd: fd })
+            .map_err(|e| ProbeError::Load(format!("enable BPF run-time stats: {e}")))
+    }
+}

@@ -1,0 +1,328 @@
+//! Kernel programs of graceful: tracepoints -> ring buffer + per-CPU counters.
+//!
+//! Field offsets are not compiled in: the daemon reads them from the tracepoint format files
+//! (and `task_struct.exit_code` from the kernel's BTF) and hands them over in `CONFIG`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated as gen,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use aya_log_ebpf::warn;
+use graceful_common::{
+    AttachRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
+    SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, LOST_ENTRIES, LOST_RING_FULL,
+    MAX_SIGNAL, RECORD_BUF, RESULT_SLOTS, RING_BYTES, TASK_CGROUP_ENTRIES,
+};
+
+#[no_mangle]
+static CONFIG: Config = Config {
+    stop_signals: 0,
+    root_cgroup: 0,
+    cgroup2_hierarchy: 0,
+    sig_sig: 0,
+    sig_code: 0,
+    sig_comm: 0,
+    sig_pid: 0,
+    sig_group: 0,
+    sig_result: 0,
+    exit_group_dead: 0,
+    newtask_pid: 0,
+    newtask_flags: 0,
+    attach_root: 0,
+    attach_id: 0,
+    attach_pid: 0,
+    oom_pid: 0,
+    task_exit_code: 0,
+    sig_size: 0,
+    exit_size: 0,
+    newtask_size: 0,
+    attach_size: 0,
+    oom_size: 0,
+};
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Every signal by (signo, result), stop-relevant or not: cheap enough for SIGURG storms.
+#[map]
+static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
+
+/// Records lost because the ring buffer was full.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_ENTRIES, 0);
+
+/// Thread id -> cgroup2 id, so a signal's target cgroup is known in the sender's context.
+#[map]
+static TASK_CGROUP: LruHashMap<u32, u64> = LruHashMap::with_max_entries(TASK_CGROUP_ENTRIES, 0);
+
+macro_rules! cfg {
+    ($field:ident) => {
+        // SAFETY: CONFIG is a frozen read-only global written by the loader.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$field)) }
+    };
+}
+
+/// A tracepoint's fixed record, copied to the stack with one helper call.
+struct Record([u8; RECORD_BUF]);
+
+impl Record {
+    #[inline(always)]
+    fn read(ctx: &TracePointContext, size: u32) -> Option<Record> {
+        if size as usize > RECORD_BUF {
+            return None;
+        }
+        let mut buf = core::mem::MaybeUninit::<[u8; RECORD_BUF]>::uninit();
+        // SAFETY: `size` bytes fit the buffer; the source is the tracepoint's own record.
+        let rc = unsafe {
+            gen::bpf_probe_read_kernel(buf.as_mut_ptr().cast(), size, ctx.as_ptr().cast_const())
+        };
+        // SAFETY: the helper filled `size` bytes; fields are read only below that size.
+        (rc == 0).then(|| Record(unsafe { buf.assume_init() }))
+    }
+
+    /// A field at an offset from the format file; zero when outside the buffer.
+    #[inline(always)]
+    fn get<T: Copy + Default>(&self, offset: u32) -> T {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > RECORD_BUF {
+            return T::default();
+        }
+        // SAFETY: bounds checked above; T is a plain integer or byte array.
+        unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(offset).cast::<T>()) }
+    }
+}
+
+#[inline(always)]
+fn header(kind: Kind) -> Header {
+    Header {
+        kind: kind as u32,
+        _pad: 0,
+        // SAFETY: plain helper call.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}
+
+#[inline(always)]
+fn current_cgroup() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_get_current_cgroup_id() }
+}
+
+#[inline(always)]
+fn current_comm() -> [u8; 16] {
+    bpf_get_current_comm().unwrap_or([0; 16])
+}
+
+#[inline(always)]
+fn output<T: 'static>(ctx: &TracePointContext, record: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(record);
+            entry.submit(0);
+        }
+        None => {
+            if let Some(lost) = LOST.get_ptr_mut(LOST_RING_FULL) {
+                // SAFETY: per-CPU slot, no concurrent writer.
+                let n = unsafe {
+                    *lost += 1;
+                    *lost
+                };
+                if n.is_power_of_two() {
+                    warn!(ctx, "ring buffer full: {} records lost on this CPU", n);
+                }
+            }
+        }
+    }
+}
+
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    let Some(rec) = Record::read(&ctx, cfg!(sig_size)) else {
+        return 0;
+    };
+    let sig: i32 = rec.get(cfg!(sig_sig));
+    let result: i32 = rec.get(cfg!(sig_result));
+    if sig <= 0 || sig as usize > MAX_SIGNAL || !(0..RESULT_SLOTS as i32).contains(&result) {
+        return 0;
+    }
+    if let Some(count) = COUNTS.get_ptr_mut(sig as u32 * RESULT_SLOTS as u32 + result as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer.
+        unsafe { *count += 1 };
+    }
+    if cfg!(stop_signals) & (1u64 << (sig as u64 - 1)) == 0 {
+        return 0;
+    }
+    let target_pid: i32 = rec.get(cfg!(sig_pid));
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: lookup result is copied out at once.
+    let target_cgroup = unsafe { TASK_CGROUP.get(&(target_pid as u32)) }
+        .copied()
+        .unwrap_or(0);
+    output(
+        &ctx,
+        SignalRecord {
+            header: header(Kind::Signal),
+            signo: sig,
+            code: rec.get(cfg!(sig_code)),
+            result,
+            group: rec.get(cfg!(sig_group)),
+            target_pid,
+            sender_tgid: (pid_tgid >> 32) as u32,
+            sender_tid: pid_tgid as u32,
+            _pad: 0,
+            target_cgroup,
+            sender_cgroup: current_cgroup(),
+            target_comm: rec.get(cfg!(sig_comm)),
+            sender_comm: current_comm(),
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let _ = TASK_CGROUP.remove(&tid);
+    let Some(rec) = Record::read(&ctx, cfg!(exit_size)) else {
+        return 0;
+    };
+    let group_dead: u8 = rec.get(cfg!(exit_group_dead));
+    let cgroup = current_cgroup();
+    if group_dead == 0 || cgroup == cfg!(root_cgroup) {
+        return 0;
+    }
+    // SAFETY: the current task is alive while its exit tracepoint runs; the offset is BTF's.
+    let exit_code_offset = cfg!(task_exit_code) as usize;
+    let exit_code = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.add(exit_code_offset) as *const i32).unwrap_or(-1)
+    };
+    output(
+        &ctx,
+        ExitRecord {
+            header: header(Kind::Exit),
+            tgid: (pid_tgid >> 32) as u32,
+            tid,
+            exit_code,
+            _pad: 0,
+            cgroup,
+            comm: current_comm(),
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let cgroup = current_cgroup();
+    let _ = TASK_CGROUP.insert(&tgid, &cgroup, 0);
+    if cgroup != cfg!(root_cgroup) {
+        output(
+            &ctx,
+            ExecRecord {
+                header: header(Kind::Exec),
+                tgid,
+                _pad: 0,
+                cgroup,
+                comm: current_comm(),
+            },
+        );
+    }
+    0
+}
+
+/// `task:task_newtask` rather than `sched:sched_process_fork`: it carries `clone_flags`, which
+/// tell a new process from a new thread.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let Some(rec) = Record::read(&ctx, cfg!(newtask_size)) else {
+        return 0;
+    };
+    let child: i32 = rec.get(cfg!(newtask_pid));
+    let flags: u64 = rec.get(cfg!(newtask_flags));
+    if flags & CLONE_INTO_CGROUP != 0 {
+        // The child starts in another cgroup: its exec or attach will tell which.
+        return 0;
+    }
+    let cgroup = current_cgroup();
+    let _ = TASK_CGROUP.insert(&(child as u32), &cgroup, 0);
+    if flags & CLONE_THREAD == 0 && cgroup != cfg!(root_cgroup) {
+        output(
+            &ctx,
+            ForkRecord {
+                header: header(Kind::Fork),
+                parent_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+                child_pid: child as u32,
+                cgroup,
+                comm: current_comm(),
+            },
+        );
+    }
+    0
+}
+
+#[tracepoint]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    let Some(rec) = Record::read(&ctx, cfg!(attach_size)) else {
+        return 0;
+    };
+    let root: i32 = rec.get(cfg!(attach_root));
+    if root != cfg!(cgroup2_hierarchy) {
+        return 0;
+    }
+    let tid: i32 = rec.get(cfg!(attach_pid));
+    let cgroup: u64 = rec.get(cfg!(attach_id));
+    let _ = TASK_CGROUP.insert(&(tid as u32), &cgroup, 0);
+    output(
+        &ctx,
+        AttachRecord {
+            header: header(Kind::Attach),
+            tid: tid as u32,
+            _pad: 0,
+            cgroup,
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    let Some(rec) = Record::read(&ctx, cfg!(oom_size)) else {
+        return 0;
+    };
+    let pid: i32 = rec.get(cfg!(oom_pid));
+    // SAFETY: lookup result is copied out at once.
+    let cgroup = unsafe { TASK_CGROUP.get(&(pid as u32)) }
+        .copied()
+        .unwrap_or(0);
+    output(
+        &ctx,
+        OomRecord {
+            header: header(Kind::Oom),
+            pid: pid as u32,
+            _pad: 0,
+            cgroup,
+        },
+    );
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
