@@ -1,1 +1,110 @@
+//! Test harness for the real kernel (after Exein pulsar's TestRunner): load the probes, do
+//! something to real processes, then await the events it must cause.
+//!
+//! The tests need root and a BPF-capable kernel; when either is missing they fail, loudly.
+use std::time::Duration;
 
+use graceful::{
+    cgroup::Cgroup2,
+    events::Event,
+    probes::{ProbeOptions, Probes},
+};
+use tokio::sync::mpsc::Receiver;
+
+/// How long an expected event may take before the test fails (a bound, not a synchronisation).
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Kernel {
+    pub probes: Probes,
+    pub cgroups: Cgroup2,
+    events: Receiver<Event>,
+    /// Every event received so far, in order.
+    pub seen: Vec<Event>,
+    /// Indexes in `seen` that an `expect` already returned.
+    taken: std::collections::HashSet<usize>,
+    /// cgroup (below the cgroup2 root) that holds this test's sandboxes.
+    pub parent: String,
+}
+
+impl Kernel {
+    pub async fn start(test: &str) -> Kernel {
+        Kernel::start_with(test, ProbeOptions::default()).await
+    }
+
+    pub async fn start_with(test: &str, options: ProbeOptions) -> Kernel {
+        let mut cgroups =
+            Cgroup2::discover().unwrap_or_else(|e| panic!("cgroup2 is required: {e}"));
+        let mut probes = Probes::load(&options, &mut cgroups).unwrap_or_else(|e| {
+            panic!("kernel tests need root and BPF; loading the probes failed: {e}")
+        });
+        let events = probes.events().expect("ring buffer reader");
+        let parent = format!("/graceful-tests/{test}-{}", std::process::id());
+        Kernel {
+            probes,
+            cgroups,
+            events,
+            seen: Vec::new(),
+            taken: Default::default(),
+            parent,
+        }
+    }
+
+    /// The first matching event not returned before, among those already received or still
+    /// to come; panics with `what` and the events seen if none comes in time.
+    pub async fn expect(&mut self, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+        if let Some(i) =
+            (0..self.seen.len()).find(|i| !self.taken.contains(i) && matches(&self.seen[*i]))
+        {
+            self.taken.insert(i);
+            return self.seen[i].clone();
+        }
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    self.seen.push(event.clone());
+                    if matches(&event) {
+                        self.taken.insert(self.seen.len() - 1);
+                        return event;
+                    }
+                }
+                Ok(None) => panic!("event stream ended while waiting for {what}"),
+                Err(_) => panic!(
+                    "no {what} within {EVENT_TIMEOUT:?}; last events seen: {:#?}",
+                    &self.seen[self.seen.len().saturating_sub(20)..]
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(self.cgroups.dir(&self.parent));
+    }
+}
+
+/// Waits until `pid` sleeps with no signal blocked. A shell blocks every signal for a moment
+/// around each wait, and a blocked signal is never "ignored" at generation (it is queued and
+/// dropped later): the kernel's `result` is only deterministic once the shell sleeps.
+pub fn wait_until_quiescent(pid: i32) {
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or("")
+        };
+        if field("State:").starts_with('S') && field("SigBlk:").trim_start_matches('0').is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never settled: {status}"
+        );
+        std::thread::yield_now();
+    }
+}

@@ -136,7 +136,8 @@ pub struct OomRecord {
 
 /// Handed to the kernel programs as a read-only global before load: tracepoint field offsets
 /// read from the format files and `task_struct` offsets read from the kernel's BTF, so nothing
-/// is compiled in that only fits one kernel.
+/// is compiled in that only fits one kernel. `signal_generate` is a raw tracepoint: its
+/// arguments are the tracepoint's prototype `(sig, info, task, group, result)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
@@ -146,12 +147,6 @@ pub struct Config {
     pub root_cgroup: u64,
     /// Hierarchy id of cgroup2 in `cgroup_attach_task.dst_root`.
     pub cgroup2_hierarchy: i32,
-    pub sig_sig: u32,
-    pub sig_code: u32,
-    pub sig_comm: u32,
-    pub sig_pid: u32,
-    pub sig_group: u32,
-    pub sig_result: u32,
     pub exit_group_dead: u32,
     pub newtask_pid: u32,
     pub newtask_flags: u32,
@@ -160,8 +155,10 @@ pub struct Config {
     pub attach_pid: u32,
     pub oom_pid: u32,
     pub task_exit_code: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
     /// Bytes of each tracepoint's fixed record (end of its last field).
-    pub sig_size: u32,
     pub exit_size: u32,
     pub newtask_size: u32,
     pub attach_size: u32,

@@ -6,4 +6,5 @@ pub mod clock;
 pub mod events;
 pub mod export;
 pub mod probes;
+pub mod sandbox;
 pub mod signals;

@@ -10,9 +10,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated as gen,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -27,12 +27,6 @@ static CONFIG: Config = Config {
     stop_signals: 0,
     root_cgroup: 0,
     cgroup2_hierarchy: 0,
-    sig_sig: 0,
-    sig_code: 0,
-    sig_comm: 0,
-    sig_pid: 0,
-    sig_group: 0,
-    sig_result: 0,
     exit_group_dead: 0,
     newtask_pid: 0,
     newtask_flags: 0,
@@ -41,7 +35,9 @@ static CONFIG: Config = Config {
     attach_pid: 0,
     oom_pid: 0,
     task_exit_code: 0,
-    sig_size: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    task_comm: 0,
     exit_size: 0,
     newtask_size: 0,
     attach_size: 0,
@@ -122,7 +118,7 @@ fn current_comm() -> [u8; 16] {
 }
 
 #[inline(always)]
-fn output<T: 'static>(ctx: &TracePointContext, record: T) {
+fn output<C: EbpfContext, T: 'static>(ctx: &C, record: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(record);
@@ -143,13 +139,24 @@ fn output<T: 'static>(ctx: &TracePointContext, record: T) {
     }
 }
 
-#[tracepoint]
-pub fn signal_generate(ctx: TracePointContext) -> u32 {
-    let Some(rec) = Record::read(&ctx, cfg!(sig_size)) else {
-        return 0;
-    };
-    let sig: i32 = rec.get(cfg!(sig_sig));
-    let result: i32 = rec.get(cfg!(sig_result));
+/// `SEND_SIG_NOINFO` and `SEND_SIG_PRIV`: `info` values that are not pointers.
+const SEND_SIG_PRIV: u64 = 1;
+/// `si_code` in siginfo: the third int on every architecture but MIPS.
+const SI_CODE_OFFSET: usize = 8;
+const SI_USER: i32 = 0;
+const SI_KERNEL: i32 = 0x80;
+
+#[inline(always)]
+unsafe fn read_kernel<T: Default>(base: u64, offset: u32) -> T {
+    bpf_probe_read_kernel((base as *const u8).add(offset as usize).cast::<T>()).unwrap_or_default()
+}
+
+/// A raw tracepoint: the classic one fills a perf record before the program runs, a cost every
+/// SIGURG of a Go program would pay. Arguments: `(sig, info, task, group, result)`.
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    let sig: i32 = ctx.arg::<u64>(0) as i32;
+    let result: i32 = ctx.arg::<u64>(4) as i32;
     if sig <= 0 || sig as usize > MAX_SIGNAL || !(0..RESULT_SLOTS as i32).contains(&result) {
         return 0;
     }
@@ -160,10 +167,26 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
     if cfg!(stop_signals) & (1u64 << (sig as u64 - 1)) == 0 {
         return 0;
     }
-    let target_pid: i32 = rec.get(cfg!(sig_pid));
+    let info: u64 = ctx.arg(1);
+    let task: u64 = ctx.arg(2);
+    let (pid_off, tgid_off, comm_off) = (cfg!(task_pid), cfg!(task_tgid), cfg!(task_comm));
+    // SAFETY: `task` is the live target task_struct; offsets come from the kernel's BTF.
+    let (tid, tgid, comm): (i32, i32, [u8; 16]) = unsafe {
+        (
+            read_kernel(task, pid_off),
+            read_kernel(task, tgid_off),
+            read_kernel(task, comm_off),
+        )
+    };
+    let code = match info {
+        0 => SI_USER,
+        SEND_SIG_PRIV => SI_KERNEL,
+        // SAFETY: a kernel_siginfo pointer.
+        _ => unsafe { read_kernel(info, SI_CODE_OFFSET as u32) },
+    };
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: lookup result is copied out at once.
-    let target_cgroup = unsafe { TASK_CGROUP.get(&(target_pid as u32)) }
+    let target_cgroup = unsafe { TASK_CGROUP.get(&(tid as u32)) }
         .copied()
         .unwrap_or(0);
     output(
@@ -171,16 +194,16 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
         SignalRecord {
             header: header(Kind::Signal),
             signo: sig,
-            code: rec.get(cfg!(sig_code)),
+            code,
             result,
-            group: rec.get(cfg!(sig_group)),
-            target_pid,
+            group: ctx.arg::<u64>(3) as i32,
+            target_pid: tgid,
             sender_tgid: (pid_tgid >> 32) as u32,
             sender_tid: pid_tgid as u32,
             _pad: 0,
             target_cgroup,
             sender_cgroup: current_cgroup(),
-            target_comm: rec.get(cfg!(sig_comm)),
+            target_comm: comm,
             sender_comm: current_comm(),
         },
     );

@@ -1,1 +1,183 @@
-fn main() {}
+//! `cargo xtask setup | build | run -- ARGS | test | bench`: everything a fresh machine needs.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every prerequisite (Debian packages, bpf-linker); safe to run again.
+    Setup,
+    /// Set up, then build the daemon (kernel programs included) in release mode.
+    Build,
+    /// Build, then run the daemon with the given arguments (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then check formatting and lints and run every test (as root: kernel tests).
+    Test,
+    /// Set up, then run the benchmarks and print their numbers (as root).
+    Bench,
+}
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian packages: the BPF compiler (rustc-web ships `core` for bpfel-unknown-none), what
+/// bpf-linker links against, the test images' busybox, and the peers the benchmark measures.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "libzstd-dev",
+    "busybox-static",
+    "bpftrace",
+    "libbpf-tools",
+];
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup(),
+        Task::Build => {
+            setup()?;
+            cargo(&["build", "--release", "-p", "graceful-daemon"])
+        }
+        Task::Run { args } => {
+            setup()?;
+            cargo(&["build", "--release", "-p", "graceful-daemon"])?;
+            run(Command::new(root().join("target/release/graceful-daemon")).args(args))
+        }
+        Task::Test => {
+            require_root("the kernel tests load eBPF programs")?;
+            setup()?;
+            cargo(&["fmt", "--all", "--check"])?;
+            run(Command::new("cargo")
+                .args(["fmt", "--check"])
+                .current_dir(root().join("graceful-ebpf")))?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            cargo(&["test", "--workspace"])
+        }
+        Task::Bench => {
+            require_root("the benchmarks load eBPF programs")?;
+            setup()?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "graceful-tests",
+                "--bin",
+                "graceful-bench",
+            ])?;
+            run(&mut Command::new(
+                root().join("target/release/graceful-bench"),
+            ))
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn require_root(why: &str) -> Result<()> {
+    let out = Command::new("id").arg("-u").output().context("run id -u")?;
+    if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .current_dir(root()),
+    )
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_install(packages: &[String]) -> Result<()> {
+    let missing: Vec<&String> = packages.iter().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {missing:?}");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// LLVM major version of Debian's rustc: bpf-linker must link against the same LLVM.
+fn llvm_major() -> Result<String> {
+    let out = Command::new("/usr/bin/rustc")
+        .arg("-vV")
+        .output()
+        .context("run /usr/bin/rustc -vV")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("no LLVM version in /usr/bin/rustc -vV")?;
+    Ok(version.split('.').next().unwrap_or(version).to_string())
+}
+
+fn setup() -> Result<()> {
+    require_root("setup installs Debian packages")?;
+    apt_install(&PACKAGES.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
+    let llvm = llvm_major()?;
+    apt_install(&[format!("llvm-{llvm}-dev"), format!("libpolly-{llvm}-dev")])?;
+    let have = Command::new("bpf-linker").arg("--version").output();
+    if have.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm}");
+    let path = format!(
+        "/usr/lib/llvm-{llvm}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+        ])
+        .args(["--features", &format!("llvm-{llvm}")])
+        .env("PATH", path))
+}

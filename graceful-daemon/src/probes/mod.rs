@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::Program,
     Ebpf, EbpfLoader,
 };
 use graceful_common::{Config, COUNTER_ENTRIES, LOST_RING_FULL, RESULT_SLOTS};
@@ -129,14 +129,14 @@ fn check_prerequisites() -> Result<(), ProbeError> {
 fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError> {
     let tracefs = tracefs::locate()?;
     let fmt = |c: &str, n: &str| tracefs::Format::read(&tracefs, c, n);
-    let (sig, exit, newtask, attach, oom) = (
-        fmt("signal", "signal_generate")?,
+    let (exit, newtask, attach, oom) = (
         fmt("sched", "sched_process_exit")?,
         fmt("task", "task_newtask")?,
         fmt("cgroup", "cgroup_attach_task")?,
         fmt("oom", "mark_victim")?,
     );
     fmt("sched", "sched_process_exec")?;
+    fmt("signal", "signal_generate")?;
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|_| ProbeError::NoBtf)?;
     let stop_signals = options
         .stop_signals
@@ -146,12 +146,6 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         stop_signals,
         root_cgroup: cgroup.root_id(),
         cgroup2_hierarchy: cgroup.hierarchy_id(),
-        sig_sig: sig.offset("sig")?,
-        sig_code: sig.offset("code")?,
-        sig_comm: sig.offset("comm")?,
-        sig_pid: sig.offset("pid")?,
-        sig_group: sig.offset("group")?,
-        sig_result: sig.offset("result")?,
         exit_group_dead: exit.offset("group_dead")?,
         newtask_pid: newtask.offset("pid")?,
         newtask_flags: newtask.offset("clone_flags")?,
@@ -160,7 +154,9 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         attach_pid: attach.offset("pid")?,
         oom_pid: oom.offset("pid")?,
         task_exit_code: btf::member_offset(&btf, "task_struct", "exit_code")?,
-        sig_size: sig.size()?,
+        task_pid: btf::member_offset(&btf, "task_struct", "pid")?,
+        task_tgid: btf::member_offset(&btf, "task_struct", "tgid")?,
+        task_comm: btf::member_offset(&btf, "task_struct", "comm")?,
         exit_size: exit.size()?,
         newtask_size: newtask.size()?,
         attach_size: attach.size()?,
@@ -186,28 +182,29 @@ impl Probes {
             .map_err(|e| ProbeError::Load(e.to_string()))?;
         start_kernel_logger(&mut ebpf);
         for (program, category, name) in PROGRAMS {
-            let prog: &mut TracePoint = ebpf
+            let prog = ebpf
                 .program_mut(program)
-                .ok_or_else(|| ProbeError::Load(format!("program {program} is missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| ProbeError::Load(e.to_string()))?;
-            prog.load().map_err(|e| match e {
-                aya::programs::ProgramError::LoadError {
-                    io_error,
-                    verifier_log,
-                } => ProbeError::Verifier {
-                    program: program.into(),
-                    error: io_error.to_string(),
-                    log: verifier_log.to_string(),
-                },
-                other => ProbeError::Load(format!("{program}: {other}")),
-            })?;
-            prog.attach(category, name)
-                .map_err(|e| ProbeError::Attach {
-                    program: program.into(),
-                    tracepoint: format!("{category}:{name}"),
-                    error: e.to_string(),
-                })?;
+                .ok_or_else(|| ProbeError::Load(format!("program {program} is missing")))?;
+            let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
+                program: program.into(),
+                tracepoint: format!("{category}:{name}"),
+                error: e.to_string(),
+            };
+            match prog {
+                Program::RawTracePoint(p) => {
+                    p.load().map_err(|e| load_error(program, e))?;
+                    p.attach(name).map_err(attach_err)?;
+                }
+                Program::TracePoint(p) => {
+                    p.load().map_err(|e| load_error(program, e))?;
+                    p.attach(category, name).map_err(attach_err)?;
+                }
+                _ => {
+                    return Err(ProbeError::Load(format!(
+                        "{program} has an unexpected program type"
+                    )))
+                }
+            }
         }
         let counts = PerCpuArray::try_from(
             ebpf.take_map("COUNTS")
@@ -316,6 +313,20 @@ impl Probes {
                     .map(|i| (name.to_string(), i.run_time(), i.run_count()))
             })
             .collect()
+    }
+}
+
+fn load_error(program: &str, e: aya::programs::ProgramError) -> ProbeError {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => ProbeError::Verifier {
+            program: program.into(),
+            error: io_error.to_string(),
+            log: verifier_log.to_string(),
+        },
+        other => ProbeError::Load(format!("{program}: {other}")),
     }
 }
 

@@ -1,0 +1,249 @@
+//! Throwaway containers for `demo`, the tests and the benchmarks: a cgroup2 cgroup plus a new
+//! pid namespace whose init runs a command, stopped the way runc stops a container.
+use std::{
+    ffi::CString,
+    fs, io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
+    time::Duration,
+};
+
+use crate::{
+    cgroup::Cgroup2,
+    events::{CgroupId, ExitStatus},
+    signals::Signal,
+};
+
+/// A running throwaway container. Dropping it kills what is left and removes its cgroup.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Path below the cgroup2 root.
+    pub cgroup: String,
+    pub cgroup_id: CgroupId,
+    /// Host pid of the pid namespace's init.
+    pub init: i32,
+    dir: PathBuf,
+    pidfd: OwnedFd,
+    status: Option<ExitStatus>,
+}
+
+struct ChildArgs {
+    procs_fd: i32,
+    devnull: i32,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // Only async-signal-safe calls between clone and exec.
+    // SAFETY: `arg` points to the parent's ChildArgs, copied into this address space by clone.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        if libc::write(a.procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+            libc::_exit(126);
+        }
+        for fd in 0..3 {
+            libc::dup2(a.devnull, fd);
+        }
+        libc::execve(a.argv[0], a.argv.as_ptr(), a.envp.as_ptr());
+        libc::_exit(127)
+    }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
+}
+
+impl Sandbox {
+    /// Starts `argv` as PID 1 of a new pid namespace inside a new cgroup `parent/name`.
+    pub fn spawn(
+        cgroups: &mut Cgroup2,
+        parent: &str,
+        name: &str,
+        argv: &[&str],
+    ) -> io::Result<Sandbox> {
+        Sandbox::spawn_with(cgroups, parent, name, argv, |_| Ok(()))
+    }
+
+    /// As `spawn`, with a hook that may configure the new cgroup before the init joins it.
+    pub fn spawn_with(
+        cgroups: &mut Cgroup2,
+        parent: &str,
+        name: &str,
+        argv: &[&str],
+        configure: impl FnOnce(&PathBuf) -> io::Result<()>,
+    ) -> io::Result<Sandbox> {
+        let cgroup = format!("{}/{}", parent.trim_end_matches('/'), name);
+        let dir = cgroups.dir(&cgroup);
+        fs::create_dir_all(&dir)?;
+        configure(&dir)?;
+        let cgroup_id = cgroups
+            .remember(&cgroup)
+            .ok_or_else(|| io::Error::other(format!("cgroup {cgroup} vanished")))?;
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
+        let devnull = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        let args: Vec<CString> = argv.iter().map(|a| cstr(a)).collect::<io::Result<_>>()?;
+        let env = [cstr(
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )?];
+        let mut child = ChildArgs {
+            procs_fd: procs.as_raw_fd(),
+            devnull: devnull.as_raw_fd(),
+            argv: args
+                .iter()
+                .map(|a| a.as_ptr())
+                .chain([std::ptr::null()])
+                .collect(),
+            envp: env
+                .iter()
+                .map(|a| a.as_ptr())
+                .chain([std::ptr::null()])
+                .collect(),
+        };
+        let mut stack = vec![0u8; 256 * 1024];
+        // SAFETY: the stack outlives the call (the child gets a copy: no CLONE_VM); child_main
+        // only makes async-signal-safe calls before execve.
+        let pid = unsafe {
+            let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+            libc::clone(
+                child_main,
+                top,
+                libc::CLONE_NEWPID | libc::SIGCHLD,
+                (&mut child as *mut ChildArgs).cast(),
+            )
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: plain syscall on our own child.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Sandbox {
+            cgroup,
+            cgroup_id,
+            init: pid,
+            dir,
+            // SAFETY: a fresh fd we own.
+            pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            status: None,
+        })
+    }
+
+    /// Sends a signal to the init from outside the container, as a runtime does.
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        if self.status.is_some() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // SAFETY: the pid is our unreaped child, so it cannot have been reused.
+        if unsafe { libc::kill(self.init, signal.0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits for the init to exit (and reaps it), up to `timeout`; None if it is still running.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut raw = 0;
+        // SAFETY: our child; reaps it.
+        if unsafe { libc::waitpid(self.init, &mut raw, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let status = if libc::WIFSIGNALED(raw) {
+            ExitStatus {
+                code: None,
+                signal: Some(libc::WTERMSIG(raw)),
+            }
+        } else {
+            ExitStatus {
+                code: Some(libc::WEXITSTATUS(raw)),
+                signal: None,
+            }
+        };
+        self.status = Some(status);
+        Ok(Some(status))
+    }
+
+    /// Stops the container like runc: the stop signal to the init, up to `grace` for it to
+    /// exit, then SIGKILL. Returns the init's exit status.
+    pub fn stop(&mut self, stop_signal: Signal, grace: Duration) -> io::Result<ExitStatus> {
+        self.signal(stop_signal)?;
+        if let Some(status) = self.wait(grace)? {
+            return Ok(status);
+        }
+        self.signal(Signal::KILL)?;
+        self.wait(Duration::from_secs(30))?
+            .ok_or_else(|| io::Error::other("init survived SIGKILL for 30 s"))
+    }
+
+    /// Host pids of the processes in the container's cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the cgroup has no process left (cgroup.events `populated 0`).
+    pub fn wait_empty(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let events = self.dir.join("cgroup.events");
+        loop {
+            let populated = fs::read_to_string(&events)
+                .map(|t| t.contains("populated 1"))
+                .unwrap_or(false);
+            if !populated {
+                return true;
+            }
+            let Ok(file) = fs::File::open(&events) else {
+                return true;
+            };
+            // cgroup.events signals changes with POLLPRI; re-read after each.
+            let mut pfd = libc::pollfd {
+                fd: file.as_raw_fd(),
+                events: libc::POLLPRI,
+                revents: 0,
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().clamp(1, 1000) as i32) };
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("cgroup.kill"), "1");
+        if self.status.is_none() {
+            let _ = self.signal(Signal::KILL);
+            let _ = self.wait(Duration::from_secs(10));
+        }
+        self.wait_empty(Duration::from_secs(10));
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
