@@ -1,0 +1,117 @@
+//! /proc: a process's signal dispositions (SigCgt/SigIgn/SigBlk), NSpid, parent and comm.
+use std::{fs, io};
+
+use crate::signals::Signal;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcStatus {
+    pub comm: String,
+    pub tgid: i32,
+    pub ppid: i32,
+    /// The pid in each pid namespace, outermost first.
+    pub nspid: Vec<i32>,
+    pub sig_blk: u64,
+    pub sig_ign: u64,
+    pub sig_cgt: u64,
+}
+
+fn mask_has(mask: u64, signal: Signal) -> bool {
+    signal.is_valid() && mask & (1u64 << (signal.0 - 1)) != 0
+}
+
+impl ProcStatus {
+    /// Parses `/proc/<pid>/status`.
+    pub fn parse(text: &str) -> ProcStatus {
+        let mut s = ProcStatus::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            let hex = || u64::from_str_radix(value, 16).unwrap_or(0);
+            match key {
+                "Name" => s.comm = value.to_string(),
+                "Tgid" => s.tgid = value.parse().unwrap_or(0),
+                "PPid" => s.ppid = value.parse().unwrap_or(0),
+                "NSpid" => {
+                    s.nspid = value
+                        .split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .collect()
+                }
+                "SigBlk" => s.sig_blk = hex(),
+                "SigIgn" => s.sig_ign = hex(),
+                "SigCgt" => s.sig_cgt = hex(),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    pub fn read(pid: u32) -> io::Result<ProcStatus> {
+        fs::read_to_string(format!("/proc/{pid}/status")).map(|t| ProcStatus::parse(&t))
+    }
+
+    /// PID 1 of a pid namespace below the host's.
+    pub fn is_namespace_init(&self) -> bool {
+        self.nspid.len() > 1 && self.nspid.last() == Some(&1)
+    }
+
+    /// Has a handler for the signal.
+    pub fn handles(&self, signal: Signal) -> bool {
+        mask_has(self.sig_cgt, signal)
+    }
+
+    /// Set the signal to SIG_IGN.
+    pub fn ignores(&self, signal: Signal) -> bool {
+        mask_has(self.sig_ign, signal)
+    }
+
+    /// Whether the kernel drops this signal when it comes from outside: ignored explicitly, or
+    /// a pid-namespace init without a handler (the kernel protects inits from default actions).
+    pub fn drops(&self, signal: Signal) -> bool {
+        signal != Signal::KILL
+            && (self.ignores(signal) || (self.is_namespace_init() && !self.handles(signal)))
+    }
+}
+
+/// Shells that, as PID 1, neither handle nor forward signals unless told to (`trap`).
+pub fn is_shell(comm: &str) -> bool {
+    matches!(
+        comm,
+        "sh" | "bash" | "dash" | "ash" | "zsh" | "busybox" | "ksh" | "mksh"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SH_INIT: &str = "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4242\nPPid:\t4200\n\
+NSpid:\t4242\t1\nSigQ:\t0/94000\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
+SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\n";
+
+    #[test]
+    fn parses_dispositions_and_namespace() {
+        let s = ProcStatus::parse(SH_INIT);
+        assert_eq!((s.comm.as_str(), s.tgid, s.ppid), ("sh", 4242, 4200));
+        assert_eq!(s.nspid, vec![4242, 1]);
+        assert!(s.is_namespace_init());
+        assert!(s.handles(Signal::HUP)); // bit 0
+        assert!(s.handles(Signal(17))); // SIGCHLD, bit 16
+        assert!(!s.handles(Signal::TERM));
+        assert!(s.ignores(Signal::INT)); // bit 1
+        assert!(s.drops(Signal::TERM), "init without a TERM handler");
+        assert!(s.drops(Signal::INT), "explicitly ignored");
+        assert!(!s.drops(Signal::HUP), "handled");
+        assert!(!s.drops(Signal::KILL));
+    }
+
+    #[test]
+    fn host_processes_are_not_inits() {
+        let s = ProcStatus::parse("Name:\tsleep\nNSpid:\t77\nSigCgt:\t0\n");
+        assert!(!s.is_namespace_init());
+        assert!(!s.drops(Signal::TERM), "default action: it dies");
+        assert!(is_shell("bash") && !is_shell("sleep"));
+    }
+}

@@ -1,0 +1,646 @@
+//! The termination state machine: pure, no I/O. Fed with kernel events (and facts the
+//! enrichment read from /proc), it keeps the processes of every cgroup and turns each stop of a
+//! container into one [`Termination`] with an outcome, a verdict and an explanation.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::{
+    events::{CgroupId, Event, ExitStatus, Mono, SignalEvent, SignalResult},
+    procfs::is_shell,
+    signals::Signal,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Exited,
+    KilledAfterGrace,
+    Killed,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Graceful,
+    SwallowedByShellPid1,
+    Pid1IgnoresStopSignal,
+    NotForwarded,
+    SlowShutdown,
+    KilledWithoutStopSignal,
+    OomKilled,
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Graceful => "graceful",
+            Verdict::SwallowedByShellPid1 => "swallowed_by_shell_pid1",
+            Verdict::Pid1IgnoresStopSignal => "pid1_ignores_stop_signal",
+            Verdict::NotForwarded => "not_forwarded",
+            Verdict::SlowShutdown => "slow_shutdown",
+            Verdict::KilledWithoutStopSignal => "killed_without_stop_signal",
+            Verdict::OomKilled => "oom_killed",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Exited => "exited",
+            Outcome::KilledAfterGrace => "killed_after_grace",
+            Outcome::Killed => "killed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sender {
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    pub signal: Signal,
+    pub at: Mono,
+    pub sender: Sender,
+    pub result: SignalResult,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kill {
+    pub at: Mono,
+    pub sender: Sender,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Init {
+    pub pid: u32,
+    pub comm: String,
+    pub shell: bool,
+    pub handles_stop_signal: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub pid: u32,
+    pub comm: String,
+    pub result: SignalResult,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proc {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// One stopped container, as the tracker saw it end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Termination {
+    pub cgroup: CgroupId,
+    pub stop: Option<Stop>,
+    pub init: Init,
+    pub received: Vec<Received>,
+    pub never_received: Vec<Proc>,
+    pub kill: Option<Kill>,
+    pub outcome: Outcome,
+    pub exit: Option<ExitStatus>,
+    pub started: Mono,
+    pub ended: Mono,
+    pub verdict: Verdict,
+    pub explanation: String,
+}
+
+impl Termination {
+    pub fn duration_seconds(&self) -> f64 {
+        self.ended.saturating_sub(self.started) as f64 / 1e9
+    }
+}
+
+/// What the enrichment read from /proc about a process when a stop signal reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disposition {
+    pub signal: Signal,
+    /// A handler is installed for the signal.
+    pub handles: bool,
+    /// The kernel drops the signal (SIG_IGN, or a pid-namespace init without a handler).
+    pub drops: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerConfig {
+    /// A SIGKILL without a seen stop signal this soon after the tracker started, to a container
+    /// that was already running, may follow a stop signal sent before: the record is `unknown`.
+    pub startup_window_ns: u64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            startup_window_ns: 120 * 1_000_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Process {
+    cgroup: CgroupId,
+    comm: String,
+    parent: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Active {
+    started: Mono,
+    stop: Option<Stop>,
+    main: u32,
+    main_comm: String,
+    main_disposition: Option<Disposition>,
+    alive_at_stop: BTreeMap<u32, String>,
+    received: BTreeMap<u32, Received>,
+    kill: Option<Kill>,
+    /// The SIGKILL from outside reached the main process while it was alive.
+    kill_hit_main: bool,
+    exits: BTreeMap<u32, ExitStatus>,
+    oom_victims: BTreeSet<u32>,
+    unknown_because: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: BTreeSet<u32>,
+    /// The process the runtime started (first exec whose parent is outside the cgroup).
+    main: Option<u32>,
+    /// Known from the /proc scan at start rather than from events.
+    seeded: bool,
+    oom_victims: BTreeSet<u32>,
+    active: Option<Active>,
+}
+
+/// The termination tracker. Time is whatever the events carry (CLOCK_MONOTONIC ns).
+#[derive(Debug)]
+pub struct Tracker {
+    config: TrackerConfig,
+    started: Mono,
+    procs: HashMap<u32, Process>,
+    groups: HashMap<CgroupId, Group>,
+    dispositions: HashMap<u32, Disposition>,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig, now: Mono) -> Tracker {
+        Tracker {
+            config,
+            started: now,
+            procs: HashMap::new(),
+            groups: HashMap::new(),
+            dispositions: HashMap::new(),
+        }
+    }
+
+    /// A process that existed before the tracker started (from a /proc scan).
+    pub fn seed(
+        &mut self,
+        pid: u32,
+        parent: Option<u32>,
+        cgroup: CgroupId,
+        comm: &str,
+        namespace_init: bool,
+    ) {
+        self.procs.insert(
+            pid,
+            Process {
+                cgroup,
+                comm: comm.into(),
+                parent,
+            },
+        );
+        let group = self.groups.entry(cgroup).or_default();
+        group.members.insert(pid);
+        group.seeded = true;
+        if namespace_init
+            || group.main.is_none() && parent.is_none_or(|p| !group.members.contains(&p))
+        {
+            group.main = Some(pid);
+        }
+    }
+
+    /// Processes of every cgroup, for `audit` and the sweeps of the enrichment.
+    pub fn members(&self, cgroup: CgroupId) -> Vec<u32> {
+        self.groups
+            .get(&cgroup)
+            .map(|g| g.members.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The main process of a cgroup, when known.
+    pub fn main_of(&self, cgroup: CgroupId) -> Option<u32> {
+        self.groups.get(&cgroup).and_then(|g| g.main)
+    }
+
+    /// What /proc said about a process just as a stop signal reached it.
+    pub fn observe(&mut self, pid: u32, disposition: Disposition) {
+        self.dispositions.insert(pid, disposition);
+    }
+
+    /// The cgroup a signal's target belongs to.
+    fn target_group(&self, e: &SignalEvent) -> Option<CgroupId> {
+        self.procs
+            .get(&e.target_pid)
+            .map(|p| p.cgroup)
+            .or((e.target_cgroup != 0).then_some(e.target_cgroup))
+    }
+
+    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>) {
+        if let Some(old) = self.procs.get(&pid).map(|p| p.cgroup) {
+            if old != cgroup {
+                if let Some(g) = self.groups.get_mut(&old) {
+                    g.members.remove(&pid);
+                }
+            }
+        }
+        let parent = parent.or_else(|| self.procs.get(&pid).and_then(|p| p.parent));
+        self.procs.insert(
+            pid,
+            Process {
+                cgroup,
+                comm: comm.into(),
+                parent,
+            },
+        );
+        let group = self.groups.entry(cgroup).or_default();
+        group.members.insert(pid);
+        if group.main.is_none_or(|m| !group.members.contains(&m))
+            && parent.is_none_or(|p| !group.members.contains(&p))
+        {
+            group.main = Some(pid);
+        }
+    }
+
+    /// Feeds one event; returns the terminations it completed.
+    pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
+        match event {
+            Event::Exec(e) => {
+                self.join(e.pid, e.cgroup, &e.comm, None);
+                Vec::new()
+            }
+            Event::Fork(e) => {
+                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid));
+                Vec::new()
+            }
+            Event::Attach(e) => {
+                // Only moves processes already known: attach reports threads too.
+                if let Some(p) = self.procs.get(&e.tid).cloned() {
+                    self.join(e.tid, e.cgroup, &p.comm, p.parent);
+                }
+                Vec::new()
+            }
+            Event::Signal(e) => {
+                self.on_signal(e);
+                Vec::new()
+            }
+            Event::Oom(e) => {
+                let cgroup = self.procs.get(&e.pid).map(|p| p.cgroup).unwrap_or(e.cgroup);
+                if let Some(g) = self.groups.get_mut(&cgroup) {
+                    g.oom_victims.insert(e.pid);
+                    if let Some(a) = g.active.as_mut() {
+                        a.oom_victims.insert(e.pid);
+                    }
+                }
+                Vec::new()
+            }
+            Event::Exit(e) => self.on_exit(e.pid, e.cgroup, e.status, e.ts, &e.comm),
+        }
+    }
+
+    /// Kernel events were lost: every termination under way can no longer be trusted.
+    pub fn lost(&mut self, count: u64) {
+        for g in self.groups.values_mut() {
+            if let Some(a) = g.active.as_mut() {
+                a.unknown_because.get_or_insert_with(|| {
+                    format!("{count} kernel events were lost while this container was stopping")
+                });
+            }
+        }
+    }
+
+    /// A process vanished without an exit event (found gone in /proc): its exit was lost.
+    pub fn forget(&mut self, pid: u32, now: Mono) -> Vec<Termination> {
+        let Some(p) = self.procs.get(&pid).cloned() else {
+            return Vec::new();
+        };
+        if let Some(a) = self
+            .groups
+            .get_mut(&p.cgroup)
+            .and_then(|g| g.active.as_mut())
+        {
+            a.unknown_because
+                .get_or_insert_with(|| format!("the exit of {} (pid {pid}) was not seen", p.comm));
+        }
+        let status = ExitStatus {
+            code: None,
+            signal: None,
+        };
+        self.on_exit(pid, p.cgroup, status, now, &p.comm)
+    }
+
+    fn on_signal(&mut self, e: &SignalEvent) {
+        let Some(cgroup) = self.target_group(e) else {
+            return;
+        };
+        let outside = e.sender_cgroup != cgroup;
+        let startup_window = self.started + self.config.startup_window_ns;
+        let comm_of = |procs: &HashMap<u32, Process>, pid: u32| {
+            procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default()
+        };
+        let sender = Sender {
+            pid: e.sender_pid,
+            comm: e.sender_comm.clone(),
+        };
+        let Some(group) = self.groups.get_mut(&cgroup) else {
+            return;
+        };
+        if !group.members.contains(&e.target_pid) {
+            return;
+        }
+        if group.active.is_none() {
+            if !outside {
+                return;
+            }
+            let main = group
+                .main
+                .filter(|m| group.members.contains(m))
+                .unwrap_or(e.target_pid);
+            let alive_at_stop = group
+                .members
+                .iter()
+                .map(|&pid| (pid, comm_of(&self.procs, pid)))
+                .collect();
+            let is_kill = e.signal == Signal::KILL;
+            let unknown_because = (is_kill && group.seeded && e.ts < startup_window).then(|| {
+                "the daemon started while this container was already running and saw only its SIGKILL: \
+                 a stop signal may have come before"
+                    .to_string()
+            });
+            group.active = Some(Active {
+                started: e.ts,
+                stop: (!is_kill).then(|| Stop {
+                    signal: e.signal,
+                    at: e.ts,
+                    sender: sender.clone(),
+                    result: e.result,
+                }),
+                main,
+                main_comm: comm_of(&self.procs, main),
+                main_disposition: None,
+                alive_at_stop,
+                received: BTreeMap::new(),
+                kill: None,
+                kill_hit_main: false,
+                exits: BTreeMap::new(),
+                oom_victims: group.oom_victims.clone(),
+                unknown_because,
+            });
+        }
+        let Some(a) = group.active.as_mut() else {
+            return;
+        };
+        let stop_signal = a.stop.as_ref().map(|s| s.signal);
+        if stop_signal == Some(e.signal) {
+            a.received.entry(e.target_pid).or_insert_with(|| Received {
+                pid: e.target_pid,
+                comm: e.target_comm.clone(),
+                result: e.result,
+            });
+            if e.target_pid == a.main && a.main_disposition.is_none() {
+                a.main_disposition = self
+                    .dispositions
+                    .remove(&e.target_pid)
+                    .filter(|d| d.signal == e.signal);
+            }
+        }
+        if e.signal == Signal::KILL && outside {
+            if a.kill.is_none() {
+                a.kill = Some(Kill { at: e.ts, sender });
+            }
+            if e.target_pid == a.main && !a.exits.contains_key(&a.main) {
+                a.kill_hit_main = true;
+            }
+        }
+    }
+
+    fn on_exit(
+        &mut self,
+        pid: u32,
+        cgroup: CgroupId,
+        status: ExitStatus,
+        ts: Mono,
+        comm: &str,
+    ) -> Vec<Termination> {
+        let cgroup = self.procs.remove(&pid).map(|p| p.cgroup).unwrap_or(cgroup);
+        self.dispositions.remove(&pid);
+        let Some(group) = self.groups.get_mut(&cgroup) else {
+            return Vec::new();
+        };
+        group.members.remove(&pid);
+        // A main process that dies after the OOM killer hit the container, with no stop under
+        // way: that is a termination too.
+        if group.active.is_none() && group.main == Some(pid) && !group.oom_victims.is_empty() {
+            let mut alive: BTreeMap<u32, String> =
+                group.members.iter().map(|&p| (p, String::new())).collect();
+            alive.insert(pid, comm.to_string());
+            group.active = Some(Active {
+                started: ts,
+                stop: None,
+                main: pid,
+                main_comm: comm.to_string(),
+                main_disposition: None,
+                alive_at_stop: alive,
+                received: BTreeMap::new(),
+                kill: None,
+                kill_hit_main: false,
+                exits: BTreeMap::new(),
+                oom_victims: group.oom_victims.clone(),
+                unknown_because: None,
+            });
+        }
+        let mut done = Vec::new();
+        if let Some(a) = group.active.as_mut() {
+            a.exits.insert(pid, status);
+            if group.members.is_empty() {
+                if let Some(a) = group.active.take() {
+                    done.push(conclude(cgroup, a, ts));
+                }
+            }
+        }
+        if group.members.is_empty() && group.active.is_none() {
+            self.groups.remove(&cgroup);
+        }
+        done
+    }
+}
+
+fn names(procs: &[Proc]) -> String {
+    let list: Vec<String> = procs
+        .iter()
+        .take(5)
+        .map(|p| format!("{} (pid {})", p.comm, p.pid))
+        .collect();
+    let more = procs.len().saturating_sub(5);
+    if more > 0 {
+        format!("{} and {more} more", list.join(", "))
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Outcome, verdict and explanation, by the rules of DESIGN.md (first match wins).
+fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
+    let main_exit = a.exits.get(&a.main).copied();
+    let main_comm = a.main_comm.clone();
+    let shell = is_shell(&main_comm);
+    let stop_signal = a.stop.as_ref().map(|s| s.signal);
+    let main_result = a.received.get(&a.main).map(|r| r.result);
+    let died_of =
+        |status: Option<ExitStatus>, sig: Signal| status.is_some_and(|s| s.signal == Some(sig.0));
+    // The kernel dropped the stop signal at the main process: it said so at generation, or /proc
+    // showed no handler on an init and the signal did not end it.
+    let dropped = main_result == Some(SignalResult::Ignored)
+        || (a.main_disposition.is_some_and(|d| d.drops)
+            && !stop_signal.is_some_and(|s| died_of(main_exit, s)));
+    let handles_stop_signal = match (a.main_disposition, main_result) {
+        (Some(d), _) => Some(d.handles),
+        (None, Some(SignalResult::Ignored)) => Some(false),
+        _ => None,
+    };
+    let received: Vec<Received> = a.received.values().cloned().collect();
+    let never_received: Vec<Proc> = a
+        .alive_at_stop
+        .iter()
+        .filter(|(pid, _)| a.stop.is_some() && !a.received.contains_key(pid))
+        .map(|(&pid, comm)| Proc {
+            pid,
+            comm: comm.clone(),
+        })
+        .collect();
+    let never_received_killed: Vec<Proc> = never_received
+        .iter()
+        .filter(|p| p.pid != a.main && died_of(a.exits.get(&p.pid).copied(), Signal::KILL))
+        .cloned()
+        .collect();
+    let oom = a
+        .oom_victims
+        .iter()
+        .find(|v| **v == a.main || a.exits.get(v).is_some_and(|s| s.signal == Some(9)));
+    let duration = ended.saturating_sub(a.started) as f64 / 1e9;
+    let sig = stop_signal.map(|s| s.to_string()).unwrap_or_default();
+    let grace = match (&a.stop, &a.kill) {
+        (Some(s), Some(k)) => format!("{:.1} s", k.at.saturating_sub(s.at) as f64 / 1e9),
+        _ => format!("{duration:.1} s"),
+    };
+
+    let outcome = if a.unknown_because.is_some() {
+        Outcome::Unknown
+    } else if a.kill.is_some() && a.stop.is_some() && a.kill_hit_main {
+        Outcome::KilledAfterGrace
+    } else if a.kill.is_some() || oom.is_some() {
+        Outcome::Killed
+    } else {
+        Outcome::Exited
+    };
+    let (verdict, explanation) = if let Some(reason) = &a.unknown_because {
+        (
+            Verdict::Unknown,
+            format!("Not enough was seen to tell why: {reason}."),
+        )
+    } else if let Some(victim) = oom {
+        let comm = a
+            .alive_at_stop
+            .get(victim)
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .unwrap_or(main_comm.clone());
+        (
+            Verdict::OomKilled,
+            format!("The kernel OOM killer killed {comm} (pid {victim}): the container ran out of memory."),
+        )
+    } else if let (Some(k), None) = (&a.kill, &a.stop) {
+        (
+            Verdict::KilledWithoutStopSignal,
+            format!(
+                "SIGKILL from {} (pid {}) with no stop signal before it: a force delete or kill -9, the app had no chance to shut down.",
+                k.sender.comm, k.sender.pid
+            ),
+        )
+    } else if outcome == Outcome::Exited {
+        (
+            Verdict::Graceful,
+            format!("{main_comm} (pid {}) got {sig} and the container exited on its own in {duration:.1} s.", a.main),
+        )
+    } else if dropped {
+        let victims = if never_received.is_empty() {
+            String::new()
+        } else {
+            format!(" {} never received it.", names(&never_received))
+        };
+        if shell {
+            (
+                Verdict::SwallowedByShellPid1,
+                format!(
+                    "PID 1 is a shell ({main_comm}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{victims} Use `exec` in the entrypoint or trap and forward {sig}."
+                ),
+            )
+        } else {
+            (
+                Verdict::Pid1IgnoresStopSignal,
+                format!(
+                    "PID 1 ({main_comm}) has no handler for {sig}; as the init of its pid namespace the kernel dropped the signal, and it was SIGKILLed after {grace}.{victims} Handle {sig}, or run it under an init such as tini."
+                ),
+            )
+        }
+    } else if !never_received_killed.is_empty() {
+        (
+            Verdict::NotForwarded,
+            format!(
+                "{main_comm} (pid {}) got {sig} but did not pass it on: {} never received it and were SIGKILLed.",
+                a.main,
+                names(&never_received_killed)
+            ),
+        )
+    } else {
+        (
+            Verdict::SlowShutdown,
+            format!(
+                "Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period."
+            ),
+        )
+    };
+    Termination {
+        cgroup,
+        stop: a.stop,
+        init: Init {
+            pid: a.main,
+            comm: main_comm,
+            shell,
+            handles_stop_signal,
+        },
+        received,
+        never_received,
+        kill: a.kill,
+        outcome,
+        exit: main_exit,
+        started: a.started,
+        ended,
+        verdict,
+        explanation,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,438 @@
+//! The tracker from event sequences, as the kernel produces them (and reordered or lost).
+use super::*;
+use crate::events::{ExecEvent, ExitEvent, ForkEvent, OomEvent};
+
+const HOST: CgroupId = 1;
+const CG: CgroupId = 500;
+const S: u64 = 1_000_000_000;
+const RUNC: u32 = 900;
+
+struct Seq {
+    t: Tracker,
+    now: Mono,
+    done: Vec<Termination>,
+}
+
+impl Seq {
+    fn new() -> Seq {
+        Seq {
+            t: Tracker::new(TrackerConfig::default(), 0),
+            now: 1000 * S,
+            done: Vec::new(),
+        }
+    }
+    fn at(&mut self, secs: f64) -> &mut Self {
+        self.now = 1000 * S + (secs * 1e9) as u64;
+        self
+    }
+    fn feed(&mut self, e: Event) -> &mut Self {
+        let out = self.t.on_event(&e);
+        self.done.extend(out);
+        self
+    }
+    fn exec(&mut self, pid: u32, comm: &str) -> &mut Self {
+        let now = self.now;
+        self.feed(Event::Exec(ExecEvent {
+            ts: now,
+            pid,
+            cgroup: CG,
+            comm: comm.into(),
+        }))
+    }
+    fn fork(&mut self, parent: u32, child: u32, comm: &str) -> &mut Self {
+        let now = self.now;
+        self.feed(Event::Fork(ForkEvent {
+            ts: now,
+            parent_pid: parent,
+            child_pid: child,
+            cgroup: CG,
+            comm: comm.into(),
+        }))
+    }
+    fn signal(
+        &mut self,
+        sig: Signal,
+        from: u32,
+        from_cg: CgroupId,
+        to: u32,
+        result: SignalResult,
+    ) -> &mut Self {
+        let now = self.now;
+        self.feed(Event::Signal(SignalEvent {
+            ts: now,
+            signal: sig,
+            code: 0,
+            result,
+            group: true,
+            sender_pid: from,
+            sender_tid: from,
+            sender_comm: if from_cg == HOST {
+                "runc".into()
+            } else {
+                "sh".into()
+            },
+            sender_cgroup: from_cg,
+            target_pid: to,
+            target_comm: String::new(),
+            target_cgroup: CG,
+        }))
+    }
+    fn exit(&mut self, pid: u32, code: Option<i32>, signal: Option<i32>) -> &mut Self {
+        let now = self.now;
+        self.feed(Event::Exit(ExitEvent {
+            ts: now,
+            pid,
+            tid: pid,
+            status: ExitStatus { code, signal },
+            cgroup: CG,
+            comm: String::new(),
+        }))
+    }
+    fn one(&mut self) -> Termination {
+        assert_eq!(self.done.len(), 1, "{:#?}", self.done);
+        self.done.remove(0)
+    }
+}
+
+/// sh (10) running `sleep` (11), as `sh -c 'sleep 1000; true'` does.
+fn shell_with_child() -> Seq {
+    let mut s = Seq::new();
+    s.exec(10, "sh").fork(10, 11, "sh").exec(11, "sleep");
+    s
+}
+
+/// The runtime's SIGKILL after the grace, the init's death and the kernel's teardown.
+fn kill_after_grace(s: &mut Seq, grace: f64) {
+    s.at(grace)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9))
+        .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+}
+
+#[test]
+fn shell_pid1_swallows_sigterm() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 30.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
+    assert_eq!(r.outcome, Outcome::KilledAfterGrace);
+    assert_eq!(
+        r.init,
+        Init {
+            pid: 10,
+            comm: "sh".into(),
+            shell: true,
+            handles_stop_signal: Some(false)
+        }
+    );
+    assert_eq!(r.received.len(), 1);
+    assert_eq!(r.received[0].result, SignalResult::Ignored);
+    assert_eq!(
+        r.never_received,
+        vec![Proc {
+            pid: 11,
+            comm: "sleep".into()
+        }]
+    );
+    assert_eq!(
+        r.exit,
+        Some(ExitStatus {
+            code: None,
+            signal: Some(9)
+        })
+    );
+    assert!(
+        r.explanation.contains("sleep (pid 11)") && r.explanation.contains("30.0 s"),
+        "{}",
+        r.explanation
+    );
+    assert!((r.duration_seconds() - 30.0).abs() < 1e-6);
+    assert_eq!(r.kill.unwrap().sender.comm, "runc");
+}
+
+#[test]
+fn non_shell_pid1_without_handler() {
+    let mut s = Seq::new();
+    s.exec(10, "myapp")
+        .signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
+    s.at(5.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Pid1IgnoresStopSignal);
+    assert!(r.explanation.contains("myapp"));
+    assert!(r.never_received.is_empty());
+}
+
+#[test]
+fn handler_that_does_not_forward() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::NotForwarded);
+    assert_eq!(r.outcome, Outcome::KilledAfterGrace);
+    assert_eq!(
+        r.never_received,
+        vec![Proc {
+            pid: 11,
+            comm: "sleep".into()
+        }]
+    );
+    assert!(
+        r.explanation.contains("sleep (pid 11)"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
+fn forwarding_handler_is_graceful() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Delivered)
+        .at(0.2)
+        .exit(11, None, Some(15))
+        .exit(10, Some(0), None);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Graceful);
+    assert_eq!(r.outcome, Outcome::Exited);
+    assert_eq!(
+        r.received.iter().map(|x| x.pid).collect::<Vec<_>>(),
+        vec![10, 11]
+    );
+    assert!(r.never_received.is_empty());
+    assert_eq!(
+        r.exit,
+        Some(ExitStatus {
+            code: Some(0),
+            signal: None
+        })
+    );
+}
+
+#[test]
+fn everyone_received_but_too_slow() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Delivered);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SlowShutdown);
+    assert_eq!(r.outcome, Outcome::KilledAfterGrace);
+}
+
+#[test]
+fn sigkill_without_stop_signal() {
+    let mut s = shell_with_child();
+    kill_after_grace(&mut s, 0.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::KilledWithoutStopSignal);
+    assert_eq!(r.outcome, Outcome::Killed);
+    assert!(r.stop.is_none() && r.never_received.is_empty());
+}
+
+#[test]
+fn init_exiting_on_sigterm_is_graceful_despite_teardown_kills() {
+    let mut s = shell_with_child();
+    // As the kernel orders them: the init's exit, then its teardown SIGKILL, then the child.
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, Some(0), None)
+        .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Graceful);
+    assert_eq!(r.outcome, Outcome::Exited);
+    assert!(r.kill.is_none(), "teardown is not a kill");
+}
+
+#[test]
+fn other_stop_signals_are_followed() {
+    let mut s = shell_with_child();
+    s.signal(Signal::QUIT, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 10.0);
+    let r = s.one();
+    assert_eq!(r.stop.as_ref().unwrap().signal, Signal::QUIT);
+    assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
+    assert!(r.explanation.contains("SIGQUIT"));
+}
+
+#[test]
+fn oom_kill_of_the_main_process() {
+    let mut s = shell_with_child();
+    s.feed(Event::Oom(OomEvent {
+        ts: s.now,
+        pid: 10,
+        cgroup: CG,
+    }))
+    .signal(Signal::KILL, 11, CG, 10, SignalResult::Delivered)
+    .exit(10, None, Some(9))
+    .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
+    .exit(11, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::OomKilled);
+    assert_eq!(r.outcome, Outcome::Killed);
+}
+
+#[test]
+fn lost_events_make_the_record_unknown() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    s.t.lost(3);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!((r.verdict, r.outcome), (Verdict::Unknown, Outcome::Unknown));
+    assert!(r.explanation.contains("3 kernel events were lost"));
+}
+
+#[test]
+fn a_lost_exit_found_by_the_sweep_ends_the_record_as_unknown() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, Some(0), None);
+    assert!(s.done.is_empty(), "sleep is still a member");
+    let out = s.t.forget(11, s.now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].verdict, Verdict::Unknown);
+}
+
+#[test]
+fn started_mid_termination_is_unknown() {
+    let mut t = Tracker::new(TrackerConfig::default(), 1000 * S);
+    t.seed(10, None, CG, "sh", true);
+    t.seed(11, Some(10), CG, "sleep", false);
+    let kill = SignalEvent {
+        ts: 1001 * S,
+        signal: Signal::KILL,
+        code: 0,
+        result: SignalResult::Delivered,
+        group: true,
+        sender_pid: RUNC,
+        sender_tid: RUNC,
+        sender_comm: "runc".into(),
+        sender_cgroup: HOST,
+        target_pid: 10,
+        target_comm: "sh".into(),
+        target_cgroup: CG,
+    };
+    t.on_event(&Event::Signal(kill));
+    let exit = |pid| {
+        Event::Exit(ExitEvent {
+            ts: 1001 * S,
+            pid,
+            tid: pid,
+            status: ExitStatus {
+                code: None,
+                signal: Some(9),
+            },
+            cgroup: CG,
+            comm: String::new(),
+        })
+    };
+    assert!(t.on_event(&exit(10)).is_empty());
+    let r = t.on_event(&exit(11));
+    assert_eq!(r[0].verdict, Verdict::Unknown);
+    assert!(r[0].explanation.contains("already running"));
+}
+
+#[test]
+fn blocked_stop_signal_on_a_shell_init_is_still_swallowed() {
+    // The shell had every signal blocked for a moment: the kernel queued SIGTERM ("delivered")
+    // and dropped it when unblocked. /proc showed no handler on the init.
+    let mut s = shell_with_child();
+    s.t.observe(
+        10,
+        Disposition {
+            signal: Signal::TERM,
+            handles: false,
+            drops: true,
+        },
+    );
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
+    assert_eq!(r.init.handles_stop_signal, Some(false));
+}
+
+#[test]
+fn shared_pid_namespace_shell_dies_and_runtime_kills_its_children() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(15))
+        .signal(Signal::KILL, RUNC, HOST, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.outcome, Outcome::Killed);
+    assert_eq!(r.verdict, Verdict::NotForwarded);
+}
+
+#[test]
+fn two_containers_stopped_at_once_are_kept_apart() {
+    let mut t = Tracker::new(TrackerConfig::default(), 0);
+    for (cg, pid) in [(600, 20), (700, 30)] {
+        t.on_event(&Event::Exec(ExecEvent {
+            ts: 1,
+            pid,
+            cgroup: cg,
+            comm: "app".into(),
+        }));
+    }
+    for (cg, pid, result) in [
+        (600, 20, SignalResult::Delivered),
+        (700, 30, SignalResult::Ignored),
+    ] {
+        t.on_event(&Event::Signal(SignalEvent {
+            ts: 2,
+            signal: Signal::TERM,
+            code: 0,
+            result,
+            group: true,
+            sender_pid: RUNC,
+            sender_tid: RUNC,
+            sender_comm: "runc".into(),
+            sender_cgroup: HOST,
+            target_pid: pid,
+            target_comm: "app".into(),
+            target_cgroup: cg,
+        }));
+    }
+    let exit = |pid, cg, sig: Option<i32>| {
+        Event::Exit(ExitEvent {
+            ts: 3,
+            pid,
+            tid: pid,
+            status: ExitStatus {
+                code: sig.is_none().then_some(0),
+                signal: sig,
+            },
+            cgroup: cg,
+            comm: String::new(),
+        })
+    };
+    let a = t.on_event(&exit(20, 600, None));
+    assert_eq!(a[0].verdict, Verdict::Graceful);
+    assert_eq!(a[0].cgroup, 600);
+    let mut kill = SignalEvent {
+        ts: 3,
+        signal: Signal::KILL,
+        code: 0,
+        result: SignalResult::Delivered,
+        group: true,
+        sender_pid: RUNC,
+        sender_tid: RUNC,
+        sender_comm: "runc".into(),
+        sender_cgroup: HOST,
+        target_pid: 30,
+        target_comm: "app".into(),
+        target_cgroup: 700,
+    };
+    assert!(t.on_event(&Event::Signal(kill.clone())).is_empty());
+    kill.target_pid = 99; // not a member: ignored
+    assert!(t.on_event(&Event::Signal(kill)).is_empty());
+    let b = t.on_event(&exit(30, 700, Some(9)));
+    assert_eq!(b[0].cgroup, 700);
+    assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);
+}
