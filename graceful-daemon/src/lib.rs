@@ -1,11 +1,14 @@
 //! graceful: watches, with eBPF, how containers are stopped, and says why they were SIGKILLed.
 //!
 //! Data flows one way: [`probes`] (kernel) -> [`events`] -> tracker -> enrichment -> [`export`].
+pub mod audit;
 pub mod cgroup;
 pub mod clock;
+pub mod demo;
 pub mod events;
 pub mod export;
 pub mod identity;
+pub mod pipeline;
 pub mod probes;
 pub mod procfs;
 pub mod sandbox;

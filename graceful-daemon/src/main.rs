@@ -6,10 +6,14 @@ use clap::{Parser, Subcommand};
 use graceful::{
     cgroup::Cgroup2,
     clock::WallClock,
+    demo::Scenario,
     events::Event,
+    export::record::Record,
     export::trace::{count_deltas, signal_json, signal_line, ResolvedSignal, SIGNAL_HEADER},
+    pipeline::Pipeline,
     probes::{ProbeOptions, Probes, DEFAULT_STOP_SIGNALS},
     signals::Signal,
+    tracker::TrackerConfig,
 };
 
 #[derive(Parser)]
@@ -25,8 +29,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Live view of stop-relevant signals with the kernel's verdict on each.
+    /// Live view of stop-relevant signals with the kernel's verdict on each, and a
+    /// termination record for every container that stops.
     Trace(TraceArgs),
+    /// PID 1 stop-signal risk of every running container.
+    Audit(AuditArgs),
+    /// Start throwaway containers with the usual PID 1 mistakes and a correct one, stop them
+    /// like a runtime does, and print what graceful says about each.
+    Demo(DemoArgs),
+}
+
+#[derive(Parser)]
+struct AuditArgs {
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// The stop signal to check against (the image's STOPSIGNAL).
+    #[arg(long, default_value = "SIGTERM")]
+    stop_signal: String,
+}
+
+#[derive(Parser)]
+struct DemoArgs {
+    /// Print the termination records as JSON, one per line.
+    #[arg(long)]
+    json: bool,
+    /// Seconds between the stop signal and SIGKILL.
+    #[arg(long, default_value_t = 2.0, value_parser = positive_seconds)]
+    grace: f64,
 }
 
 #[derive(Parser)]
@@ -68,6 +98,8 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Trace(args) => trace(args).await,
+            Command::Audit(args) => audit(args),
+            Command::Demo(args) => demo(args).await,
         }
     });
     if let Err(e) = result {
@@ -90,6 +122,9 @@ async fn trace(args: TraceArgs) -> Result<()> {
         &mut cgroups,
     )?;
     let mut events = probes.events()?;
+    let mut pipeline = Pipeline::new(cgroups, TrackerConfig::default());
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    let mut lost_seen = 0;
     let clock = WallClock::default();
     let mut out = std::io::stdout().lock();
     if !args.json {
@@ -101,11 +136,12 @@ async fn trace(args: TraceArgs) -> Result<()> {
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
+                let records = pipeline.handle(&event);
                 if let Event::Signal(e) = &event {
                     let resolved = ResolvedSignal {
                         event: e,
-                        sender_cgroup: cgroups.path_of(e.sender_cgroup),
-                        target_cgroup: cgroups.path_of(e.target_cgroup),
+                        sender_cgroup: pipeline.cgroups.path_of(e.sender_cgroup),
+                        target_cgroup: pipeline.cgroups.path_of(e.target_cgroup),
                     };
                     if args.json {
                         writeln!(out, "{}", signal_json(&clock, &resolved))?;
@@ -113,6 +149,17 @@ async fn trace(args: TraceArgs) -> Result<()> {
                         writeln!(out, "{}", signal_line(&clock, &resolved))?;
                     }
                 }
+                print_records(&mut out, &clock, &records, args.json)?;
+            }
+            _ = sweep.tick() => {
+                let lost = probes.lost_events()?;
+                if lost > lost_seen {
+                    tracing::warn!(lost = lost - lost_seen, "kernel events lost: terminations under way are reported as unknown");
+                    pipeline.lost(lost - lost_seen);
+                    lost_seen = lost;
+                }
+                let records = pipeline.sweep();
+                print_records(&mut out, &clock, &records, args.json)?;
             }
             _ = ticker.tick(), if args.all_signals => {
                 let now = probes.signal_counts()?;
@@ -132,6 +179,81 @@ async fn trace(args: TraceArgs) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
         out.flush().context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+fn print_records(
+    out: &mut impl Write,
+    clock: &WallClock,
+    records: &[Record],
+    json: bool,
+) -> Result<()> {
+    for r in records {
+        if json {
+            writeln!(out, "{}", r.to_json(clock))?;
+        } else {
+            write!(out, "{}", r.timeline())?;
+        }
+    }
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> Result<()> {
+    let signal: Signal = args.stop_signal.parse()?;
+    let entries = graceful::audit::scan(signal);
+    let mut out = std::io::stdout().lock();
+    if !args.json {
+        writeln!(
+            out,
+            "{:<24} {:<12} {:>8} {:<16} {:<20} WHY",
+            "CONTAINER", "RUNTIME", "PID", "PID 1", "RISK"
+        )?;
+    }
+    for e in &entries {
+        if args.json {
+            writeln!(out, "{}", e.to_json())?;
+        } else {
+            let risk = if e.stop_signal_dropped() {
+                "stop_signal_dropped"
+            } else {
+                "none"
+            };
+            writeln!(
+                out,
+                "{:<24} {:<12} {:>8} {:<16} {:<20} {}",
+                e.identity.short_id(),
+                e.identity.runtime.as_str(),
+                e.pid,
+                e.status.comm,
+                risk,
+                e.explanation()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    let scenarios = Scenario::demo_set();
+    let grace = Duration::from_secs_f64(args.grace);
+    if !args.json {
+        println!("Starting {} throwaway containers (cgroup2 + pid namespace), then stopping them like a runtime:", scenarios.len());
+        println!(
+            "stop signal to PID 1 from outside, {:.1} s grace, then SIGKILL.\n",
+            args.grace
+        );
+    }
+    let records = graceful::demo::run(&scenarios, grace).await?;
+    let clock = WallClock::default();
+    let mut out = std::io::stdout().lock();
+    for (s, r) in scenarios.iter().zip(&records) {
+        if args.json {
+            writeln!(out, "{}", r.to_json(&clock))?;
+        } else {
+            writeln!(out, "# {}: {}", s.name, s.what)?;
+            writeln!(out, "{}", r.timeline())?;
+        }
     }
     Ok(())
 }

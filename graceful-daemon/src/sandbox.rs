@@ -19,6 +19,8 @@ use crate::{
 pub struct Sandbox {
     /// Path below the cgroup2 root.
     pub cgroup: String,
+    /// A cgroup v1 memory cgroup the init joined too (hybrid hosts), removed on drop.
+    memory_v1: Option<PathBuf>,
     pub cgroup_id: CgroupId,
     /// Host pid of the pid namespace's init.
     pub init: i32,
@@ -29,6 +31,8 @@ pub struct Sandbox {
 
 struct ChildArgs {
     procs_fd: i32,
+    /// cgroup v1 memory `cgroup.procs`, or -1.
+    memory_procs_fd: i32,
     devnull: i32,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
@@ -40,6 +44,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let a = &*(arg as *const ChildArgs);
         if libc::write(a.procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+            libc::_exit(126);
+        }
+        if a.memory_procs_fd >= 0 && libc::write(a.memory_procs_fd, b"0".as_ptr().cast(), 1) != 1 {
             libc::_exit(126);
         }
         for fd in 0..3 {
@@ -62,21 +69,33 @@ impl Sandbox {
         name: &str,
         argv: &[&str],
     ) -> io::Result<Sandbox> {
-        Sandbox::spawn_with(cgroups, parent, name, argv, |_| Ok(()))
+        Sandbox::spawn_limited(cgroups, parent, name, argv, None)
     }
 
-    /// As `spawn`, with a hook that may configure the new cgroup before the init joins it.
-    pub fn spawn_with(
+    /// As `spawn`, with a memory limit in bytes (cgroup2 `memory.max`, or the v1 memory
+    /// controller on hybrid hosts where cgroup2 has no memory controller).
+    pub fn spawn_limited(
         cgroups: &mut Cgroup2,
         parent: &str,
         name: &str,
         argv: &[&str],
-        configure: impl FnOnce(&PathBuf) -> io::Result<()>,
+        memory_limit: Option<u64>,
     ) -> io::Result<Sandbox> {
         let cgroup = format!("{}/{}", parent.trim_end_matches('/'), name);
         let dir = cgroups.dir(&cgroup);
         fs::create_dir_all(&dir)?;
-        configure(&dir)?;
+        let memory_v1 = match memory_limit {
+            Some(limit) => limit_memory(cgroups, &cgroup, limit)?,
+            None => None,
+        };
+        let memory_procs = match &memory_v1 {
+            Some(d) => Some(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))?,
+            ),
+            None => None,
+        };
         let cgroup_id = cgroups
             .remember(&cgroup)
             .ok_or_else(|| io::Error::other(format!("cgroup {cgroup} vanished")))?;
@@ -93,6 +112,7 @@ impl Sandbox {
         )?];
         let mut child = ChildArgs {
             procs_fd: procs.as_raw_fd(),
+            memory_procs_fd: memory_procs.as_ref().map_or(-1, |f| f.as_raw_fd()),
             devnull: devnull.as_raw_fd(),
             argv: args
                 .iter()
@@ -127,6 +147,7 @@ impl Sandbox {
         }
         Ok(Sandbox {
             cgroup,
+            memory_v1,
             cgroup_id,
             init: pid,
             dir,
@@ -245,5 +266,37 @@ impl Drop for Sandbox {
         }
         self.wait_empty(Duration::from_secs(10));
         let _ = fs::remove_dir(&self.dir);
+        if let Some(d) = &self.memory_v1 {
+            let _ = fs::remove_dir(d);
+        }
     }
+}
+
+const MEMORY_V1: &str = "/sys/fs/cgroup/memory";
+
+/// Sets a memory limit on `cgroup`; returns the v1 memory cgroup the init must join, if any.
+fn limit_memory(cgroups: &Cgroup2, cgroup: &str, limit: u64) -> io::Result<Option<PathBuf>> {
+    let root_controllers =
+        fs::read_to_string(cgroups.dir("/").join("cgroup.controllers")).unwrap_or_default();
+    if root_controllers.split_whitespace().any(|c| c == "memory") {
+        // Enable the controller on every ancestor, then limit the leaf.
+        let mut path = String::new();
+        for part in cgroup
+            .trim_start_matches('/')
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, a)| a)
+        {
+            fs::write(cgroups.dir(&path).join("cgroup.subtree_control"), "+memory")?;
+            path = format!("{path}/{part}");
+        }
+        fs::write(cgroups.dir(&path).join("cgroup.subtree_control"), "+memory")?;
+        fs::write(cgroups.dir(cgroup).join("memory.max"), limit.to_string())?;
+        return Ok(None);
+    }
+    let dir = PathBuf::from(MEMORY_V1).join(cgroup.trim_start_matches('/'));
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("memory.limit_in_bytes"), limit.to_string())?;
+    Ok(Some(dir))
 }

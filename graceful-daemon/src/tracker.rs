@@ -239,6 +239,11 @@ impl Tracker {
             .unwrap_or_default()
     }
 
+    /// Every process the tracker counts as alive.
+    pub fn known_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.procs.keys().copied()
+    }
+
     /// The main process of a cgroup, when known.
     pub fn main_of(&self, cgroup: CgroupId) -> Option<u32> {
         self.groups.get(&cgroup).and_then(|g| g.main)

@@ -1,0 +1,117 @@
+//! `audit`: the PID 1 stop-signal risk of every running container, from /proc.
+use std::{collections::BTreeMap, fs};
+
+use serde_json::{json, Value};
+
+use crate::{
+    cgroup::unified_path,
+    identity::{self, Identity},
+    procfs::{is_shell, ProcStatus},
+    signals::Signal,
+};
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub cgroup: String,
+    pub identity: Identity,
+    pub pid: u32,
+    pub status: ProcStatus,
+    pub stop_signal: Signal,
+}
+
+impl AuditEntry {
+    /// The stop signal never reaches the app: the kernel drops it at PID 1.
+    pub fn stop_signal_dropped(&self) -> bool {
+        self.status.drops(self.stop_signal)
+    }
+
+    pub fn explanation(&self) -> String {
+        let (comm, sig) = (&self.status.comm, self.stop_signal);
+        if !self.stop_signal_dropped() {
+            return format!("PID 1 ({comm}) will receive {sig}.");
+        }
+        if self.status.ignores(sig) {
+            return format!("PID 1 ({comm}) ignores {sig}: a stop will wait out the whole grace period and end in SIGKILL.");
+        }
+        if is_shell(comm) {
+            format!("PID 1 is a shell ({comm}) with no handler for {sig}: the kernel will drop it and the container will be SIGKILLed after the grace period. Use `exec` or trap and forward {sig}.")
+        } else {
+            format!("PID 1 ({comm}) has no handler for {sig}: as a pid-namespace init the kernel will drop it and the container will be SIGKILLed after the grace period.")
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let i = &self.identity;
+        json!({
+            "kind": "audit",
+            "container": {
+                "id": i.id, "runtime": i.runtime.as_str(), "cgroup": self.cgroup, "pod_uid": i.pod_uid,
+                "namespace": Value::Null, "pod": Value::Null, "name": Value::Null, "workload": Value::Null, "qos": i.qos,
+            },
+            "init": {
+                "pid": self.pid,
+                "comm": self.status.comm,
+                "shell": is_shell(&self.status.comm),
+                "stop_signal": self.stop_signal.to_string(),
+                "handles_stop_signal": self.status.handles(self.stop_signal),
+                "ignores_stop_signal": self.status.ignores(self.stop_signal),
+            },
+            "risk": if self.stop_signal_dropped() { "stop_signal_dropped" } else { "none" },
+            "explanation": self.explanation(),
+        })
+    }
+}
+
+/// Every container on the host: a cgroup with a runtime's identity, or one that holds the init
+/// of a pid namespace. Its main process is that init, else the member whose parent is outside.
+pub fn scan(stop_signal: Signal) -> Vec<AuditEntry> {
+    let mut by_cgroup: BTreeMap<String, Vec<(u32, ProcStatus)>> = BTreeMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = fs::read_to_string(entry.path().join("cgroup")) else {
+            continue;
+        };
+        let Some(path) = unified_path(&text).filter(|p| *p != "/") else {
+            continue;
+        };
+        let Ok(status) = ProcStatus::read(pid) else {
+            continue;
+        };
+        by_cgroup
+            .entry(path.to_string())
+            .or_default()
+            .push((pid, status));
+    }
+    let mut out = Vec::new();
+    for (cgroup, procs) in by_cgroup {
+        let init = procs.iter().find(|(_, s)| s.is_namespace_init());
+        let Some(identity) = identity::parse(&cgroup) else {
+            continue;
+        };
+        if identity.runtime == identity::Runtime::Unknown && init.is_none() {
+            continue;
+        }
+        let main = init.or_else(|| {
+            procs
+                .iter()
+                .filter(|(_, s)| !procs.iter().any(|(p, _)| *p as i32 == s.ppid))
+                .min_by_key(|(p, _)| *p)
+        });
+        if let Some((pid, status)) = main {
+            out.push(AuditEntry {
+                cgroup,
+                identity,
+                pid: *pid,
+                status: status.clone(),
+                stop_signal,
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,315 @@
+//! `demo`: throwaway containers with the usual PID 1 mistakes and a correct one, stopped the
+//! way runc stops them (stop signal to PID 1 from outside, a short grace, SIGKILL), watched by
+//! the real probes and tracker. The tests run the same scenarios.
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{
+    cgroup::{Cgroup2, CgroupError},
+    export::record::Record,
+    pipeline::Pipeline,
+    probes::{ProbeError, ProbeOptions, Probes, DEFAULT_STOP_SIGNALS},
+    sandbox::Sandbox,
+    signals::Signal,
+    tracker::{TrackerConfig, Verdict},
+};
+
+/// How a throwaway container behaves and how it is stopped.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub what: &'static str,
+    pub argv: Vec<String>,
+    /// None: SIGKILL straight away, as a force delete does.
+    pub stop_signal: Option<Signal>,
+    /// Processes the container runs before it is stopped (waited for through the events).
+    pub processes: usize,
+    pub memory_limit: Option<u64>,
+    /// Stopped by the test, or (false) ends by itself (the OOM killer).
+    pub stopped: bool,
+    pub expect: Verdict,
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script.into()]
+}
+
+impl Scenario {
+    pub fn new(
+        name: &str,
+        what: &'static str,
+        argv: Vec<String>,
+        processes: usize,
+        expect: Verdict,
+    ) -> Scenario {
+        Scenario {
+            name: name.into(),
+            what,
+            argv,
+            stop_signal: Some(Signal::TERM),
+            processes,
+            memory_limit: None,
+            stopped: true,
+            expect,
+        }
+    }
+
+    pub fn stop_with(mut self, signal: Option<Signal>) -> Scenario {
+        self.stop_signal = signal;
+        self
+    }
+
+    pub fn shell_pid1() -> Scenario {
+        Scenario::new(
+            "shell-pid1",
+            "CMD in shell form: sh is PID 1 and runs the app as a child",
+            sh("sleep 1000; true"),
+            2,
+            Verdict::SwallowedByShellPid1,
+        )
+    }
+    pub fn no_handler() -> Scenario {
+        Scenario::new(
+            "no-handler",
+            "the app is PID 1 and has no SIGTERM handler",
+            vec!["/bin/sleep".into(), "1000".into()],
+            1,
+            Verdict::Pid1IgnoresStopSignal,
+        )
+    }
+    pub fn not_forwarded() -> Scenario {
+        Scenario::new(
+            "not-forwarded",
+            "PID 1 traps SIGTERM but never passes it to its child",
+            sh("trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done"),
+            2,
+            Verdict::NotForwarded,
+        )
+    }
+    pub fn slow_shutdown() -> Scenario {
+        Scenario::new(
+            "slow-shutdown",
+            "PID 1 forwards SIGTERM, but the worker needs longer than the grace period",
+            sh("trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait"),
+            3,
+            Verdict::SlowShutdown,
+        )
+    }
+    pub fn forwards() -> Scenario {
+        Scenario::new(
+            "forwards",
+            "correct: PID 1 forwards SIGTERM and waits for its child",
+            sh("trap 'kill -TERM -1; wait; exit 0' TERM; sleep 1000 & wait"),
+            2,
+            Verdict::Graceful,
+        )
+    }
+    pub fn exits_leaving_children() -> Scenario {
+        Scenario::new(
+            "exits-on-term",
+            "PID 1 exits on SIGTERM; the kernel kills what is left",
+            sh("trap 'exit 0' TERM; sleep 1000 & wait"),
+            2,
+            Verdict::Graceful,
+        )
+    }
+    pub fn force_delete() -> Scenario {
+        Scenario::new(
+            "force-delete",
+            "a force delete: SIGKILL with no stop signal",
+            sh("trap 'exit 0' TERM; sleep 1000 & wait"),
+            2,
+            Verdict::KilledWithoutStopSignal,
+        )
+        .stop_with(None)
+    }
+    pub fn stop_signal_quit() -> Scenario {
+        Scenario::new(
+            "stopsignal-quit",
+            "STOPSIGNAL SIGQUIT, shell PID 1 without a trap",
+            sh("sleep 1000; true"),
+            2,
+            Verdict::SwallowedByShellPid1,
+        )
+        .stop_with(Some(Signal::QUIT))
+    }
+    pub fn stop_signal_int_handled() -> Scenario {
+        Scenario::new(
+            "stopsignal-int",
+            "STOPSIGNAL SIGINT, handled by PID 1",
+            sh("trap 'exit 0' INT; sleep 1000 & wait"),
+            2,
+            Verdict::Graceful,
+        )
+        .stop_with(Some(Signal::INT))
+    }
+    pub fn oom() -> Scenario {
+        let mut s = Scenario::new(
+            "oom",
+            "PID 1 allocates past its 32 MiB memory limit",
+            sh("x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done"),
+            1,
+            Verdict::OomKilled,
+        );
+        s.memory_limit = Some(32 << 20);
+        s.stopped = false;
+        s
+    }
+
+    /// What `graceful-daemon demo` shows.
+    pub fn demo_set() -> Vec<Scenario> {
+        vec![
+            Scenario::shell_pid1(),
+            Scenario::no_handler(),
+            Scenario::not_forwarded(),
+            Scenario::slow_shutdown(),
+            Scenario::forwards(),
+            Scenario::exits_leaving_children(),
+            Scenario::force_delete(),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("starting container {name}: {error}")]
+    Spawn { name: String, error: std::io::Error },
+    #[error("container {0} did not start its processes in time")]
+    NotReady(String),
+    #[error("no termination record for {0} in time")]
+    NoRecord(String),
+    #[error("the event stream ended")]
+    StreamEnded,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the scenarios at once and returns one record per scenario, in the same order.
+pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>, DemoError> {
+    let mut cgroups = Cgroup2::discover()?;
+    let mut signals = DEFAULT_STOP_SIGNALS.to_vec();
+    signals.extend(
+        scenarios
+            .iter()
+            .filter_map(|s| s.stop_signal)
+            .filter(|s| !DEFAULT_STOP_SIGNALS.contains(s)),
+    );
+    let mut probes = Probes::load(
+        &ProbeOptions {
+            stop_signals: signals,
+        },
+        &mut cgroups,
+    )?;
+    let mut events = probes.events()?;
+    let mut pipeline = Pipeline::new(cgroups, TrackerConfig::default());
+    let parent = format!("/graceful-demo/{}", std::process::id());
+
+    let mut sandboxes = Vec::new();
+    for s in scenarios {
+        let argv: Vec<&str> = s.argv.iter().map(String::as_str).collect();
+        let sb = Sandbox::spawn_limited(
+            &mut pipeline.cgroups,
+            &parent,
+            &s.name,
+            &argv,
+            s.memory_limit,
+        )
+        .map_err(|error| DemoError::Spawn {
+            name: s.name.clone(),
+            error,
+        })?;
+        sandboxes.push(sb);
+    }
+    let ids: Vec<u64> = sandboxes.iter().map(|s| s.cgroup_id).collect();
+    let mut records: Vec<Option<Record>> = vec![None; scenarios.len()];
+
+    // Wait, through the events, until every container runs all its processes.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let ready = |p: &Pipeline| {
+        scenarios
+            .iter()
+            .zip(&ids)
+            .all(|(s, id)| !s.stopped || p.tracker.members(*id).len() >= s.processes)
+    };
+    while !ready(&pipeline) {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .map_err(|_| {
+                let slow = scenarios
+                    .iter()
+                    .zip(&ids)
+                    .find(|(s, id)| pipeline.tracker.members(**id).len() < s.processes);
+                DemoError::NotReady(slow.map(|(s, _)| s.name.clone()).unwrap_or_default())
+            })?
+            .ok_or(DemoError::StreamEnded)?;
+        collect(&mut pipeline, &event, &ids, &mut records);
+    }
+
+    // Stop them all at once, each like runc does.
+    let mut stops = Vec::new();
+    for (s, mut sb) in scenarios.iter().zip(sandboxes) {
+        let (signal, stopped) = (s.stop_signal, s.stopped);
+        // A named thread: the stop signal's sender comm, as `runc` is for a real runtime.
+        let stop = std::thread::Builder::new()
+            .name("demo-runtime".into())
+            .spawn(move || {
+                if stopped {
+                    let _ = match signal {
+                        Some(sig) => sb.stop(sig, grace).map(|_| ()),
+                        None => sb.signal(Signal::KILL),
+                    };
+                }
+                let _ = sb.wait(READY_TIMEOUT);
+                sb
+            });
+        stops.push(stop.map_err(|error| DemoError::Spawn {
+            name: s.name.clone(),
+            error,
+        })?);
+    }
+
+    let deadline = Instant::now() + grace + READY_TIMEOUT;
+    let mut lost_seen = 0;
+    while records.iter().any(Option::is_none) {
+        let missing = || {
+            let i = records.iter().position(Option::is_none).unwrap_or(0);
+            DemoError::NoRecord(scenarios[i].name.clone())
+        };
+        let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(DemoError::StreamEnded),
+            Err(_) => return Err(missing()),
+        };
+        collect(&mut pipeline, &event, &ids, &mut records);
+        if let Ok(lost) = probes.lost_events() {
+            if lost > lost_seen {
+                pipeline.lost(lost - lost_seen);
+                lost_seen = lost;
+            }
+        }
+    }
+    // Every init is reaped by now (its record needed all processes gone): the joins are quick.
+    for stop in stops {
+        let _ = stop.join();
+    }
+    let _ = std::fs::remove_dir(pipeline.cgroups.dir(&parent));
+    Ok(records.into_iter().flatten().collect())
+}
+
+fn collect(
+    pipeline: &mut Pipeline,
+    event: &crate::events::Event,
+    ids: &[u64],
+    records: &mut [Option<Record>],
+) {
+    for record in pipeline.handle(event) {
+        if let Some(i) = ids.iter().position(|id| *id == record.termination.cgroup) {
+            records[i].get_or_insert(record);
+        }
+    }
+}

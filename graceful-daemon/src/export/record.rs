@@ -1,0 +1,126 @@
+//! The termination record: JSON (the contract of DESIGN.md) and a short timeline for a person.
+use serde_json::{json, Value};
+
+use crate::{clock::WallClock, identity::Identity, tracker::Termination};
+
+/// A termination with what enrichment knows of its container.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub termination: Termination,
+    /// Path below the cgroup2 root.
+    pub cgroup: Option<String>,
+    pub identity: Option<Identity>,
+    pub grace_period_seconds: Option<f64>,
+}
+
+impl Record {
+    /// The name people know the container by: short id or unit name, else the cgroup.
+    pub fn display_name(&self) -> String {
+        match (&self.identity, &self.cgroup) {
+            (Some(i), _) => i.short_id().to_string(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => format!("cgroup {}", self.termination.cgroup),
+        }
+    }
+
+    pub fn to_json(&self, clock: &WallClock) -> Value {
+        let t = &self.termination;
+        let id = self.identity.as_ref();
+        json!({
+            "kind": "termination",
+            "container": {
+                "id": id.map(|i| i.id.clone()),
+                "runtime": id.map_or("unknown", |i| i.runtime.as_str()),
+                "cgroup": self.cgroup,
+                "pod_uid": id.and_then(|i| i.pod_uid.clone()),
+                "namespace": Value::Null,
+                "pod": Value::Null,
+                "name": Value::Null,
+                "workload": Value::Null,
+                "qos": id.and_then(|i| i.qos.clone()),
+            },
+            "stop": t.stop.as_ref().map(|s| json!({
+                "signal": s.signal.to_string(),
+                "signo": s.signal.0,
+                "at": clock.rfc3339(s.at),
+                "sender": {"pid": s.sender.pid, "comm": s.sender.comm},
+                "result": s.result.as_str(),
+            })),
+            "init": {
+                "pid": t.init.pid,
+                "comm": t.init.comm,
+                "shell": t.init.shell,
+                "handles_stop_signal": t.init.handles_stop_signal,
+            },
+            "received": t.received.iter().map(|r| json!({"pid": r.pid, "comm": r.comm, "result": r.result.as_str()})).collect::<Vec<_>>(),
+            "never_received": t.never_received.iter().map(|p| json!({"pid": p.pid, "comm": p.comm})).collect::<Vec<_>>(),
+            "kill": t.kill.as_ref().map(|k| json!({"at": clock.rfc3339(k.at), "sender": {"pid": k.sender.pid, "comm": k.sender.comm}})),
+            "outcome": t.outcome.as_str(),
+            "exit": t.exit.map(|e| json!({"code": e.code, "signal": e.signal})),
+            "duration_seconds": (t.duration_seconds() * 1e6).round() / 1e6,
+            "grace_period_seconds": self.grace_period_seconds,
+            "verdict": t.verdict.as_str(),
+            "explanation": t.explanation,
+        })
+    }
+
+    /// A few lines for a person: what happened, in order, and why.
+    pub fn timeline(&self) -> String {
+        let t = &self.termination;
+        let at = |ts: u64| format!("+{:>7.3}s", ts.saturating_sub(t.started) as f64 / 1e9);
+        let mut out = format!(
+            "== {} ({}) verdict: {}  outcome: {}\n",
+            self.display_name(),
+            self.cgroup.as_deref().unwrap_or("?"),
+            t.verdict.as_str(),
+            t.outcome.as_str()
+        );
+        if let Some(s) = &t.stop {
+            out += &format!(
+                "   {}  {} from {} (pid {}) -> {} (pid {}): {}\n",
+                at(s.at),
+                s.signal,
+                s.sender.comm,
+                s.sender.pid,
+                t.init.comm,
+                t.init.pid,
+                s.result.as_str()
+            );
+        }
+        for r in t.received.iter().filter(|r| r.pid != t.init.pid) {
+            out += &format!(
+                "              also received by {} (pid {}): {}\n",
+                r.comm,
+                r.pid,
+                r.result.as_str()
+            );
+        }
+        if let Some(k) = &t.kill {
+            out += &format!(
+                "   {}  SIGKILL from {} (pid {})\n",
+                at(k.at),
+                k.sender.comm,
+                k.sender.pid
+            );
+        }
+        let exit = match t.exit {
+            Some(e) => match (e.code, e.signal) {
+                (Some(c), _) => format!("exit code {c}"),
+                (_, Some(s)) => format!("killed by {}", crate::signals::Signal(s)),
+                _ => "exit unknown".into(),
+            },
+            None => "exit not seen".into(),
+        };
+        out += &format!("   {}  all processes gone; PID 1 {exit}\n", at(t.ended));
+        if !t.never_received.is_empty() {
+            let names: Vec<String> = t
+                .never_received
+                .iter()
+                .map(|p| format!("{} (pid {})", p.comm, p.pid))
+                .collect();
+            out += &format!("   never received the stop signal: {}\n", names.join(", "));
+        }
+        out += &format!("   why: {}\n", t.explanation);
+        out
+    }
+}

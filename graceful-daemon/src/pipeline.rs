@@ -1,0 +1,122 @@
+//! Drives the tracker from the event stream: keeps cgroup paths known while cgroups exist,
+//! reads /proc dispositions when a stop signal arrives, seeds the tracker from /proc at start,
+//! sweeps for processes whose exit was lost, and turns terminations into records.
+use std::fs;
+
+use crate::{
+    cgroup::{unified_path, Cgroup2},
+    clock,
+    events::{Event, SignalResult},
+    export::record::Record,
+    identity,
+    procfs::ProcStatus,
+    signals::Signal,
+    tracker::{Disposition, Tracker, TrackerConfig},
+};
+
+pub struct Pipeline {
+    pub tracker: Tracker,
+    pub cgroups: Cgroup2,
+}
+
+impl Pipeline {
+    pub fn new(mut cgroups: Cgroup2, config: TrackerConfig) -> Pipeline {
+        let mut tracker = Tracker::new(config, clock::monotonic_now());
+        let root = cgroups.root_id();
+        let mut seeds = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(status) = ProcStatus::read(pid) else {
+                continue;
+            };
+            let Ok(text) = fs::read_to_string(entry.path().join("cgroup")) else {
+                continue;
+            };
+            let Some(id) = unified_path(&text).and_then(|p| cgroups.remember(p)) else {
+                continue;
+            };
+            if id != root {
+                seeds.push((pid, status, id));
+            }
+        }
+        // Inits and parents first, so a container's main process is the one the runtime started.
+        seeds.sort_by_key(|(pid, s, _)| (!s.is_namespace_init(), *pid));
+        for (pid, status, id) in seeds {
+            let parent = u32::try_from(status.ppid).ok().filter(|p| *p > 0);
+            tracker.seed(pid, parent, id, &status.comm, status.is_namespace_init());
+        }
+        Pipeline { tracker, cgroups }
+    }
+
+    /// Feeds one event; returns the records it completed.
+    pub fn handle(&mut self, event: &Event) -> Vec<Record> {
+        match event {
+            Event::Exec(e) => {
+                self.cgroups.path_of(e.cgroup);
+            }
+            Event::Fork(e) => {
+                self.cgroups.path_of(e.cgroup);
+            }
+            Event::Attach(e) => {
+                self.cgroups.path_of(e.cgroup);
+            }
+            Event::Signal(e)
+                if e.signal != Signal::KILL
+                    && e.sender_cgroup != e.target_cgroup
+                    && e.result != SignalResult::Ignored =>
+            {
+                // "Delivered" can still mean dropped later (it was blocked at the time): what
+                // /proc says of the handlers now is the ground truth.
+                if let Ok(status) = ProcStatus::read(e.target_pid) {
+                    self.tracker.observe(
+                        e.target_pid,
+                        Disposition {
+                            signal: e.signal,
+                            handles: status.handles(e.signal),
+                            drops: status.drops(e.signal),
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+        let done = self.tracker.on_event(event);
+        done.into_iter().map(|t| self.record(t)).collect()
+    }
+
+    pub fn lost(&mut self, count: u64) {
+        self.tracker.lost(count);
+    }
+
+    /// Processes the tracker still counts that /proc no longer has: their exits were lost.
+    pub fn sweep(&mut self) -> Vec<Record> {
+        let gone: Vec<u32> = self
+            .tracker
+            .known_pids()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        let now = clock::monotonic_now();
+        let done: Vec<_> = gone
+            .into_iter()
+            .flat_map(|pid| self.tracker.forget(pid, now))
+            .collect();
+        done.into_iter().map(|t| self.record(t)).collect()
+    }
+
+    fn record(&mut self, termination: crate::tracker::Termination) -> Record {
+        let cgroup = self.cgroups.path_of(termination.cgroup);
+        let identity = cgroup.as_deref().and_then(identity::parse);
+        Record {
+            termination,
+            cgroup,
+            identity,
+            grace_period_seconds: None,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! One throwaway container (cgroup2 + pid namespace) per verdict, on the real kernel, stopped
+//! the way runc does; the records must carry the exact verdict, outcome and who got the signal.
+use std::time::Duration;
+
+use graceful::{
+    demo::{run, Scenario},
+    events::SignalResult,
+    export::record::Record,
+    signals::Signal,
+    tracker::Outcome,
+};
+
+const GRACE: Duration = Duration::from_secs(2);
+
+async fn one(s: Scenario) -> Record {
+    let mut records = run(std::slice::from_ref(&s), GRACE)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+    let r = records.remove(0);
+    assert_eq!(
+        r.termination.verdict,
+        s.expect,
+        "{}: {}",
+        s.name,
+        r.timeline()
+    );
+    r
+}
+
+fn comms(list: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = list.into_iter().collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_pid1_without_trap() {
+    let r = one(Scenario::shell_pid1()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::KilledAfterGrace);
+    assert_eq!(t.init.comm, "sh");
+    assert!(t.init.shell);
+    assert_eq!(t.init.handles_stop_signal, Some(false));
+    // `ignored`, or `delivered` when sh had signals blocked for a moment (then dropped later).
+    assert!(matches!(
+        t.stop.as_ref().unwrap().result,
+        SignalResult::Ignored | SignalResult::Delivered
+    ));
+    assert_eq!(t.stop.as_ref().unwrap().sender.comm, "demo-runtime");
+    assert_eq!(
+        comms(t.never_received.iter().map(|p| p.comm.clone())),
+        vec!["sleep"]
+    );
+    assert!(
+        t.explanation.contains("shell") && t.explanation.contains("sleep (pid"),
+        "{}",
+        t.explanation
+    );
+    assert!(t.duration_seconds() >= 2.0);
+    let json = r.to_json(&Default::default());
+    assert_eq!(json["verdict"], "swallowed_by_shell_pid1");
+    assert_eq!(json["kill"]["sender"]["comm"], "demo-runtime");
+    assert_eq!(json["exit"]["signal"], 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_shell_pid1_without_handler() {
+    let r = one(Scenario::no_handler()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::KilledAfterGrace);
+    assert_eq!((t.init.comm.as_str(), t.init.shell), ("sleep", false));
+    assert!(t.never_received.is_empty());
+    assert!(t.explanation.contains("sleep") && t.explanation.contains("no handler"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handler_that_does_not_forward() {
+    let r = one(Scenario::not_forwarded()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::KilledAfterGrace);
+    assert_eq!(t.init.handles_stop_signal, Some(true));
+    assert_eq!(comms(t.received.iter().map(|p| p.comm.clone())), vec!["sh"]);
+    assert_eq!(
+        comms(t.never_received.iter().map(|p| p.comm.clone())),
+        vec!["sleep"]
+    );
+    assert!(t.explanation.contains("did not pass it on"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handler_that_forwards_and_waits() {
+    let r = one(Scenario::forwards()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::Exited);
+    assert!(t.kill.is_none());
+    assert_eq!(
+        comms(t.received.iter().map(|p| p.comm.clone())),
+        vec!["sh", "sleep"]
+    );
+    assert!(t.never_received.is_empty());
+    assert_eq!(t.exit.unwrap().code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn child_too_slow_for_the_grace() {
+    let r = one(Scenario::slow_shutdown()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::KilledAfterGrace);
+    assert!(t.never_received.is_empty(), "{:?}", t.never_received);
+    assert_eq!(t.received.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_without_stop_signal() {
+    let r = one(Scenario::force_delete()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::Killed);
+    assert!(t.stop.is_none());
+    assert!(r.to_json(&Default::default())["stop"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid1_exiting_on_sigterm_leaves_children_to_the_kernel() {
+    let r = one(Scenario::exits_leaving_children()).await;
+    let t = &r.termination;
+    assert_eq!(
+        t.outcome,
+        Outcome::Exited,
+        "teardown SIGKILLs are not a kill"
+    );
+    assert!(t.kill.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_signals_other_than_sigterm() {
+    let r = one(Scenario::stop_signal_quit()).await;
+    assert_eq!(r.termination.stop.as_ref().unwrap().signal, Signal::QUIT);
+    assert!(r.termination.explanation.contains("SIGQUIT"));
+    let r = one(Scenario::stop_signal_int_handled()).await;
+    assert_eq!(r.termination.stop.as_ref().unwrap().signal, Signal::INT);
+    assert_eq!(r.termination.outcome, Outcome::Exited);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oom_kill_in_a_memory_limited_cgroup() {
+    let r = one(Scenario::oom()).await;
+    assert_eq!(r.termination.outcome, Outcome::Killed);
+    assert!(r.termination.explanation.contains("OOM"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_containers_stopped_at_once() {
+    let kinds = [
+        Scenario::shell_pid1,
+        Scenario::forwards,
+        Scenario::not_forwarded,
+        Scenario::no_handler,
+        Scenario::exits_leaving_children,
+    ];
+    let scenarios: Vec<Scenario> = (0..50)
+        .map(|i| {
+            let mut s = kinds[i % kinds.len()]();
+            s.name = format!("{}-{i}", s.name);
+            s
+        })
+        .collect();
+    let records = run(&scenarios, GRACE).await.unwrap();
+    assert_eq!(records.len(), 50);
+    for (s, r) in scenarios.iter().zip(&records) {
+        assert_eq!(
+            r.termination.verdict,
+            s.expect,
+            "{}: {}",
+            s.name,
+            r.timeline()
+        );
+        assert!(r.cgroup.as_deref().unwrap().ends_with(&s.name));
+    }
+}
