@@ -2,6 +2,8 @@
 //! something to real processes, then await the events it must cause.
 //!
 //! The tests need root and a BPF-capable kernel; when either is missing they fail, loudly.
+pub mod cri;
+
 use std::time::Duration;
 
 use graceful::{

@@ -4,7 +4,9 @@
 pub mod audit;
 pub mod cgroup;
 pub mod clock;
+pub mod daemon;
 pub mod demo;
+pub mod enrich;
 pub mod events;
 pub mod export;
 pub mod identity;

@@ -29,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The node daemon: metrics, /terminations and logs for every container stopped on the node.
+    Run(RunArgs),
     /// Live view of stop-relevant signals with the kernel's verdict on each, and a
     /// termination record for every container that stops.
     Trace(TraceArgs),
@@ -37,6 +39,55 @@ enum Command {
     /// Start throwaway containers with the usual PID 1 mistakes and a correct one, stop them
     /// like a runtime does, and print what graceful says about each.
     Demo(DemoArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Address of /metrics, /healthz, /readyz and /terminations.
+    #[arg(long, default_value = "0.0.0.0:9402")]
+    metrics_addr: std::net::SocketAddr,
+    /// CRI socket of the container runtime (default: the first of containerd's and CRI-O's that exists).
+    #[arg(long)]
+    cri_socket: Option<std::path::PathBuf>,
+    /// Name of this node.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Drop the series of containers gone for longer than this (e.g. 30s, 10m, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    series_ttl: Duration,
+    /// Signals reported one by one (comma-separated names or numbers).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STOP_SIGNALS.map(|s| s.to_string()))]
+    stop_signals: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 10m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("`{s}` must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Parser)]
@@ -97,6 +148,7 @@ fn main() {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => run(args).await,
             Command::Trace(args) => trace(args).await,
             Command::Audit(args) => audit(args),
             Command::Demo(args) => demo(args).await,
@@ -109,11 +161,7 @@ fn main() {
 }
 
 async fn trace(args: TraceArgs) -> Result<()> {
-    let stop_signals = args
-        .stop_signals
-        .iter()
-        .map(|s| s.parse::<Signal>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let stop_signals = parse_signals(&args.stop_signals)?;
     let mut cgroups = Cgroup2::discover()?;
     let mut probes = Probes::load(
         &ProbeOptions {
@@ -255,5 +303,41 @@ async fn demo(args: DemoArgs) -> Result<()> {
             writeln!(out, "{}", r.timeline())?;
         }
     }
+    Ok(())
+}
+
+fn parse_signals(list: &[String]) -> Result<Vec<Signal>> {
+    Ok(list
+        .iter()
+        .map(|s| s.parse::<Signal>())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let options = graceful::daemon::RunOptions {
+        metrics_addr: args.metrics_addr,
+        cri_socket: args.cri_socket,
+        node_name: args.node_name,
+        series_ttl: args.series_ttl,
+        probes: ProbeOptions {
+            stop_signals: parse_signals(&args.stop_signals)?,
+        },
+    };
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot watch SIGTERM ({e}); stop with SIGINT");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    graceful::daemon::run(options, shutdown).await?;
     Ok(())
 }

@@ -116,6 +116,7 @@ impl Pipeline {
             termination,
             cgroup,
             identity,
+            info: None,
             grace_period_seconds: None,
         }
     }

@@ -33,7 +33,8 @@ enum Task {
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages: the BPF compiler (rustc-web ships `core` for bpfel-unknown-none), what
-/// bpf-linker links against, the test images' busybox, and the peers the benchmark measures.
+/// bpf-linker links against, the test images' busybox, the peers the benchmark measures, the
+/// container runtime of the end-to-end tests, protoc (CRI bindings) and promtool.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
@@ -41,6 +42,10 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "bpftrace",
     "libbpf-tools",
+    "containerd",
+    "runc",
+    "protobuf-compiler",
+    "prometheus",
 ];
 
 fn main() -> Result<()> {

@@ -1,3 +1,6 @@
-//! Where records and events leave the daemon: the live trace view (text and JSON lines).
+//! Where records and events leave the daemon: the live trace view, records (JSON and text),
+//! Prometheus metrics and the HTTP endpoints.
+pub mod http;
+pub mod metrics;
 pub mod record;
 pub mod trace;

@@ -1,7 +1,10 @@
 //! The termination record: JSON (the contract of DESIGN.md) and a short timeline for a person.
 use serde_json::{json, Value};
 
-use crate::{clock::WallClock, identity::Identity, tracker::Termination};
+use crate::{
+    clock::WallClock, enrich::ContainerInfo, export::metrics::ContainerLabels, identity::Identity,
+    tracker::Termination,
+};
 
 /// A termination with what enrichment knows of its container.
 #[derive(Debug, Clone)]
@@ -10,6 +13,8 @@ pub struct Record {
     /// Path below the cgroup2 root.
     pub cgroup: Option<String>,
     pub identity: Option<Identity>,
+    /// What the container runtime said about it (Kubernetes names, grace period).
+    pub info: Option<ContainerInfo>,
     pub grace_period_seconds: Option<f64>,
 }
 
@@ -23,19 +28,30 @@ impl Record {
         }
     }
 
+    /// Metric labels: Kubernetes names, or the short id / unit name without them.
+    pub fn labels(&self) -> ContainerLabels {
+        container_labels(self.identity.as_ref(), self.info.as_ref()).unwrap_or_else(|| {
+            ContainerLabels {
+                container: self.display_name(),
+                ..Default::default()
+            }
+        })
+    }
+
     pub fn to_json(&self, clock: &WallClock) -> Value {
         let t = &self.termination;
         let id = self.identity.as_ref();
+        let info = self.info.as_ref();
         json!({
             "kind": "termination",
             "container": {
                 "id": id.map(|i| i.id.clone()),
                 "runtime": id.map_or("unknown", |i| i.runtime.as_str()),
                 "cgroup": self.cgroup,
-                "pod_uid": id.and_then(|i| i.pod_uid.clone()),
-                "namespace": Value::Null,
-                "pod": Value::Null,
-                "name": Value::Null,
+                "pod_uid": info.and_then(|i| i.pod_uid.clone()).or_else(|| id.and_then(|i| i.pod_uid.clone())),
+                "namespace": info.and_then(|i| i.namespace.clone()),
+                "pod": info.and_then(|i| i.pod.clone()),
+                "name": info.and_then(|i| i.name.clone()),
                 "workload": Value::Null,
                 "qos": id.and_then(|i| i.qos.clone()),
             },
@@ -123,4 +139,19 @@ impl Record {
         out += &format!("   why: {}\n", t.explanation);
         out
     }
+}
+
+/// Metric labels of a container, when it is one.
+pub fn container_labels(
+    identity: Option<&Identity>,
+    info: Option<&ContainerInfo>,
+) -> Option<ContainerLabels> {
+    let identity = identity?;
+    Some(ContainerLabels {
+        namespace: info.and_then(|i| i.namespace.clone()).unwrap_or_default(),
+        pod: info.and_then(|i| i.pod.clone()).unwrap_or_default(),
+        container: info
+            .and_then(|i| i.name.clone())
+            .unwrap_or_else(|| identity.short_id().to_string()),
+    })
 }

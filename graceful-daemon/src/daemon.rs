@@ -1,0 +1,316 @@
+//! `run`: the node daemon. One loop owns the tracker; enrichment lookups run beside it and
+//! report back, so the tracing path never waits for the runtime.
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    audit,
+    cgroup::{Cgroup2, CgroupError},
+    clock::WallClock,
+    enrich::{
+        cri::{CriClient, CriError},
+        ContainerInfo,
+    },
+    events::Event,
+    export::{
+        http::{lock, router, Shared, SharedState},
+        metrics::Metrics,
+        record::{container_labels, Record},
+    },
+    identity::{self, Identity, Runtime},
+    pipeline::Pipeline,
+    probes::{ProbeError, ProbeOptions, Probes},
+    signals::Signal,
+    tracker::TrackerConfig,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub metrics_addr: SocketAddr,
+    pub cri_socket: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub series_ttl: Duration,
+    pub probes: ProbeOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+const TICK: Duration = Duration::from_secs(1);
+const AUDIT_EVERY: u32 = 5;
+
+/// A CRI answer, with the record that waited for it (if one did).
+struct Lookup {
+    id: String,
+    info: Result<ContainerInfo, CriError>,
+    record: Option<Box<Record>>,
+}
+
+struct Daemon {
+    state: SharedState,
+    pipeline: Pipeline,
+    clock: WallClock,
+    cri: Option<CriClient>,
+    cache: HashMap<String, ContainerInfo>,
+    pending: HashSet<String>,
+    lookups: mpsc::Sender<Lookup>,
+    cri_warned: bool,
+}
+
+pub async fn run(
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let listener = tokio::net::TcpListener::bind(options.metrics_addr)
+        .await
+        .map_err(|error| DaemonError::Listen {
+            addr: options.metrics_addr,
+            error,
+        })?;
+    let state: SharedState = Arc::new(Mutex::new(Shared {
+        metrics: Metrics::new(options.series_ttl),
+        terminations: Default::default(),
+        ready: false,
+    }));
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state.clone());
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = http_stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+
+    let mut cgroups = Cgroup2::discover()?;
+    let mut probes = Probes::load(&options.probes, &mut cgroups)?;
+    let mut events = probes.events()?;
+    lock(&state).ready = true;
+    tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
+
+    let cri = match CriClient::connect(options.cri_socket.as_deref()).await {
+        Ok(c) => {
+            tracing::info!(socket = %c.path().display(), "CRI connected: Kubernetes names from the runtime");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!("{e}; containers are named from their cgroups only");
+            None
+        }
+    };
+    let (lookups, mut answers) = mpsc::channel(1024);
+    let mut daemon = Daemon {
+        state: state.clone(),
+        pipeline: Pipeline::new(cgroups, TrackerConfig::default()),
+        clock: WallClock::default(),
+        cri,
+        cache: HashMap::new(),
+        pending: HashSet::new(),
+        lookups,
+        cri_warned: false,
+    };
+    let mut tick = tokio::time::interval(TICK);
+    let mut ticks = 0u32;
+    let mut lost_seen = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                daemon.on_event(&event);
+            }
+            Some(answer) = answers.recv() => daemon.on_lookup(answer),
+            _ = tick.tick() => {
+                ticks = ticks.wrapping_add(1);
+                let lost = probes.lost_events().unwrap_or(lost_seen);
+                if lost > lost_seen {
+                    tracing::warn!(lost = lost - lost_seen, "kernel events lost: terminations under way will be reported as unknown");
+                    daemon.pipeline.lost(lost - lost_seen);
+                    lock(&state).metrics.events_lost(lost - lost_seen);
+                    lost_seen = lost;
+                }
+                if let Ok(counts) = probes.signal_counts() {
+                    lock(&state).metrics.node_signals(counts);
+                }
+                for record in daemon.pipeline.sweep() {
+                    daemon.finish(record);
+                }
+                if ticks % AUDIT_EVERY == 1 {
+                    daemon.audit();
+                }
+                lock(&state).metrics.prune(Instant::now());
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: detaching probes");
+    lock(&state).ready = false;
+    drop(events);
+    drop(probes);
+    let _ = stop_http.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+impl Daemon {
+    fn identity(&mut self, cgroup: u64) -> Option<Identity> {
+        self.pipeline
+            .cgroups
+            .path_of(cgroup)
+            .as_deref()
+            .and_then(identity::parse)
+    }
+
+    fn lookup(&mut self, identity: &Identity, record: Option<Box<Record>>) -> Option<Box<Record>> {
+        let Some(cri) = self.cri.clone() else {
+            return record;
+        };
+        if !matches!(identity.runtime, Runtime::Containerd | Runtime::CriO)
+            || self.pending.contains(&identity.id) && record.is_none()
+        {
+            return record;
+        }
+        self.pending.insert(identity.id.clone());
+        let (id, tx) = (identity.id.clone(), self.lookups.clone());
+        tokio::spawn(async move {
+            let mut cri = cri;
+            let info = cri.container(&id).await;
+            let _ = tx.send(Lookup { id, info, record }).await;
+        });
+        None
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        let records = self.pipeline.handle(event);
+        match event {
+            Event::Exec(e) => {
+                if let Some(identity) = self.identity(e.cgroup) {
+                    if !self.cache.contains_key(&identity.id) {
+                        self.lookup(&identity, None);
+                    }
+                }
+            }
+            Event::Signal(e) => {
+                let target = self
+                    .pipeline
+                    .cgroups
+                    .cached_path(e.target_cgroup)
+                    .and_then(identity::parse);
+                if let Some(identity) = target {
+                    let info = self.cache.get(&identity.id);
+                    if let Some(labels) = container_labels(Some(&identity), info) {
+                        lock(&self.state).metrics.container_signal(
+                            &labels,
+                            &e.signal.to_string(),
+                            e.result.as_str(),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        for record in records {
+            self.finish(record);
+        }
+    }
+
+    fn on_lookup(&mut self, answer: Lookup) {
+        self.pending.remove(&answer.id);
+        match answer.info {
+            Ok(info) => {
+                self.cache.insert(answer.id, info);
+            }
+            Err(e) if !self.cri_warned => {
+                tracing::warn!(
+                    "{e}; records keep the cgroup identity (further CRI errors at debug level)"
+                );
+                self.cri_warned = true;
+            }
+            Err(e) => tracing::debug!("{e}"),
+        }
+        if let Some(record) = answer.record {
+            self.publish(*record);
+        }
+    }
+
+    /// Completes a record with the runtime's view (asking it now if nothing is cached) and
+    /// publishes it.
+    fn finish(&mut self, mut record: Record) {
+        if let Some(identity) = record.identity.clone() {
+            match self.cache.get(&identity.id) {
+                Some(info) => record.info = Some(info.clone()),
+                None => {
+                    if let Some(waiting) = self.lookup(&identity, Some(Box::new(record))) {
+                        self.publish(*waiting);
+                    }
+                    return;
+                }
+            }
+        }
+        self.publish(record);
+    }
+
+    fn publish(&mut self, mut record: Record) {
+        if record.info.is_none() {
+            record.info = record
+                .identity
+                .as_ref()
+                .and_then(|i| self.cache.get(&i.id).cloned());
+        }
+        record.grace_period_seconds = record.info.as_ref().and_then(|i| i.grace_period_seconds);
+        let json = record.to_json(&self.clock);
+        tracing::info!(
+            verdict = record.termination.verdict.as_str(),
+            outcome = record.termination.outcome.as_str(),
+            container = %record.display_name(),
+            record = %json,
+            "{}",
+            record.termination.explanation
+        );
+        let labels = record.labels();
+        let mut shared = lock(&self.state);
+        shared.metrics.termination(&labels, &record);
+        shared.push_record(json);
+        if let Some(identity) = &record.identity {
+            self.cache.remove(&identity.id);
+        }
+    }
+
+    /// The PID 1 risk gauge of every running container; containers gone lose their series.
+    fn audit(&mut self) {
+        let entries = audit::scan(Signal::TERM);
+        let running: Vec<_> = entries
+            .iter()
+            .filter_map(|e| {
+                container_labels(Some(&e.identity), self.cache.get(&e.identity.id))
+                    .map(|l| (l, e.stop_signal_dropped()))
+            })
+            .collect();
+        let mut shared = lock(&self.state);
+        let live = shared.metrics.live();
+        let running_set: HashSet<_> = running.iter().map(|(l, _)| l.clone()).collect();
+        for gone in live.iter().filter(|l| !running_set.contains(l)) {
+            shared.metrics.gone(gone);
+        }
+        shared.metrics.audit(&running);
+    }
+}

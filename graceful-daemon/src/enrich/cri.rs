@@ -1,0 +1,133 @@
+//! CRI v1 client over the runtime's unix socket (containerd, CRI-O).
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::{
+    runtime_service_client::RuntimeServiceClient, ContainerStatusRequest, VersionRequest,
+};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::ContainerInfo;
+
+/// Where runtimes put their CRI socket, in the order they are tried.
+pub const KNOWN_SOCKETS: [&str; 3] = [
+    "/run/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/run/crio/crio.sock",
+];
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("no CRI socket found (tried {})", KNOWN_SOCKETS.join(", "))]
+    NoSocket,
+    #[error("CRI socket {path}: {error}")]
+    Connect { path: PathBuf, error: String },
+    #[error("CRI {call} on {path}: {error}")]
+    Call {
+        call: &'static str,
+        path: PathBuf,
+        error: String,
+    },
+    #[error("CRI {call} on {path}: no answer within {TIMEOUT:?}")]
+    Timeout { call: &'static str, path: PathBuf },
+}
+
+#[derive(Clone)]
+pub struct CriClient {
+    path: PathBuf,
+    client: RuntimeServiceClient<Channel>,
+}
+
+impl CriClient {
+    /// Connects to `socket`, or to the first known socket that exists; checks it answers.
+    pub async fn connect(socket: Option<&Path>) -> Result<CriClient, CriError> {
+        let path = match socket {
+            Some(p) => p.to_path_buf(),
+            None => KNOWN_SOCKETS
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .ok_or(CriError::NoSocket)?,
+        };
+        let connect_path = path.clone();
+        let endpoint = Endpoint::try_from("http://[::]:50051")
+            .map_err(|e| CriError::Connect {
+                path: path.clone(),
+                error: e.to_string(),
+            })?
+            .connect_timeout(TIMEOUT)
+            .timeout(TIMEOUT);
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let p = connect_path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
+            }))
+            .await
+            .map_err(|e| CriError::Connect {
+                path: path.clone(),
+                error: e.to_string(),
+            })?;
+        let mut client = CriClient {
+            path,
+            client: RuntimeServiceClient::new(channel),
+        };
+        client.version().await?;
+        Ok(client)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn version(&mut self) -> Result<String, CriError> {
+        let call = self.client.version(VersionRequest {
+            version: "v1".into(),
+        });
+        let reply = tokio::time::timeout(TIMEOUT, call)
+            .await
+            .map_err(|_| CriError::Timeout {
+                call: "Version",
+                path: self.path.clone(),
+            })?
+            .map_err(|e| CriError::Call {
+                call: "Version",
+                path: self.path.clone(),
+                error: e.message().to_string(),
+            })?;
+        let v = reply.into_inner();
+        Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+    }
+
+    /// Names, image and kubelet annotations of one container.
+    pub async fn container(&mut self, id: &str) -> Result<ContainerInfo, CriError> {
+        let call = self.client.container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        });
+        let reply = tokio::time::timeout(TIMEOUT, call)
+            .await
+            .map_err(|_| CriError::Timeout {
+                call: "ContainerStatus",
+                path: self.path.clone(),
+            })?
+            .map_err(|e| CriError::Call {
+                call: "ContainerStatus",
+                path: self.path.clone(),
+                error: e.message().to_string(),
+            })?;
+        let status = reply.into_inner().status.unwrap_or_default();
+        let name = status.metadata.map(|m| m.name).unwrap_or_default();
+        let image = status.image.map(|i| i.image).unwrap_or_default();
+        Ok(ContainerInfo::from_kubelet(
+            &status.labels,
+            &status.annotations,
+            &name,
+            &image,
+        ))
+    }
+}

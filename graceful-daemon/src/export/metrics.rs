@@ -1,0 +1,450 @@
+//! Prometheus metrics (OpenMetrics text), with bounded cardinality: the series of a container
+//! are dropped once it has been gone for longer than the TTL.
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{
+    export::record::Record,
+    probes::SignalCounts,
+    tracker::{Outcome, Verdict},
+};
+
+/// Who a series is about: Kubernetes names, or (without Kubernetes) the short id or unit name.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ContainerLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    signal: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerSignalLabels {
+    namespace: String,
+    pod: String,
+    container: String,
+    signal: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TerminationLabels {
+    namespace: String,
+    pod: String,
+    container: String,
+    outcome: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    namespace: String,
+    pod: String,
+    container: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    namespace: String,
+    container: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceContainer {
+    namespace: String,
+    container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+/// The label sets one container used, so they can all be dropped together.
+#[derive(Debug, Default)]
+struct Series {
+    gone_at: Option<Instant>,
+    signals: HashSet<ContainerSignalLabels>,
+    terminations: HashSet<TerminationLabels>,
+    after_grace: HashSet<VerdictLabels>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0])
+}
+
+fn ratio_histogram() -> Histogram {
+    Histogram::new([0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1])
+}
+
+pub struct Metrics {
+    registry: Registry,
+    signals: Family<SignalLabels, Counter>,
+    container_signals: Family<ContainerSignalLabels, Counter>,
+    terminations: Family<TerminationLabels, Counter>,
+    sigkill_after_grace: Family<VerdictLabels, Counter>,
+    stop_signal_ignored: Family<ContainerLabels, Counter>,
+    duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    grace_used: Family<NamespaceContainer, Histogram, fn() -> Histogram>,
+    pid1_ignores: Family<ContainerLabels, Gauge>,
+    events_lost: Counter,
+    node_counts: SignalCounts,
+    series: HashMap<ContainerLabels, Series>,
+    /// Histogram label sets by (namespace, container): shared by the pods of a workload.
+    durations: HashMap<NamespaceContainer, HashSet<DurationLabels>>,
+    ttl: Duration,
+}
+
+impl Metrics {
+    pub fn new(ttl: Duration) -> Metrics {
+        let mut registry = Registry::default();
+        let signals = Family::<SignalLabels, Counter>::default();
+        registry.register(
+            "graceful_signals",
+            "Signals generated on the node, by signal and the kernel's result",
+            signals.clone(),
+        );
+        let container_signals = Family::<ContainerSignalLabels, Counter>::default();
+        registry.register(
+            "graceful_container_signals",
+            "Stop-relevant signals that reached a container's processes, by the kernel's result",
+            container_signals.clone(),
+        );
+        let terminations = Family::<TerminationLabels, Counter>::default();
+        registry.register(
+            "graceful_terminations",
+            "Containers stopped, by outcome and verdict",
+            terminations.clone(),
+        );
+        let sigkill_after_grace = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "graceful_sigkill_after_grace",
+            "Containers the runtime had to SIGKILL after the grace period, by verdict",
+            sigkill_after_grace.clone(),
+        );
+        let stop_signal_ignored = Family::<ContainerLabels, Counter>::default();
+        registry.register(
+            "graceful_stop_signal_ignored",
+            "Stops whose stop signal the kernel dropped at PID 1",
+            stop_signal_ignored.clone(),
+        );
+        let duration = Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        registry.register(
+            "graceful_termination_duration_seconds",
+            "From the stop signal to the last process gone",
+            duration.clone(),
+        );
+        let grace_used =
+            Family::<NamespaceContainer, Histogram, fn() -> Histogram>::new_with_constructor(
+                ratio_histogram,
+            );
+        registry.register(
+            "graceful_grace_period_used_ratio",
+            "Termination duration over the grace period the container had",
+            grace_used.clone(),
+        );
+        let pid1_ignores = Family::<ContainerLabels, Gauge>::default();
+        registry.register(
+            "graceful_pid1_ignores_stop_signal",
+            "1 when a running container's PID 1 would have its stop signal dropped by the kernel",
+            pid1_ignores.clone(),
+        );
+        let events_lost = Counter::default();
+        registry.register(
+            "graceful_events_lost",
+            "Kernel events lost because the ring buffer was full",
+            events_lost.clone(),
+        );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "graceful_build_info",
+            "Version of graceful",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        Metrics {
+            registry,
+            signals,
+            container_signals,
+            terminations,
+            sigkill_after_grace,
+            stop_signal_ignored,
+            duration,
+            grace_used,
+            pid1_ignores,
+            events_lost,
+            node_counts: SignalCounts::default(),
+            series: HashMap::new(),
+            durations: HashMap::new(),
+            ttl,
+        }
+    }
+
+    /// OpenMetrics text, what Prometheus asks for.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4), for clients that do not ask for OpenMetrics.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
+    /// Brings the node-wide counters up to the kernel's per-CPU totals.
+    pub fn node_signals(&mut self, now: SignalCounts) {
+        for &(signal, result, total) in &now.0 {
+            let delta = total.saturating_sub(self.node_counts.get(signal, result));
+            if delta > 0 {
+                let labels = SignalLabels {
+                    signal: signal.to_string(),
+                    result: result.as_str().into(),
+                };
+                self.signals.get_or_create(&labels).inc_by(delta);
+            }
+        }
+        self.node_counts = now;
+    }
+
+    pub fn events_lost(&self, count: u64) {
+        self.events_lost.inc_by(count);
+    }
+
+    pub fn container_signal(&mut self, who: &ContainerLabels, signal: &str, result: &str) {
+        let labels = ContainerSignalLabels {
+            namespace: who.namespace.clone(),
+            pod: who.pod.clone(),
+            container: who.container.clone(),
+            signal: signal.into(),
+            result: result.into(),
+        };
+        self.container_signals.get_or_create(&labels).inc();
+        self.series
+            .entry(who.clone())
+            .or_default()
+            .signals
+            .insert(labels);
+    }
+
+    pub fn termination(&mut self, who: &ContainerLabels, record: &Record) {
+        let t = &record.termination;
+        let (outcome, verdict) = (
+            t.outcome.as_str().to_string(),
+            t.verdict.as_str().to_string(),
+        );
+        let series = self.series.entry(who.clone()).or_default();
+        let labels = TerminationLabels {
+            namespace: who.namespace.clone(),
+            pod: who.pod.clone(),
+            container: who.container.clone(),
+            outcome: outcome.clone(),
+            verdict: verdict.clone(),
+        };
+        self.terminations.get_or_create(&labels).inc();
+        series.terminations.insert(labels);
+        if t.outcome == Outcome::KilledAfterGrace {
+            let labels = VerdictLabels {
+                namespace: who.namespace.clone(),
+                pod: who.pod.clone(),
+                container: who.container.clone(),
+                verdict,
+            };
+            self.sigkill_after_grace.get_or_create(&labels).inc();
+            series.after_grace.insert(labels);
+        }
+        if matches!(
+            t.verdict,
+            Verdict::SwallowedByShellPid1 | Verdict::Pid1IgnoresStopSignal
+        ) {
+            self.stop_signal_ignored.get_or_create(who).inc();
+        }
+        series.gone_at.get_or_insert_with(Instant::now);
+        let labels = DurationLabels {
+            namespace: who.namespace.clone(),
+            container: who.container.clone(),
+            outcome,
+        };
+        self.duration
+            .get_or_create(&labels)
+            .observe(t.duration_seconds());
+        let name = NamespaceContainer {
+            namespace: who.namespace.clone(),
+            container: who.container.clone(),
+        };
+        self.durations
+            .entry(name.clone())
+            .or_default()
+            .insert(labels);
+        if let Some(grace) = record.grace_period_seconds.filter(|g| *g > 0.0) {
+            self.grace_used
+                .get_or_create(&name)
+                .observe(t.duration_seconds() / grace);
+        }
+    }
+
+    /// The audit gauge for the running containers; containers no longer running lose theirs.
+    pub fn audit(&mut self, running: &[(ContainerLabels, bool)]) {
+        let keep: HashSet<&ContainerLabels> = running.iter().map(|(l, _)| l).collect();
+        let stale: Vec<ContainerLabels> = self
+            .series
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        for k in &stale {
+            self.pid1_ignores.remove(k);
+        }
+        for (labels, ignores) in running {
+            self.pid1_ignores
+                .get_or_create(labels)
+                .set(i64::from(*ignores));
+            self.series.entry(labels.clone()).or_default();
+        }
+    }
+
+    /// Marks a container gone (its cgroup is removed); its series go after the TTL.
+    pub fn gone(&mut self, who: &ContainerLabels) {
+        if let Some(s) = self.series.get_mut(who) {
+            s.gone_at.get_or_insert_with(Instant::now);
+        }
+        self.pid1_ignores.remove(who);
+    }
+
+    /// Containers known to the metrics that are not marked gone.
+    pub fn live(&self) -> Vec<ContainerLabels> {
+        self.series
+            .iter()
+            .filter(|(_, s)| s.gone_at.is_none())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Drops every series of containers gone for longer than the TTL.
+    pub fn prune(&mut self, now: Instant) {
+        let expired: Vec<ContainerLabels> = self
+            .series
+            .iter()
+            .filter(|(_, s)| s.gone_at.is_some_and(|g| now.duration_since(g) >= self.ttl))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            let Some(s) = self.series.remove(&key) else {
+                continue;
+            };
+            s.signals.iter().for_each(|l| {
+                self.container_signals.remove(l);
+            });
+            s.terminations.iter().for_each(|l| {
+                self.terminations.remove(l);
+            });
+            s.after_grace.iter().for_each(|l| {
+                self.sigkill_after_grace.remove(l);
+            });
+            self.stop_signal_ignored.remove(&key);
+            self.pid1_ignores.remove(&key);
+            // Histograms are per (namespace, container): drop them when no pod uses the name.
+            let shared =
+                |k: &ContainerLabels| k.namespace == key.namespace && k.container == key.container;
+            if !self.series.keys().any(shared) {
+                let name = NamespaceContainer {
+                    namespace: key.namespace.clone(),
+                    container: key.container.clone(),
+                };
+                for l in self.durations.remove(&name).unwrap_or_default() {
+                    self.duration.remove(&l);
+                }
+                self.grace_used.remove(&name);
+            }
+        }
+    }
+}
+
+/// OpenMetrics names a counter family without `_total` in HELP/TYPE; the classic text format
+/// names it as its samples are named, and has no `# EOF`.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let name = if counters.contains(name) {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                };
+                out.push_str(&format!("{prefix}{name} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counter_families_like_their_samples() {
+        let om = "# HELP a_b Help.\n# TYPE a_b counter\na_b_total{x=\"1\"} 2\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(text, "# HELP a_b_total Help.\n# TYPE a_b_total counter\na_b_total{x=\"1\"} 2\n# HELP g G.\n# TYPE g gauge\ng 1\n");
+    }
+
+    #[test]
+    fn series_of_a_gone_container_are_dropped_after_the_ttl() {
+        let mut m = Metrics::new(Duration::from_secs(60));
+        let who = ContainerLabels {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "c".into(),
+        };
+        m.container_signal(&who, "SIGTERM", "ignored");
+        m.audit(&[(who.clone(), true)]);
+        assert!(m.encode().contains("pod=\"p\""));
+        m.gone(&who);
+        m.prune(Instant::now());
+        assert!(m
+            .encode()
+            .contains("graceful_container_signals_total{namespace=\"ns\",pod=\"p\""));
+        m.prune(Instant::now() + Duration::from_secs(61));
+        assert!(!m.encode().contains("pod=\"p\""), "{}", m.encode());
+    }
+}

@@ -1,0 +1,304 @@
+//! End to end on a real container runtime: containerd + runc driven through CRI as kubelet
+//! drives them, the real `graceful-daemon run` binary watching, its HTTP endpoints read back.
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use graceful_tests::cri::{Containerd, PodSpec};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The daemon binary next to this test's target dir (`cargo xtask test` builds it first).
+fn daemon_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("graceful-daemon");
+    assert!(bin.exists(), "{} is missing: build it first (`cargo build -p graceful-daemon`, as `cargo xtask test` does)", bin.display());
+    bin
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls until `f` gives Some (a bounded wait on the daemon's own state, not a sleep).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    fn start(socket: &std::path::Path, log: PathBuf) -> Daemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(daemon_binary())
+            .args([
+                "run",
+                "--metrics-addr",
+                &addr.to_string(),
+                "--series-ttl",
+                "3s",
+                "--log-format",
+                "json",
+                "--cri-socket",
+            ])
+            .arg(socket)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, addr };
+        eventually("/readyz", || {
+            http_get(addr, "/readyz").filter(|(s, _)| *s == 200)
+        });
+        d
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+struct Case {
+    pod: &'static str,
+    script: &'static str,
+    processes: usize,
+    timeout: i64,
+    verdict: &'static str,
+    outcome: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case { pod: "shell", script: "sleep 1000; true", processes: 2, timeout: 2, verdict: "swallowed_by_shell_pid1", outcome: "killed_after_grace" },
+    Case { pod: "exec-sleep", script: "exec sleep 1000", processes: 1, timeout: 2, verdict: "pid1_ignores_stop_signal", outcome: "killed_after_grace" },
+    Case { pod: "no-forward", script: "trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done", processes: 2, timeout: 2, verdict: "not_forwarded", outcome: "killed_after_grace" },
+    Case { pod: "forwards", script: "trap 'kill -TERM -1; wait; exit 0' TERM; sleep 1000 & wait", processes: 2, timeout: 2, verdict: "graceful", outcome: "exited" },
+    Case { pod: "slow", script: "trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait", processes: 3, timeout: 2, verdict: "slow_shutdown", outcome: "killed_after_grace" },
+    Case { pod: "exits-on-term", script: "trap 'exit 0' TERM; sleep 1000 & wait", processes: 2, timeout: 2, verdict: "graceful", outcome: "exited" },
+    Case { pod: "force", script: "trap 'exit 0' TERM; sleep 1000 & wait", processes: 2, timeout: 0, verdict: "killed_without_stop_signal", outcome: "killed" },
+];
+
+fn uid(i: usize) -> String {
+    format!("8dbd0d3c-4b1e-4c39-9b32-{:012x}", 0x5b6b0f7a3c00 + i)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_through_cri_end_to_end() {
+    let ctd = Containerd::start().await;
+    let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
+    let mut cri = ctd.client().await;
+
+    let mut started = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        let pod = PodSpec {
+            namespace: "e2e",
+            name: case.pod,
+            uid: &uid(i),
+            grace_seconds: 2,
+        };
+        let pre_stop = (case.pod == "forwards").then_some("echo token=Bearer-s3cr3t > /dev/null");
+        let (sandbox, id) = cri
+            .start_pod(&pod, "app", case.script, pre_stop, &ctd.dir)
+            .await;
+        started.push((sandbox, id));
+    }
+    // Every container runs all its processes (read from its cgroup) before it is stopped.
+    for ((_, id), (i, case)) in started.iter().zip(CASES.iter().enumerate()) {
+        let procs = PathBuf::from(format!(
+            "/sys/fs/cgroup/unified/kubepods/besteffort/pod{}/{id}/cgroup.procs",
+            uid(i)
+        ));
+        eventually(
+            &format!("{} processes in {}", case.processes, case.pod),
+            || {
+                let n = std::fs::read_to_string(&procs).ok()?.lines().count();
+                (n >= case.processes).then_some(())
+            },
+        );
+    }
+    // The audit gauge, for running containers, with CRI names.
+    let metrics = eventually("audit gauges", || {
+        let (_, m) = http_get(daemon.addr, "/metrics")?;
+        (m.contains(r#"graceful_pid1_ignores_stop_signal{namespace="e2e",pod="shell",container="app"} 1"#)
+            && m.contains(r#"graceful_pid1_ignores_stop_signal{namespace="e2e",pod="forwards",container="app"} 0"#))
+        .then_some(m)
+    });
+    assert!(metrics.contains(
+        r#"graceful_pid1_ignores_stop_signal{namespace="e2e",pod="exec-sleep",container="app"} 1"#
+    ));
+
+    // StopContainer, all at once, as kubelet does on a node drain.
+    let mut stops = Vec::new();
+    for ((_, id), case) in started.iter().zip(CASES) {
+        let (mut c, id, timeout) = (ctd.client().await, id.clone(), case.timeout);
+        stops.push(tokio::spawn(
+            async move { c.stop_container(&id, timeout).await },
+        ));
+    }
+    for s in stops {
+        s.await.unwrap();
+    }
+
+    let records: HashMap<String, Value> = eventually("a record for every container", || {
+        let (_, body) = http_get(daemon.addr, "/terminations")?;
+        let list: Vec<Value> = serde_json::from_str(&body).ok()?;
+        let by_id: HashMap<String, Value> = list
+            .into_iter()
+            .filter_map(|r| Some((r["container"]["id"].as_str()?.to_string(), r)))
+            .collect();
+        started
+            .iter()
+            .all(|(_, id)| by_id.contains_key(id))
+            .then_some(by_id)
+    });
+    for ((_, id), (i, case)) in started.iter().zip(CASES.iter().enumerate()) {
+        let r = &records[id];
+        let c = &r["container"];
+        assert_eq!(r["verdict"], case.verdict, "{}: {r:#}", case.pod);
+        assert_eq!(r["outcome"], case.outcome, "{}: {r:#}", case.pod);
+        assert_eq!(
+            (
+                c["namespace"].as_str(),
+                c["pod"].as_str(),
+                c["name"].as_str()
+            ),
+            (Some("e2e"), Some(case.pod), Some("app"))
+        );
+        assert_eq!(c["runtime"], "containerd");
+        assert_eq!(c["pod_uid"], uid(i));
+        assert_eq!(c["qos"], "besteffort");
+        assert_eq!(r["grace_period_seconds"], 2.0);
+        let sender = if case.timeout > 0 {
+            &r["stop"]["sender"]["comm"]
+        } else {
+            &r["kill"]["sender"]["comm"]
+        };
+        assert_eq!(
+            sender, "runc",
+            "{}: the runtime stops the container: {r:#}",
+            case.pod
+        );
+        let labels = format!(
+            r#"namespace="e2e",pod="{}",container="app",outcome="{}",verdict="{}""#,
+            case.pod, case.outcome, case.verdict
+        );
+        let (_, m) = http_get(daemon.addr, "/metrics").unwrap();
+        assert!(
+            m.contains(&format!("graceful_terminations_total{{{labels}}} 1")),
+            "{labels} not in\n{m}"
+        );
+    }
+    let first: Vec<Value> =
+        serde_json::from_str(&http_get(daemon.addr, "/terminations").unwrap().1).unwrap();
+    let ends: Vec<&str> = first
+        .iter()
+        .filter_map(|r| r["stop"]["at"].as_str().or(r["kill"]["at"].as_str()))
+        .collect();
+    assert_eq!(ends.len(), CASES.len());
+
+    // A real scrape passes promtool.
+    let (_, scrape) = http_get(daemon.addr, "/metrics").unwrap();
+    assert!(scrape.contains("graceful_sigkill_after_grace_total{namespace=\"e2e\",pod=\"shell\""));
+    assert!(scrape.contains(
+        "graceful_stop_signal_ignored_total{namespace=\"e2e\",pod=\"shell\",container=\"app\"} 1"
+    ));
+    assert!(
+        scrape.contains("graceful_termination_duration_seconds_bucket{"),
+        "{scrape}"
+    );
+    assert!(scrape
+        .contains("graceful_grace_period_used_ratio_count{namespace=\"e2e\",container=\"app\"}"));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No secret of the preStop hook in records or logs.
+    let all = http_get(daemon.addr, "/terminations").unwrap().1
+        + &std::fs::read_to_string(ctd.dir.join("daemon.log")).unwrap();
+    assert!(!all.contains("s3cr3t"));
+
+    // The series of the deleted containers go after the TTL (3 s).
+    for (sandbox, _) in &started {
+        cri.remove_pod(sandbox).await;
+    }
+    eventually("series to expire", || {
+        let (_, m) = http_get(daemon.addr, "/metrics")?;
+        (!m.contains("namespace=\"e2e\"")).then_some(())
+    });
+}
