@@ -12,6 +12,8 @@ use std::{
 use graceful::{
     cgroup::Cgroup2,
     probes::{BpfStats, ProbeOptions, Probes},
+    sandbox::Sandbox,
+    signals::Signal,
 };
 
 const KILLS: u32 = 1_000_000;
@@ -68,6 +70,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    if std::env::args().all(|a| a != "--daemon-only") {
+        storm_bench();
+    }
+    daemon_bench();
+}
+
+fn storm_bench() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let _guard = rt.enter();
     let mut cgroups = Cgroup2::discover().expect("cgroup2");
@@ -160,4 +169,159 @@ fn run_stats(probes: &Probes) -> (Duration, u64) {
         .find(|(name, _, _)| name == "signal_generate")
         .map(|(_, t, n)| (t, n))
         .unwrap_or_default()
+}
+
+const LATENCY_SAMPLES: usize = 100;
+const IDLE_CONTAINERS: usize = 200;
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The real daemon binary: SIGKILL -> record on /terminations, and its footprint at rest.
+fn daemon_bench() {
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe.parent().expect("target dir").join("graceful-daemon");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut daemon = Command::new(&bin)
+        .args([
+            "run",
+            "--metrics-addr",
+            &addr.to_string(),
+            "--cri-socket",
+            "/nonexistent.sock",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create("/tmp/graceful-bench-daemon.log").expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    while http_get(addr, "/readyz").is_none_or(|b| !b.starts_with("ready")) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut cgroups = Cgroup2::discover().expect("cgroup2");
+    let parent = format!("/graceful-bench/{}", std::process::id());
+
+    let mut latencies = Vec::new();
+    for i in 0..LATENCY_SAMPLES {
+        let sb = Sandbox::spawn(
+            &mut cgroups,
+            &parent,
+            &format!("lat-{i}"),
+            &["/bin/sleep", "1000"],
+        )
+        .expect("sandbox");
+        // Running as its own init (comm sleep) before the kill.
+        while std::fs::read_to_string(format!("/proc/{}/comm", sb.init))
+            .unwrap_or_default()
+            .trim()
+            != "sleep"
+        {
+            std::thread::yield_now();
+        }
+        let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
+        let start = Instant::now();
+        sb.signal(Signal::KILL).expect("kill");
+        loop {
+            if http_get(addr, "/terminations").is_some_and(|b| b.contains(&needle)) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no record for {}",
+                sb.cgroup
+            );
+        }
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        drop(sb);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "SIGKILL -> record on /terminations ({LATENCY_SAMPLES} containers, polling /terminations):"
+    );
+    println!(
+        "  p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms (target p99 < 50 ms)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+
+    let mut idle = Vec::new();
+    for i in 0..IDLE_CONTAINERS {
+        idle.push(
+            Sandbox::spawn(
+                &mut cgroups,
+                &parent,
+                &format!("idle-{i}"),
+                &["/bin/sh", "-c", "sleep 100000; true"],
+            )
+            .expect("sandbox"),
+        );
+    }
+    // Let the daemon see them start and audit them once, then measure a quiet window.
+    std::thread::sleep(Duration::from_secs(6));
+    let pid = daemon.id();
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    std::thread::sleep(IDLE_WINDOW);
+    let (t1, c1) = (Instant::now(), cpu_ticks(pid));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64() * 100.0;
+    println!();
+    println!(
+        "graceful-daemon with {IDLE_CONTAINERS} running containers, over {:?} at rest:",
+        IDLE_WINDOW
+    );
+    println!(
+        "  RSS {:.1} MiB (target < 40 MiB)   CPU {:.2}% of one core (target < 0.5%)",
+        rss_kib(pid) as f64 / 1024.0,
+        cpu
+    );
+
+    let stop = Instant::now();
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = daemon.wait().expect("wait for the daemon");
+    println!(
+        "  shutdown on SIGTERM: {:.0} ms, {status}",
+        stop.elapsed().as_secs_f64() * 1000.0
+    );
+    drop(idle);
+    let _ = std::fs::remove_dir(cgroups.dir(&parent));
 }

@@ -200,7 +200,7 @@ impl Drop for Containerd {
         let _ = Command::new("pkill")
             .arg("-KILL")
             .arg("-f")
-            .arg(format!("-address {}", self.socket.display()))
+            .arg(format!("[-]address {}", self.socket.display()))
             .status();
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
         let prefix = self.dir.display().to_string();

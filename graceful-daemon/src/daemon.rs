@@ -55,7 +55,10 @@ pub enum DaemonError {
 }
 
 const TICK: Duration = Duration::from_secs(1);
-const AUDIT_EVERY: u32 = 5;
+/// Ticks between node-wide counter reads, sweeps and TTL pruning (cheap, but not free at rest).
+const HOUSEKEEPING_EVERY: u32 = 5;
+/// Ticks between audits of the running containers (a /proc scan).
+const AUDIT_EVERY: u32 = 10;
 
 /// A CRI answer, with the record that waited for it (if one did).
 struct Lookup {
@@ -148,16 +151,18 @@ pub async fn run(
                     lock(&state).metrics.events_lost(lost - lost_seen);
                     lost_seen = lost;
                 }
-                if let Ok(counts) = probes.signal_counts() {
-                    lock(&state).metrics.node_signals(counts);
-                }
-                for record in daemon.pipeline.sweep() {
-                    daemon.finish(record);
+                if ticks % HOUSEKEEPING_EVERY == 1 {
+                    if let Ok(counts) = probes.signal_counts() {
+                        lock(&state).metrics.node_signals(counts);
+                    }
+                    for record in daemon.pipeline.sweep() {
+                        daemon.finish(record);
+                    }
+                    lock(&state).metrics.prune(Instant::now());
                 }
                 if ticks % AUDIT_EVERY == 1 {
                     daemon.audit();
                 }
-                lock(&state).metrics.prune(Instant::now());
             }
             _ = &mut shutdown => break,
         }

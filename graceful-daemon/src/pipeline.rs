@@ -21,8 +21,14 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(mut cgroups: Cgroup2, config: TrackerConfig) -> Pipeline {
-        let mut tracker = Tracker::new(config, clock::monotonic_now());
         let root = cgroups.root_id();
+        let mut tracker = Tracker::new(
+            TrackerConfig {
+                root_cgroup: root,
+                ..config
+            },
+            clock::monotonic_now(),
+        );
         let mut seeds = Vec::new();
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Some(pid) = entry
@@ -98,7 +104,7 @@ impl Pipeline {
     pub fn sweep(&mut self) -> Vec<Record> {
         let gone: Vec<u32> = self
             .tracker
-            .known_pids()
+            .awaited_pids()
             .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
             .collect();
         let now = clock::monotonic_now();

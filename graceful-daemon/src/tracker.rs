@@ -135,6 +135,8 @@ pub struct Disposition {
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerConfig {
+    /// The cgroup2 root: processes there belong to no container.
+    pub root_cgroup: CgroupId,
     /// A SIGKILL without a seen stop signal this soon after the tracker started, to a container
     /// that was already running, may follow a stop signal sent before: the record is `unknown`.
     pub startup_window_ns: u64,
@@ -143,6 +145,7 @@ pub struct TrackerConfig {
 impl Default for TrackerConfig {
     fn default() -> Self {
         TrackerConfig {
+            root_cgroup: 1,
             startup_window_ns: 120 * 1_000_000_000,
         }
     }
@@ -239,9 +242,12 @@ impl Tracker {
             .unwrap_or_default()
     }
 
-    /// Every process the tracker counts as alive.
-    pub fn known_pids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.procs.keys().copied()
+    /// Processes a termination under way still waits for.
+    pub fn awaited_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups
+            .values()
+            .filter(|g| g.active.is_some())
+            .flat_map(|g| g.members.iter().copied())
     }
 
     /// The main process of a cgroup, when known.
@@ -356,6 +362,14 @@ impl Tracker {
     }
 
     fn on_signal(&mut self, e: &SignalEvent) {
+        // A signal can overtake the exec that made its target known: `comm` changes early in
+        // exec, `sched_process_exec` fires at its end. The kernel's task map knows the cgroup.
+        if !self.procs.contains_key(&e.target_pid)
+            && e.target_cgroup != 0
+            && e.target_cgroup != self.config.root_cgroup
+        {
+            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None);
+        }
         let Some(cgroup) = self.target_group(e) else {
             return;
         };

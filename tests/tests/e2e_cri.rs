@@ -302,3 +302,69 @@ async fn pods_through_cri_end_to_end() {
         (!m.contains("namespace=\"e2e\"")).then_some(())
     });
 }
+
+/// A runtime socket that answers garbage: one warning, then cgroup identity alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
+    let dir = std::env::temp_dir().join(format!("graceful-garbage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("cri.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nthis is not gRPC\n\x00\xff\xfe");
+        }
+    });
+    let daemon = Daemon::start(&socket, dir.join("daemon.log"));
+    let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+    let parent = format!("/graceful-tests/garbage-{}", std::process::id());
+    let sb =
+        graceful::sandbox::Sandbox::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"])
+            .unwrap();
+    let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
+    eventually("the container to run sleep", || {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
+        (comm.trim() == "sleep").then_some(())
+    });
+    sb.signal(graceful::signals::Signal::KILL).unwrap();
+    let record = eventually("the record", || {
+        let (_, body) = http_get(daemon.addr, "/terminations")?;
+        body.contains(&needle).then_some(body)
+    });
+    assert!(record.contains("\"verdict\":\"killed_without_stop_signal\""));
+    drop(sb);
+    let _ = std::fs::remove_dir(cgroups.dir(&parent));
+    drop(daemon);
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("CRI"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bad flags: one line on stderr and a non-zero exit, never a panic.
+#[test]
+fn bad_flags_get_one_line_errors() {
+    for args in [
+        &["run", "--metrics-addr", "nowhere"][..],
+        &["run", "--series-ttl", "0s"],
+        &[
+            "run",
+            "--stop-signals",
+            "SIGNOPE",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &["trace", "--interval", "-1"],
+        &["audit", "--stop-signal", "70"],
+    ] {
+        let out = Command::new(daemon_binary()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains("error"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

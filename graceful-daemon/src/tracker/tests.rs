@@ -153,6 +153,40 @@ fn shell_pid1_swallows_sigterm() {
 }
 
 #[test]
+fn a_signal_that_overtakes_the_exec_of_its_target() {
+    // The runtime kills the init while it is still finishing exec: signal, then exec.
+    let mut s = Seq::new();
+    s.signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exec(10, "sleep")
+        .exit(10, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::KilledWithoutStopSignal);
+    assert_eq!(r.init.pid, 10);
+}
+
+#[test]
+fn signals_to_processes_outside_any_container_are_ignored() {
+    let mut s = Seq::new();
+    let now = s.now;
+    s.feed(Event::Signal(SignalEvent {
+        ts: now,
+        signal: Signal::TERM,
+        code: 0,
+        result: SignalResult::Delivered,
+        group: true,
+        sender_pid: 1,
+        sender_tid: 1,
+        sender_comm: "systemd".into(),
+        sender_cgroup: CG,
+        target_pid: 77,
+        target_comm: "bash".into(),
+        target_cgroup: HOST,
+    }));
+    s.exit(77, Some(0), None);
+    assert!(s.done.is_empty());
+}
+
+#[test]
 fn non_shell_pid1_without_handler() {
     let mut s = Seq::new();
     s.exec(10, "myapp")
@@ -415,7 +449,7 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     let a = t.on_event(&exit(20, 600, None));
     assert_eq!(a[0].verdict, Verdict::Graceful);
     assert_eq!(a[0].cgroup, 600);
-    let mut kill = SignalEvent {
+    let kill = SignalEvent {
         ts: 3,
         signal: Signal::KILL,
         code: 0,
@@ -429,8 +463,6 @@ fn two_containers_stopped_at_once_are_kept_apart() {
         target_comm: "app".into(),
         target_cgroup: 700,
     };
-    assert!(t.on_event(&Event::Signal(kill.clone())).is_empty());
-    kill.target_pid = 99; // not a member: ignored
     assert!(t.on_event(&Event::Signal(kill)).is_empty());
     let b = t.on_event(&exit(30, 700, Some(9)));
     assert_eq!(b[0].cgroup, 700);
