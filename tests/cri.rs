@@ -372,17 +372,17 @@ impl Cri {
     }
 
     pub async fn remove_pod(&mut self, sandbox: &str) {
-        let _ = self
-            .client
+        self.client
             .stop_pod_sandbox(StopPodSandboxRequest {
                 pod_sandbox_id: sandbox.into(),
             })
-            .await;
-        let _ = self
-            .client
+            .await
+            .expect("StopPodSandbox");
+        self.client
             .remove_pod_sandbox(RemovePodSandboxRequest {
                 pod_sandbox_id: sandbox.into(),
             })
-            .await;
+            .await
+            .expect("RemovePodSandbox");
     }
 }

@@ -281,6 +281,20 @@ impl Daemon {
                 .as_ref()
                 .and_then(|i| self.cache.get(&i.id).cloned());
         }
+        // A pod's sandbox is SIGKILLed by design when the pod goes: no finding. Without the
+        // runtime's word, Kubernetes' pause image is recognised by its PID 1.
+        let in_pod = record
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.pod_uid.is_some());
+        let sandbox = match &record.info {
+            Some(info) => info.sandbox,
+            None => in_pod && record.termination.init.comm == "pause",
+        };
+        if sandbox {
+            tracing::debug!(container = %record.display_name(), "pod sandbox stopped");
+            return;
+        }
         record.grace_period_seconds = record.info.as_ref().and_then(|i| i.grace_period_seconds);
         let json = record.to_json(&self.clock);
         tracing::info!(
@@ -306,8 +320,11 @@ impl Daemon {
         let running: Vec<_> = entries
             .iter()
             .filter_map(|e| {
-                container_labels(Some(&e.identity), self.cache.get(&e.identity.id))
-                    .map(|l| (l, e.stop_signal_dropped()))
+                let info = self.cache.get(&e.identity.id);
+                if info.is_some_and(|i| i.sandbox) {
+                    return None; // the pod's pause container
+                }
+                container_labels(Some(&e.identity), info).map(|l| (l, e.stop_signal_dropped()))
             })
             .collect();
         let mut shared = lock(&self.state);

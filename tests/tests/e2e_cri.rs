@@ -118,6 +118,30 @@ impl Drop for Daemon {
     }
 }
 
+/// Kills a throwaway container and returns /terminations once its record is there: every
+/// event before the kill has been processed by then.
+fn kill_marker(addr: SocketAddr, name: &str) -> Vec<Value> {
+    let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+    let parent = format!("/graceful-tests/marker-{}", std::process::id());
+    let sb =
+        graceful::sandbox::Sandbox::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"])
+            .unwrap();
+    eventually("the marker to run sleep", || {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
+        (comm.trim() == "sleep").then_some(())
+    });
+    let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
+    sb.signal(graceful::signals::Signal::KILL).unwrap();
+    let body = eventually("the marker's record", || {
+        http_get(addr, "/terminations")
+            .map(|(_, b)| b)
+            .filter(|b| b.contains(&needle))
+    });
+    drop(sb);
+    let _ = std::fs::remove_dir(cgroups.dir(&parent));
+    serde_json::from_str(&body).unwrap()
+}
+
 struct Case {
     pod: &'static str,
     script: &'static str,
@@ -247,8 +271,35 @@ async fn pods_through_cri_end_to_end() {
             "{labels} not in\n{m}"
         );
     }
-    let first: Vec<Value> =
-        serde_json::from_str(&http_get(daemon.addr, "/terminations").unwrap().1).unwrap();
+    // Pod sandboxes are not app containers: removing the pods reports nothing for them. A
+    // marker container killed afterwards orders the check after the sandboxes' events.
+    for (sandbox, _) in &started {
+        cri.remove_pod(sandbox).await;
+    }
+    let after = kill_marker(daemon.addr, "after-sandboxes");
+    let sandbox_records = after
+        .iter()
+        .filter(|r| {
+            started
+                .iter()
+                .any(|(sb, _)| r["container"]["id"] == sb.as_str())
+        })
+        .count();
+    assert_eq!(
+        sandbox_records,
+        0,
+        "a pod sandbox was reported: {:#}",
+        after
+            .iter()
+            .find(|r| started
+                .iter()
+                .any(|(sb, _)| r["container"]["id"] == sb.as_str()))
+            .unwrap()
+    );
+    let first: Vec<Value> = after
+        .into_iter()
+        .filter(|r| r["container"]["namespace"] == "e2e")
+        .collect();
     let ends: Vec<&str> = first
         .iter()
         .filter_map(|r| r["stop"]["at"].as_str().or(r["kill"]["at"].as_str()))
@@ -288,19 +339,38 @@ async fn pods_through_cri_end_to_end() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // No secret of the preStop hook in records or logs.
-    let all = http_get(daemon.addr, "/terminations").unwrap().1
-        + &std::fs::read_to_string(ctd.dir.join("daemon.log")).unwrap();
+    // No secret of the preStop hook in records or logs; each record logged exactly once.
+    let log = std::fs::read_to_string(ctd.dir.join("daemon.log")).unwrap();
+    let all = http_get(daemon.addr, "/terminations").unwrap().1 + &log;
     assert!(!all.contains("s3cr3t"));
+    for (_, id) in &started {
+        let logged = log
+            .lines()
+            .filter(|l| l.contains("\"verdict\"") && l.contains(id.as_str()))
+            .count();
+        assert_eq!(logged, 1, "the record of {id} is logged {logged} times");
+    }
 
     // The series of the deleted containers go after the TTL (3 s).
-    for (sandbox, _) in &started {
-        cri.remove_pod(sandbox).await;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, m) = http_get(daemon.addr, "/metrics").unwrap();
+        let left: Vec<&str> = m
+            .lines()
+            .filter(|l| l.contains("namespace=\"e2e\""))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let procs = Command::new("sh").arg("-c").arg("for f in /sys/fs/cgroup/unified/kubepods/besteffort/*/*/cgroup.procs; do echo $f; cat $f; done").output().unwrap();
+            panic!(
+                "series not expired after the TTL: {left:#?}\n{}",
+                String::from_utf8_lossy(&procs.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    eventually("series to expire", || {
-        let (_, m) = http_get(daemon.addr, "/metrics")?;
-        (!m.contains("namespace=\"e2e\"")).then_some(())
-    });
 }
 
 /// A runtime socket that answers garbage: one warning, then cgroup identity alone.

@@ -6,7 +6,8 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    runtime_service_client::RuntimeServiceClient, ContainerStatusRequest, VersionRequest,
+    runtime_service_client::RuntimeServiceClient, ContainerStatusRequest, PodSandboxStatusRequest,
+    VersionRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -103,7 +104,8 @@ impl CriClient {
         Ok(format!("{} {}", v.runtime_name, v.runtime_version))
     }
 
-    /// Names, image and kubelet annotations of one container.
+    /// Names, image and kubelet annotations of one container; a pod's sandbox (pause)
+    /// container is reported as such.
     pub async fn container(&mut self, id: &str) -> Result<ContainerInfo, CriError> {
         let call = self.client.container_status(ContainerStatusRequest {
             container_id: id.into(),
@@ -114,12 +116,18 @@ impl CriClient {
             .map_err(|_| CriError::Timeout {
                 call: "ContainerStatus",
                 path: self.path.clone(),
-            })?
-            .map_err(|e| CriError::Call {
-                call: "ContainerStatus",
-                path: self.path.clone(),
-                error: e.message().to_string(),
             })?;
+        let reply = match reply {
+            Ok(r) => r,
+            // Runtimes differ in the code they give for a sandbox id (containerd 1.6: Unknown).
+            Err(e) => {
+                return self.sandbox(id).await.map_err(|_| CriError::Call {
+                    call: "ContainerStatus",
+                    path: self.path.clone(),
+                    error: e.message().to_string(),
+                })
+            }
+        };
         let status = reply.into_inner().status.unwrap_or_default();
         let name = status.metadata.map(|m| m.name).unwrap_or_default();
         let image = status.image.map(|i| i.image).unwrap_or_default();
@@ -129,5 +137,29 @@ impl CriClient {
             &name,
             &image,
         ))
+    }
+}
+
+impl CriClient {
+    async fn sandbox(&mut self, id: &str) -> Result<ContainerInfo, CriError> {
+        let call = self.client.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        });
+        let reply = tokio::time::timeout(TIMEOUT, call)
+            .await
+            .map_err(|_| CriError::Timeout {
+                call: "PodSandboxStatus",
+                path: self.path.clone(),
+            })?
+            .map_err(|e| CriError::Call {
+                call: "PodSandboxStatus",
+                path: self.path.clone(),
+                error: e.message().to_string(),
+            })?;
+        let status = reply.into_inner().status.unwrap_or_default();
+        let mut info = ContainerInfo::from_kubelet(&status.labels, &status.annotations, "", "");
+        info.sandbox = true;
+        Ok(info)
     }
 }

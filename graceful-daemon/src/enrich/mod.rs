@@ -17,6 +17,8 @@ pub struct ContainerInfo {
     pub grace_period_seconds: Option<f64>,
     /// A preStop hook is set (its command is never kept: it can carry secrets).
     pub pre_stop_hook: bool,
+    /// The pod's sandbox (pause) container: stopped with SIGKILL by design, never reported.
+    pub sandbox: bool,
 }
 
 impl ContainerInfo {
@@ -41,6 +43,7 @@ impl ContainerInfo {
             pre_stop_hook: annotations
                 .get("io.kubernetes.container.preStopHandler")
                 .is_some_and(|h| !h.trim().is_empty()),
+            sandbox: false,
         }
     }
 }
