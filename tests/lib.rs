@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use graceful::{
     cgroup::Cgroup2,
-    events::Event,
+    events::{CgroupId, Event, ExecEvent, ExitEvent, SignalEvent},
     probes::{ProbeOptions, Probes},
+    signals::Signal,
 };
 use tokio::sync::mpsc::Receiver;
 
@@ -76,6 +77,52 @@ impl Kernel {
                     &self.seen[self.seen.len().saturating_sub(20)..]
                 ),
             }
+        }
+    }
+}
+
+impl Kernel {
+    /// The next `signal` to `target` (a process id).
+    pub async fn expect_signal(&mut self, signal: Signal, target: u32) -> SignalEvent {
+        let what = format!("{signal} to {target}");
+        match self
+            .expect(
+                &what,
+                |e| matches!(e, Event::Signal(s) if s.signal == signal && s.target_pid == target),
+            )
+            .await
+        {
+            Event::Signal(s) => s,
+            other => panic!("{what}: matched {other:?}"),
+        }
+    }
+
+    /// The exit of process `pid`.
+    pub async fn expect_exit(&mut self, pid: u32) -> ExitEvent {
+        match self
+            .expect(
+                &format!("exit of {pid}"),
+                |e| matches!(e, Event::Exit(x) if x.pid == pid),
+            )
+            .await
+        {
+            Event::Exit(x) => x,
+            other => panic!("exit of {pid}: matched {other:?}"),
+        }
+    }
+
+    /// An exec of `comm` in the cgroup `cgroup`.
+    pub async fn expect_exec(&mut self, cgroup: CgroupId, comm: &str) -> ExecEvent {
+        let what = format!("exec of {comm} in cgroup {cgroup}");
+        match self
+            .expect(
+                &what,
+                |e| matches!(e, Event::Exec(x) if x.cgroup == cgroup && x.comm == comm),
+            )
+            .await
+        {
+            Event::Exec(x) => x,
+            other => panic!("{what}: matched {other:?}"),
         }
     }
 }

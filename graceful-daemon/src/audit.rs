@@ -1,12 +1,11 @@
 //! `audit`: the PID 1 stop-signal risk of every running container, from /proc.
-use std::{collections::BTreeMap, fs};
+use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
 use crate::{
-    cgroup::unified_path,
     identity::{self, Identity},
-    procfs::{is_shell, ProcStatus},
+    procfs::{is_shell, processes, ProcStatus},
     signals::Signal,
 };
 
@@ -66,27 +65,11 @@ impl AuditEntry {
 /// of a pid namespace. Its main process is that init, else the member whose parent is outside.
 pub fn scan(stop_signal: Signal) -> Vec<AuditEntry> {
     let mut by_cgroup: BTreeMap<String, Vec<(u32, ProcStatus)>> = BTreeMap::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(text) = fs::read_to_string(entry.path().join("cgroup")) else {
-            continue;
-        };
-        let Some(path) = unified_path(&text).filter(|p| *p != "/") else {
-            continue;
-        };
-        let Ok(status) = ProcStatus::read(pid) else {
-            continue;
-        };
+    for p in processes().filter(|p| p.cgroup != "/") {
         by_cgroup
-            .entry(path.to_string())
+            .entry(p.cgroup)
             .or_default()
-            .push((pid, status));
+            .push((p.pid, p.status));
     }
     let mut out = Vec::new();
     for (cgroup, procs) in by_cgroup {

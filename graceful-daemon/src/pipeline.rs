@@ -1,15 +1,14 @@
 //! Drives the tracker from the event stream: keeps cgroup paths known while cgroups exist,
 //! reads /proc dispositions when a stop signal arrives, seeds the tracker from /proc at start,
 //! sweeps for processes whose exit was lost, and turns terminations into records.
-use std::fs;
 
 use crate::{
-    cgroup::{unified_path, Cgroup2},
+    cgroup::Cgroup2,
     clock,
     events::{Event, SignalResult},
     export::record::Record,
     identity,
-    procfs::ProcStatus,
+    procfs::{processes, ProcStatus},
     signals::Signal,
     tracker::{Disposition, Tracker, TrackerConfig},
 };
@@ -30,25 +29,10 @@ impl Pipeline {
             clock::monotonic_now(),
         );
         let mut seeds = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(status) = ProcStatus::read(pid) else {
-                continue;
-            };
-            let Ok(text) = fs::read_to_string(entry.path().join("cgroup")) else {
-                continue;
-            };
-            let Some(id) = unified_path(&text).and_then(|p| cgroups.remember(p)) else {
-                continue;
-            };
-            if id != root {
-                seeds.push((pid, status, id));
+        for p in processes() {
+            match cgroups.remember(&p.cgroup) {
+                Some(id) if id != root => seeds.push((p.pid, p.status, id)),
+                _ => {}
             }
         }
         // Inits and parents first, so a container's main process is the one the runtime started.

@@ -75,6 +75,33 @@ impl ProcStatus {
     }
 }
 
+/// A process on the host with its status and its cgroup2 path.
+#[derive(Debug, Clone)]
+pub struct HostProcess {
+    pub pid: u32,
+    pub status: ProcStatus,
+    pub cgroup: String,
+}
+
+/// Every process in /proc that can still be read (processes vanish while the scan runs).
+pub fn processes() -> impl Iterator<Item = HostProcess> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let status = ProcStatus::read(pid).ok()?;
+            let text = fs::read_to_string(entry.path().join("cgroup")).ok()?;
+            let cgroup = crate::cgroup::unified_path(&text)?.to_string();
+            Some(HostProcess {
+                pid,
+                status,
+                cgroup,
+            })
+        })
+}
+
 /// Shells that, as PID 1, neither handle nor forward signals unless told to (`trap`).
 pub fn is_shell(comm: &str) -> bool {
     matches!(

@@ -175,6 +175,32 @@ struct Active {
     unknown_because: Option<String>,
 }
 
+impl Active {
+    fn new(
+        started: Mono,
+        stop: Option<Stop>,
+        main: u32,
+        main_comm: String,
+        alive_at_stop: BTreeMap<u32, String>,
+        oom_victims: &BTreeSet<u32>,
+    ) -> Active {
+        Active {
+            started,
+            stop,
+            main,
+            main_comm,
+            main_disposition: None,
+            alive_at_stop,
+            received: BTreeMap::new(),
+            kill: None,
+            kill_hit_main: false,
+            exits: BTreeMap::new(),
+            oom_victims: oom_victims.clone(),
+            unknown_because: None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Group {
     members: BTreeSet<u32>,
@@ -407,25 +433,22 @@ impl Tracker {
                  a stop signal may have come before"
                     .to_string()
             });
-            group.active = Some(Active {
-                started: e.ts,
-                stop: (!is_kill).then(|| Stop {
-                    signal: e.signal,
-                    at: e.ts,
-                    sender: sender.clone(),
-                    result: e.result,
-                }),
-                main,
-                main_comm: comm_of(&self.procs, main),
-                main_disposition: None,
-                alive_at_stop,
-                received: BTreeMap::new(),
-                kill: None,
-                kill_hit_main: false,
-                exits: BTreeMap::new(),
-                oom_victims: group.oom_victims.clone(),
-                unknown_because,
+            let stop = (!is_kill).then(|| Stop {
+                signal: e.signal,
+                at: e.ts,
+                sender: sender.clone(),
+                result: e.result,
             });
+            let mut active = Active::new(
+                e.ts,
+                stop,
+                main,
+                comm_of(&self.procs, main),
+                alive_at_stop,
+                &group.oom_victims,
+            );
+            active.unknown_because = unknown_because;
+            group.active = Some(active);
         }
         let Some(a) = group.active.as_mut() else {
             return;
@@ -474,20 +497,14 @@ impl Tracker {
             let mut alive: BTreeMap<u32, String> =
                 group.members.iter().map(|&p| (p, String::new())).collect();
             alive.insert(pid, comm.to_string());
-            group.active = Some(Active {
-                started: ts,
-                stop: None,
-                main: pid,
-                main_comm: comm.to_string(),
-                main_disposition: None,
-                alive_at_stop: alive,
-                received: BTreeMap::new(),
-                kill: None,
-                kill_hit_main: false,
-                exits: BTreeMap::new(),
-                oom_victims: group.oom_victims.clone(),
-                unknown_because: None,
-            });
+            group.active = Some(Active::new(
+                ts,
+                None,
+                pid,
+                comm.to_string(),
+                alive,
+                &group.oom_victims,
+            ));
         }
         let mut done = Vec::new();
         if let Some(a) = group.active.as_mut() {

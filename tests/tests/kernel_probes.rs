@@ -9,9 +9,11 @@ use graceful::{
 };
 use graceful_tests::{wait_until_quiescent, Kernel};
 
-fn is_exec(e: &Event, cgroup: u64, comm: &str) -> bool {
-    matches!(e, Event::Exec(x) if x.cgroup == cgroup && x.comm == comm)
-}
+const KILLED: ExitStatus = ExitStatus {
+    code: None,
+    signal: Some(9),
+};
+const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_program_passes_the_verifier_and_attaches() {
@@ -28,158 +30,74 @@ async fn every_program_passes_the_verifier_and_attaches() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shell_init_ignores_sigterm_then_sigkill_tears_the_namespace_down() {
     let mut k = Kernel::start("shell-init").await;
+    let parent = k.parent.clone();
     let mut sb = Sandbox::spawn(
         &mut k.cgroups,
-        &k.parent.clone(),
+        &parent,
         "sh",
         &["/bin/sh", "-c", "sleep 1000; true"],
     )
     .unwrap();
-    let id = sb.cgroup_id;
-    let Event::Exec(sleep) = k.expect("exec of sleep", |e| is_exec(e, id, "sleep")).await else {
-        unreachable!()
-    };
+    let (id, init) = (sb.cgroup_id, sb.init as u32);
+    let sleep = k.expect_exec(id, "sleep").await;
     wait_until_quiescent(sb.init);
+
     sb.signal(Signal::TERM).unwrap();
-    let init = sb.init as u32;
-    let Event::Signal(term) = k
-        .expect(
-            "SIGTERM to the init",
-            |e| matches!(e, Event::Signal(s) if s.signal == Signal::TERM && s.target_pid == init),
-        )
-        .await
-    else {
-        unreachable!()
-    };
+    let term = k.expect_signal(Signal::TERM, init).await;
     assert_eq!(term.result, SignalResult::Ignored, "{term:?}");
-    assert_eq!(term.target_comm, "sh");
-    assert_eq!(term.target_cgroup, id);
+    assert_eq!((term.target_comm.as_str(), term.target_cgroup), ("sh", id));
     assert_eq!(term.sender_pid, std::process::id());
 
     sb.signal(Signal::KILL).unwrap();
-    let Event::Signal(kill) = k
-        .expect(
-            "SIGKILL to the init",
-            |e| matches!(e, Event::Signal(s) if s.signal == Signal::KILL && s.target_pid == init),
-        )
-        .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(kill.result, SignalResult::Delivered);
-    let Event::Signal(teardown) = k
-        .expect("teardown SIGKILL to sleep", |e| matches!(e, Event::Signal(s) if s.signal == Signal::KILL && s.target_pid == sleep.pid))
-        .await
-    else {
-        unreachable!()
-    };
+    assert_eq!(
+        k.expect_signal(Signal::KILL, init).await.result,
+        SignalResult::Delivered
+    );
+    let teardown = k.expect_signal(Signal::KILL, sleep.pid).await;
     assert_eq!(
         teardown.sender_pid, init,
         "the dying init sends the teardown SIGKILLs"
     );
     assert_eq!(teardown.sender_cgroup, id);
-    let Event::Exit(exit) = k
-        .expect(
-            "exit of the init",
-            |e| matches!(e, Event::Exit(x) if x.pid == init),
-        )
-        .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(
-        exit.status,
-        ExitStatus {
-            code: None,
-            signal: Some(9)
-        }
-    );
-    assert_eq!(exit.cgroup, id);
-    assert_eq!(
-        sb.wait(Duration::from_secs(10)).unwrap(),
-        Some(ExitStatus {
-            code: None,
-            signal: Some(9)
-        })
-    );
+    let exit = k.expect_exit(init).await;
+    assert_eq!((exit.status, exit.cgroup), (KILLED, id));
+    assert_eq!(sb.wait(WAIT).unwrap(), Some(KILLED));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handler_makes_sigterm_delivered_and_exit_code_3_is_reported() {
     let mut k = Kernel::start("handler").await;
+    let parent = k.parent.clone();
     let script = "trap 'exit 3' TERM; sleep 1000 & wait";
-    let mut sb = Sandbox::spawn(
-        &mut k.cgroups,
-        &k.parent.clone(),
-        "trap",
-        &["/bin/sh", "-c", script],
-    )
-    .unwrap();
-    let id = sb.cgroup_id;
-    k.expect("exec of sleep", |e| is_exec(e, id, "sleep")).await;
-    sb.signal(Signal::TERM).unwrap();
+    let mut sb =
+        Sandbox::spawn(&mut k.cgroups, &parent, "trap", &["/bin/sh", "-c", script]).unwrap();
     let init = sb.init as u32;
-    let Event::Signal(term) = k
-        .expect(
-            "SIGTERM to the init",
-            |e| matches!(e, Event::Signal(s) if s.signal == Signal::TERM && s.target_pid == init),
-        )
-        .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(term.result, SignalResult::Delivered);
-    let Event::Exit(exit) = k
-        .expect(
-            "exit of the init",
-            |e| matches!(e, Event::Exit(x) if x.pid == init),
-        )
-        .await
-    else {
-        unreachable!()
-    };
+    k.expect_exec(sb.cgroup_id, "sleep").await;
+    sb.signal(Signal::TERM).unwrap();
     assert_eq!(
-        exit.status,
-        ExitStatus {
-            code: Some(3),
-            signal: None
-        }
+        k.expect_signal(Signal::TERM, init).await.result,
+        SignalResult::Delivered
     );
-    assert_eq!(
-        sb.wait(Duration::from_secs(10)).unwrap(),
-        Some(ExitStatus {
-            code: Some(3),
-            signal: None
-        })
-    );
+    let exited = ExitStatus {
+        code: Some(3),
+        signal: None,
+    };
+    assert_eq!(k.expect_exit(init).await.status, exited);
+    assert_eq!(sb.wait(WAIT).unwrap(), Some(exited));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn target_cgroup_is_known_after_the_process_and_its_cgroup_are_gone() {
     let mut k = Kernel::start("gone").await;
-    let mut sb = Sandbox::spawn(
-        &mut k.cgroups,
-        &k.parent.clone(),
-        "gone",
-        &["/bin/sleep", "1000"],
-    )
-    .unwrap();
+    let parent = k.parent.clone();
+    let mut sb = Sandbox::spawn(&mut k.cgroups, &parent, "gone", &["/bin/sleep", "1000"]).unwrap();
     let (id, init) = (sb.cgroup_id, sb.init as u32);
-    k.expect("exec of sleep", |e| is_exec(e, id, "sleep")).await;
+    k.expect_exec(id, "sleep").await;
     sb.signal(Signal::KILL).unwrap();
-    sb.wait(Duration::from_secs(10)).unwrap();
+    sb.wait(WAIT).unwrap();
     drop(sb); // the process is reaped and its cgroup removed before the event is read
-    assert!(!k.cgroups.dir(&format!("{}/gone", k.parent)).exists());
-    let Event::Signal(kill) = k
-        .expect(
-            "SIGKILL to the init",
-            |e| matches!(e, Event::Signal(s) if s.signal == Signal::KILL && s.target_pid == init),
-        )
-        .await
-    else {
-        unreachable!()
-    };
-    assert_eq!(kill.target_cgroup, id);
+    assert!(!k.cgroups.dir(&format!("{parent}/gone")).exists());
+    assert_eq!(k.expect_signal(Signal::KILL, init).await.target_cgroup, id);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,28 +105,15 @@ async fn processes_older_than_the_probes_have_their_cgroup() {
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/old-{}", std::process::id());
     let sb = Sandbox::spawn(&mut cgroups, &parent, "old", &["/bin/sleep", "1000"]).unwrap();
-    // Wait until the init has joined its cgroup and exec'd, before the probes exist.
-    while sb.pids() != vec![sb.init]
-        || std::fs::read_to_string(format!("/proc/{}/comm", sb.init))
-            .unwrap_or_default()
-            .trim()
-            != "sleep"
-    {
+    // The init has joined its cgroup and exec'd before the probes exist.
+    let comm = || std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).unwrap_or_default();
+    while sb.pids() != vec![sb.init] || comm().trim() != "sleep" {
         std::thread::yield_now();
     }
     let mut k = Kernel::start("old").await;
-    let init = sb.init as u32;
     wait_until_quiescent(sb.init);
     sb.signal(Signal::TERM).unwrap();
-    let Event::Signal(term) = k
-        .expect(
-            "SIGTERM to the old init",
-            |e| matches!(e, Event::Signal(s) if s.signal == Signal::TERM && s.target_pid == init),
-        )
-        .await
-    else {
-        unreachable!()
-    };
+    let term = k.expect_signal(Signal::TERM, sb.init as u32).await;
     assert_eq!(term.target_cgroup, sb.cgroup_id);
     assert_eq!(
         term.result,
@@ -248,12 +153,7 @@ async fn sigurg_storm_is_counted_in_kernel_and_never_reaches_the_ring_buffer() {
     );
     // A stop signal after the storm: everything the storm produced is in the ring before it.
     child.kill().unwrap();
-    let pid = pid as u32;
-    k.expect(
-        "the SIGKILL marker",
-        |e| matches!(e, Event::Signal(s) if s.signal == Signal::KILL && s.target_pid == pid),
-    )
-    .await;
+    k.expect_signal(Signal::KILL, pid as u32).await;
     child.wait().unwrap();
     let urgs = k
         .seen

@@ -75,18 +75,21 @@ fn main() -> Result<()> {
                 "-D",
                 "warnings",
             ])?;
+            // The end-to-end tests run the real binary.
+            cargo(&["build", "-p", "graceful-daemon"])?;
             cargo(&["test", "--workspace"])
         }
         Task::Bench => {
             require_root("the benchmarks load eBPF programs")?;
             setup()?;
+            // The benchmark measures the real daemon binary too.
             cargo(&[
                 "build",
                 "--release",
                 "-p",
+                "graceful-daemon",
+                "-p",
                 "graceful-tests",
-                "--bin",
-                "graceful-bench",
             ])?;
             run(&mut Command::new(
                 root().join("target/release/graceful-bench"),

@@ -89,17 +89,7 @@ impl CriClient {
         let call = self.client.version(VersionRequest {
             version: "v1".into(),
         });
-        let reply = tokio::time::timeout(TIMEOUT, call)
-            .await
-            .map_err(|_| CriError::Timeout {
-                call: "Version",
-                path: self.path.clone(),
-            })?
-            .map_err(|e| CriError::Call {
-                call: "Version",
-                path: self.path.clone(),
-                error: e.message().to_string(),
-            })?;
+        let reply = bounded(&self.path, "Version", call).await?;
         let v = reply.into_inner();
         Ok(format!("{} {}", v.runtime_name, v.runtime_version))
     }
@@ -111,22 +101,11 @@ impl CriClient {
             container_id: id.into(),
             verbose: false,
         });
-        let reply = tokio::time::timeout(TIMEOUT, call)
-            .await
-            .map_err(|_| CriError::Timeout {
-                call: "ContainerStatus",
-                path: self.path.clone(),
-            })?;
-        let reply = match reply {
+        let reply = match bounded(&self.path, "ContainerStatus", call).await {
             Ok(r) => r,
+            Err(e @ CriError::Timeout { .. }) => return Err(e),
             // Runtimes differ in the code they give for a sandbox id (containerd 1.6: Unknown).
-            Err(e) => {
-                return self.sandbox(id).await.map_err(|_| CriError::Call {
-                    call: "ContainerStatus",
-                    path: self.path.clone(),
-                    error: e.message().to_string(),
-                })
-            }
+            Err(e) => return self.sandbox(id).await.map_err(|_| e),
         };
         let status = reply.into_inner().status.unwrap_or_default();
         let name = status.metadata.map(|m| m.name).unwrap_or_default();
@@ -146,20 +125,29 @@ impl CriClient {
             pod_sandbox_id: id.into(),
             verbose: false,
         });
-        let reply = tokio::time::timeout(TIMEOUT, call)
-            .await
-            .map_err(|_| CriError::Timeout {
-                call: "PodSandboxStatus",
-                path: self.path.clone(),
-            })?
-            .map_err(|e| CriError::Call {
-                call: "PodSandboxStatus",
-                path: self.path.clone(),
-                error: e.message().to_string(),
-            })?;
+        let reply = bounded(&self.path, "PodSandboxStatus", call).await?;
         let status = reply.into_inner().status.unwrap_or_default();
         let mut info = ContainerInfo::from_kubelet(&status.labels, &status.annotations, "", "");
         info.sandbox = true;
         Ok(info)
     }
+}
+
+/// One CRI call, bounded in time, its errors named after the call.
+async fn bounded<T>(
+    path: &Path,
+    call: &'static str,
+    reply: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, CriError> {
+    tokio::time::timeout(TIMEOUT, reply)
+        .await
+        .map_err(|_| CriError::Timeout {
+            call,
+            path: path.into(),
+        })?
+        .map_err(|e| CriError::Call {
+            call,
+            path: path.into(),
+            error: e.message().to_string(),
+        })
 }
