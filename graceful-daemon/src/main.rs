@@ -214,7 +214,7 @@ async fn trace(args: TraceArgs) -> Result<()> {
                 let counts = count_deltas(&last_counts, &now, &stop_signals);
                 last_counts = now;
                 if !counts.is_empty() {
-                    let v = serde_json::json!({"kind": "signal_counts", "ts": chrono::Utc::now().to_rfc3339(), "counts": counts});
+                    let v = serde_json::json!({"kind": "signal_counts", "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true), "counts": counts});
                     if args.json {
                         writeln!(out, "{v}")?;
                     } else {

@@ -438,3 +438,26 @@ fn bad_flags_get_one_line_errors() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// Without root the kernel programs cannot load: one clear line and a non-zero exit.
+#[test]
+fn without_root_a_one_line_error() {
+    for command in ["trace", "run", "demo"] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(daemon_binary())
+            .args(
+                [command, "--metrics-addr", "127.0.0.1:0"]
+                    .iter()
+                    .take(if command == "run" { 3 } else { 1 }),
+            )
+            .output()
+            .expect("setpriv (util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{command}: {err}");
+        assert!(lines[0].contains("needs root"), "{command}: {err}");
+        assert!(!err.contains("panicked"), "{command}: {err}");
+    }
+}
