@@ -210,6 +210,13 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Not attached by the daemon: the benchmark's floor, the least any program on this raw
+/// tracepoint can do (read the signal number, compare, return).
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate_floor(ctx: RawTracePointContext) -> i32 {
+    i32::from(ctx.arg::<u64>(0) == 9999)
+}
+
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -330,6 +330,36 @@ fn load_error(program: &str, e: aya::programs::ProgramError) -> ProbeError {
     }
 }
 
+/// The benchmark's floor: only `signal_generate_floor` (read the signal number, compare),
+/// attached to the same raw tracepoint. Detached when dropped.
+pub struct FloorProbe {
+    _ebpf: Ebpf,
+}
+
+impl FloorProbe {
+    pub fn attach() -> Result<FloorProbe, ProbeError> {
+        check_prerequisites()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &Config::default(), true)
+            .load(OBJECT)
+            .map_err(|e| ProbeError::Load(e.to_string()))?;
+        let name = "signal_generate_floor";
+        let Some(Program::RawTracePoint(p)) = ebpf.program_mut(name) else {
+            return Err(ProbeError::Load(format!(
+                "{name} is missing or not a raw tracepoint"
+            )));
+        };
+        p.load().map_err(|e| load_error(name, e))?;
+        p.attach("signal_generate")
+            .map_err(|e| ProbeError::Attach {
+                program: name.into(),
+                tracepoint: "signal:signal_generate".into(),
+                error: e.to_string(),
+            })?;
+        Ok(FloorProbe { _ebpf: ebpf })
+    }
+}
+
 /// Forwards aya-log records of the kernel programs to the `log` facade.
 fn start_kernel_logger(ebpf: &mut Ebpf) {
     match aya_log::EbpfLogger::init(ebpf) {
