@@ -129,6 +129,9 @@ pub fn parse(path: &str) -> Option<Identity> {
     if last.ends_with(".service") {
         return Some(id(Runtime::Systemd, last));
     }
+    if last.ends_with(".scope") || last.ends_with(".slice") {
+        return None; // login sessions, init.scope, slices: no container, no service
+    }
     if components.len() == 2 && !kube && !components[0].ends_with(".slice") && !last.contains('.') {
         // Plain containerd: /<namespace>/<id>.
         let mut ident = id(Runtime::Containerd, last);
@@ -211,6 +214,11 @@ mod tests {
         );
         assert_eq!(s.short_id(), "nginx.service");
         assert!(parse("/").is_none());
+        assert!(parse("/user.slice/user-1000.slice/session-3.scope").is_none());
+        assert!(parse("/init.scope").is_none());
+        assert!(parse("/system.slice").is_none());
+        let u = parse("/user.slice/user-1000.slice/user@1000.service").unwrap();
+        assert_eq!(u.runtime, Runtime::Systemd);
         let u = parse("/graceful-demo/123/shell-pid1").unwrap();
         assert_eq!((u.runtime, u.id.as_str()), (Runtime::Unknown, "shell-pid1"));
     }

@@ -77,7 +77,7 @@ impl Pipeline {
             _ => {}
         }
         let done = self.tracker.on_event(event);
-        done.into_iter().map(|t| self.record(t)).collect()
+        done.into_iter().filter_map(|t| self.record(t)).collect()
     }
 
     pub fn lost(&mut self, count: u64) {
@@ -96,18 +96,25 @@ impl Pipeline {
             .into_iter()
             .flat_map(|pid| self.tracker.forget(pid, now))
             .collect();
-        done.into_iter().map(|t| self.record(t)).collect()
+        done.into_iter().filter_map(|t| self.record(t)).collect()
     }
 
-    fn record(&mut self, termination: crate::tracker::Termination) -> Record {
+    /// A record for containers and services; the ends of other cgroups (login sessions,
+    /// slices) are no one's finding.
+    fn record(&mut self, termination: crate::tracker::Termination) -> Option<Record> {
         let cgroup = self.cgroups.path_of(termination.cgroup);
         let identity = cgroup.as_deref().and_then(identity::parse);
-        Record {
+        if let (Some(path), None) = (&cgroup, &identity) {
+            tracing::debug!(cgroup = %path, "not a container or service: no record");
+            return None;
+        }
+        // An unknown path (a cgroup gone before it was ever seen) still gets its record.
+        Some(Record {
             termination,
             cgroup,
             identity,
             info: None,
             grace_period_seconds: None,
-        }
+        })
     }
 }

@@ -318,6 +318,15 @@ impl Tracker {
         {
             group.main = Some(pid);
         }
+        // A process that execs during a stop is named by what it runs now.
+        if let Some(a) = group.active.as_mut() {
+            if let Some(name) = a.alive_at_stop.get_mut(&pid) {
+                *name = comm.to_string();
+            }
+            if a.main == pid {
+                a.main_comm = comm.to_string();
+            }
+        }
     }
 
     /// Feeds one event; returns the terminations it completed.

@@ -187,6 +187,22 @@ fn signals_to_processes_outside_any_container_are_ignored() {
 }
 
 #[test]
+fn a_child_that_execs_after_the_stop_is_named_by_its_program() {
+    let mut s = Seq::new();
+    s.exec(10, "sh").fork(10, 11, "sh");
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored)
+        .exec(11, "sleep");
+    kill_after_grace(&mut s, 2.0);
+    assert_eq!(
+        s.one().never_received,
+        vec![Proc {
+            pid: 11,
+            comm: "sleep".into()
+        }]
+    );
+}
+
+#[test]
 fn non_shell_pid1_without_handler() {
     let mut s = Seq::new();
     s.exec(10, "myapp")
