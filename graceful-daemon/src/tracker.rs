@@ -464,9 +464,17 @@ impl Tracker {
         };
         let stop_signal = a.stop.as_ref().map(|s| s.signal);
         if stop_signal == Some(e.signal) {
+            let comm = match e.target_comm.as_str() {
+                "" => a
+                    .alive_at_stop
+                    .get(&e.target_pid)
+                    .cloned()
+                    .unwrap_or_default(),
+                c => c.to_string(),
+            };
             a.received.entry(e.target_pid).or_insert_with(|| Received {
                 pid: e.target_pid,
-                comm: e.target_comm.clone(),
+                comm,
                 result: e.result,
             });
             if e.target_pid == a.main && a.main_disposition.is_none() {
@@ -659,12 +667,24 @@ fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
             ),
         )
     } else {
-        (
-            Verdict::SlowShutdown,
+        (Verdict::SlowShutdown, {
+            let ignoring: Vec<Proc> = received
+                .iter()
+                .filter(|r| r.pid != a.main && r.result == SignalResult::Ignored)
+                .map(|r| Proc {
+                    pid: r.pid,
+                    comm: r.comm.clone(),
+                })
+                .collect();
+            let ignored = if ignoring.is_empty() {
+                String::new()
+            } else {
+                format!(" {} ignored it.", names(&ignoring))
+            };
             format!(
-                "Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period."
-            ),
-        )
+                    "Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period.{ignored}"
+                )
+        })
     };
     Termination {
         cgroup,

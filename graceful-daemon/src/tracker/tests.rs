@@ -275,6 +275,21 @@ fn everyone_received_but_too_slow() {
 }
 
 #[test]
+fn a_child_that_ignores_the_forwarded_signal_is_named() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Ignored);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SlowShutdown);
+    assert!(
+        r.explanation.contains("sleep (pid 11) ignored it"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
 fn sigkill_without_stop_signal() {
     let mut s = shell_with_child();
     kill_after_grace(&mut s, 0.0);
