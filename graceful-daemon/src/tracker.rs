@@ -242,25 +242,15 @@ impl Tracker {
         comm: &str,
         namespace_init: bool,
     ) {
-        self.procs.insert(
-            pid,
-            Process {
-                cgroup,
-                comm: comm.into(),
-                parent,
-            },
-        );
+        self.join(pid, cgroup, comm, parent);
         let group = self.groups.entry(cgroup).or_default();
-        group.members.insert(pid);
         group.seeded = true;
-        if namespace_init
-            || group.main.is_none() && parent.is_none_or(|p| !group.members.contains(&p))
-        {
+        if namespace_init {
             group.main = Some(pid);
         }
     }
 
-    /// Processes of every cgroup, for `audit` and the sweeps of the enrichment.
+    /// The processes of a cgroup the tracker knows.
     pub fn members(&self, cgroup: CgroupId) -> Vec<u32> {
         self.groups
             .get(&cgroup)

@@ -7,6 +7,30 @@ const CG: CgroupId = 500;
 const S: u64 = 1_000_000_000;
 const RUNC: u32 = 900;
 
+/// A signal from (pid, comm, cgroup) to (pid, comm, cgroup).
+fn signal_event(
+    ts: Mono,
+    signal: Signal,
+    from: (u32, &str, CgroupId),
+    to: (u32, &str, CgroupId),
+    result: SignalResult,
+) -> SignalEvent {
+    SignalEvent {
+        ts,
+        signal,
+        code: 0,
+        result,
+        group: true,
+        sender_pid: from.0,
+        sender_tid: from.0,
+        sender_comm: from.1.into(),
+        sender_cgroup: from.2,
+        target_pid: to.0,
+        target_comm: to.1.into(),
+        target_cgroup: to.2,
+    }
+}
+
 struct Seq {
     t: Tracker,
     now: Mono,
@@ -58,24 +82,14 @@ impl Seq {
         result: SignalResult,
     ) -> &mut Self {
         let now = self.now;
-        self.feed(Event::Signal(SignalEvent {
-            ts: now,
-            signal: sig,
-            code: 0,
+        let sender = if from_cg == HOST { "runc" } else { "sh" };
+        self.feed(Event::Signal(signal_event(
+            now,
+            sig,
+            (from, sender, from_cg),
+            (to, "", CG),
             result,
-            group: true,
-            sender_pid: from,
-            sender_tid: from,
-            sender_comm: if from_cg == HOST {
-                "runc".into()
-            } else {
-                "sh".into()
-            },
-            sender_cgroup: from_cg,
-            target_pid: to,
-            target_comm: String::new(),
-            target_cgroup: CG,
-        }))
+        )))
     }
     fn exit(&mut self, pid: u32, code: Option<i32>, signal: Option<i32>) -> &mut Self {
         let now = self.now;
@@ -168,20 +182,13 @@ fn a_signal_that_overtakes_the_exec_of_its_target() {
 fn signals_to_processes_outside_any_container_are_ignored() {
     let mut s = Seq::new();
     let now = s.now;
-    s.feed(Event::Signal(SignalEvent {
-        ts: now,
-        signal: Signal::TERM,
-        code: 0,
-        result: SignalResult::Delivered,
-        group: true,
-        sender_pid: 1,
-        sender_tid: 1,
-        sender_comm: "systemd".into(),
-        sender_cgroup: CG,
-        target_pid: 77,
-        target_comm: "bash".into(),
-        target_cgroup: HOST,
-    }));
+    s.feed(Event::Signal(signal_event(
+        now,
+        Signal::TERM,
+        (1, "systemd", CG),
+        (77, "bash", HOST),
+        SignalResult::Delivered,
+    )));
     s.exit(77, Some(0), None);
     assert!(s.done.is_empty());
 }
@@ -368,20 +375,13 @@ fn started_mid_termination_is_unknown() {
     let mut t = Tracker::new(TrackerConfig::default(), 1000 * S);
     t.seed(10, None, CG, "sh", true);
     t.seed(11, Some(10), CG, "sleep", false);
-    let kill = SignalEvent {
-        ts: 1001 * S,
-        signal: Signal::KILL,
-        code: 0,
-        result: SignalResult::Delivered,
-        group: true,
-        sender_pid: RUNC,
-        sender_tid: RUNC,
-        sender_comm: "runc".into(),
-        sender_cgroup: HOST,
-        target_pid: 10,
-        target_comm: "sh".into(),
-        target_cgroup: CG,
-    };
+    let kill = signal_event(
+        1001 * S,
+        Signal::KILL,
+        (RUNC, "runc", HOST),
+        (10, "sh", CG),
+        SignalResult::Delivered,
+    );
     t.on_event(&Event::Signal(kill));
     let exit = |pid| {
         Event::Exit(ExitEvent {
@@ -449,20 +449,13 @@ fn two_containers_stopped_at_once_are_kept_apart() {
         (600, 20, SignalResult::Delivered),
         (700, 30, SignalResult::Ignored),
     ] {
-        t.on_event(&Event::Signal(SignalEvent {
-            ts: 2,
-            signal: Signal::TERM,
-            code: 0,
+        t.on_event(&Event::Signal(signal_event(
+            2,
+            Signal::TERM,
+            (RUNC, "runc", HOST),
+            (pid, "app", cg),
             result,
-            group: true,
-            sender_pid: RUNC,
-            sender_tid: RUNC,
-            sender_comm: "runc".into(),
-            sender_cgroup: HOST,
-            target_pid: pid,
-            target_comm: "app".into(),
-            target_cgroup: cg,
-        }));
+        )));
     }
     let exit = |pid, cg, sig: Option<i32>| {
         Event::Exit(ExitEvent {
@@ -480,20 +473,13 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     let a = t.on_event(&exit(20, 600, None));
     assert_eq!(a[0].verdict, Verdict::Graceful);
     assert_eq!(a[0].cgroup, 600);
-    let kill = SignalEvent {
-        ts: 3,
-        signal: Signal::KILL,
-        code: 0,
-        result: SignalResult::Delivered,
-        group: true,
-        sender_pid: RUNC,
-        sender_tid: RUNC,
-        sender_comm: "runc".into(),
-        sender_cgroup: HOST,
-        target_pid: 30,
-        target_comm: "app".into(),
-        target_cgroup: 700,
-    };
+    let kill = signal_event(
+        3,
+        Signal::KILL,
+        (RUNC, "runc", HOST),
+        (30, "app", 700),
+        SignalResult::Delivered,
+    );
     assert!(t.on_event(&Event::Signal(kill)).is_empty());
     let b = t.on_event(&exit(30, 700, Some(9)));
     assert_eq!(b[0].cgroup, 700);
