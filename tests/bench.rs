@@ -239,7 +239,12 @@ fn daemon_bench() {
         .stderr(std::fs::File::create("/tmp/graceful-bench-daemon.log").expect("log file"))
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let ready_by = Instant::now() + Duration::from_secs(30);
     while http_get(addr, "/readyz").is_none_or(|b| !b.starts_with("ready")) {
+        assert!(
+            Instant::now() < ready_by,
+            "the daemon was not ready in 30 s: /tmp/graceful-bench-daemon.log"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut cgroups = Cgroup2::discover().expect("cgroup2");
@@ -255,11 +260,17 @@ fn daemon_bench() {
         )
         .expect("sandbox");
         // Running as its own init (comm sleep) before the kill.
+        let started = Instant::now();
         while std::fs::read_to_string(format!("/proc/{}/comm", sb.init))
             .unwrap_or_default()
             .trim()
             != "sleep"
         {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} never ran sleep",
+                sb.cgroup
+            );
             std::thread::yield_now();
         }
         let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);

@@ -107,7 +107,12 @@ async fn processes_older_than_the_probes_have_their_cgroup() {
     let sb = Sandbox::spawn(&mut cgroups, &parent, "old", &["/bin/sleep", "1000"]).unwrap();
     // The init has joined its cgroup and exec'd before the probes exist.
     let comm = || std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + graceful_tests::EVENT_TIMEOUT;
     while sb.pids() != vec![sb.init] || comm().trim() != "sleep" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the init never ran sleep in its cgroup"
+        );
         std::thread::yield_now();
     }
     let mut k = Kernel::start("old").await;
