@@ -82,48 +82,37 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// The first event `pick` accepts, as `expect` finds it, turned into what `pick` returns.
+    pub async fn expect_some<T>(&mut self, what: &str, pick: impl Fn(&Event) -> Option<T>) -> T {
+        let event = self.expect(what, |e| pick(e).is_some()).await;
+        pick(&event).unwrap_or_else(|| panic!("{what}: matched {event:?}"))
+    }
+
     /// The next `signal` to `target` (a process id).
     pub async fn expect_signal(&mut self, signal: Signal, target: u32) -> SignalEvent {
-        let what = format!("{signal} to {target}");
-        match self
-            .expect(
-                &what,
-                |e| matches!(e, Event::Signal(s) if s.signal == signal && s.target_pid == target),
-            )
-            .await
-        {
-            Event::Signal(s) => s,
-            other => panic!("{what}: matched {other:?}"),
-        }
+        self.expect_some(&format!("{signal} to {target}"), |e| match e {
+            Event::Signal(s) if s.signal == signal && s.target_pid == target => Some(s.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// The exit of process `pid`.
     pub async fn expect_exit(&mut self, pid: u32) -> ExitEvent {
-        match self
-            .expect(
-                &format!("exit of {pid}"),
-                |e| matches!(e, Event::Exit(x) if x.pid == pid),
-            )
-            .await
-        {
-            Event::Exit(x) => x,
-            other => panic!("exit of {pid}: matched {other:?}"),
-        }
+        self.expect_some(&format!("exit of {pid}"), |e| match e {
+            Event::Exit(x) if x.pid == pid => Some(x.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// An exec of `comm` in the cgroup `cgroup`.
     pub async fn expect_exec(&mut self, cgroup: CgroupId, comm: &str) -> ExecEvent {
-        let what = format!("exec of {comm} in cgroup {cgroup}");
-        match self
-            .expect(
-                &what,
-                |e| matches!(e, Event::Exec(x) if x.cgroup == cgroup && x.comm == comm),
-            )
-            .await
-        {
-            Event::Exec(x) => x,
-            other => panic!("{what}: matched {other:?}"),
-        }
+        self.expect_some(&format!("exec of {comm} in cgroup {cgroup}"), |e| match e {
+            Event::Exec(x) if x.cgroup == cgroup && x.comm == comm => Some(x.clone()),
+            _ => None,
+        })
+        .await
     }
 }
 

@@ -94,10 +94,6 @@ impl Cgroup2 {
         Ok(cg)
     }
 
-    pub fn mount(&self) -> &Path {
-        &self.mount
-    }
-
     /// The id of the root cgroup.
     pub fn root_id(&self) -> CgroupId {
         self.root_id

@@ -74,6 +74,8 @@ struct Daemon {
     cri: Option<CriClient>,
     cache: HashMap<String, ContainerInfo>,
     pending: HashSet<String>,
+    /// cgroups whose identity was already looked at: one parse and lookup per container.
+    seen: HashSet<u64>,
     lookups: mpsc::Sender<Lookup>,
     cri_warned: bool,
 }
@@ -128,6 +130,7 @@ pub async fn run(
         cri,
         cache: HashMap::new(),
         pending: HashSet::new(),
+        seen: HashSet::new(),
         lookups,
         cri_warned: false,
     };
@@ -207,7 +210,7 @@ impl Daemon {
     fn on_event(&mut self, event: &Event) {
         let records = self.pipeline.handle(event);
         match event {
-            Event::Exec(e) => {
+            Event::Exec(e) if self.seen.insert(e.cgroup) => {
                 if let Some(identity) = self.identity(e.cgroup) {
                     if !self.cache.contains_key(&identity.id) {
                         self.lookup(&identity, None);
@@ -314,8 +317,12 @@ impl Daemon {
         }
     }
 
-    /// The PID 1 risk gauge of every running container; containers gone lose their series.
+    /// The PID 1 risk gauge of every running container; containers gone lose their series
+    /// and are forgotten.
     fn audit(&mut self) {
+        let tracker = &self.pipeline.tracker;
+        self.seen
+            .retain(|cgroup| !tracker.members(*cgroup).is_empty());
         let entries = audit::scan(Signal::TERM);
         let running: Vec<_> = entries
             .iter()

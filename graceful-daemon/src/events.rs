@@ -89,11 +89,6 @@ impl ExitStatus {
             },
         }
     }
-
-    /// Shell convention: 128 + signal.
-    pub fn shell_code(self) -> i32 {
-        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,19 +140,6 @@ pub enum Event {
     Fork(ForkEvent),
     Attach(AttachEvent),
     Oom(OomEvent),
-}
-
-impl Event {
-    pub fn ts(&self) -> Mono {
-        match self {
-            Event::Signal(e) => e.ts,
-            Event::Exit(e) => e.ts,
-            Event::Exec(e) => e.ts,
-            Event::Fork(e) => e.ts,
-            Event::Attach(e) => e.ts,
-            Event::Oom(e) => e.ts,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -350,6 +332,5 @@ mod tests {
                 signal: Some(11)
             }
         );
-        assert_eq!(ExitStatus::from_raw(9).shell_code(), 137);
     }
 }

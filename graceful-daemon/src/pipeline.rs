@@ -59,10 +59,13 @@ impl Pipeline {
             Event::Signal(e)
                 if e.signal != Signal::KILL
                     && e.sender_cgroup != e.target_cgroup
-                    && e.result != SignalResult::Ignored =>
+                    && e.result != SignalResult::Ignored
+                    && e.target_cgroup != 0
+                    && e.target_cgroup != self.cgroups.root_id() =>
             {
                 // "Delivered" can still mean dropped later (it was blocked at the time): what
-                // /proc says of the handlers now is the ground truth.
+                // /proc says of the handlers now is the ground truth. Only for containers: host
+                // processes get terminal signals all day.
                 if let Ok(status) = ProcStatus::read(e.target_pid) {
                     self.tracker.observe(
                         e.target_pid,

@@ -6,7 +6,6 @@ use crate::signals::Signal;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcStatus {
     pub comm: String,
-    pub tgid: i32,
     pub ppid: i32,
     /// The pid in each pid namespace, outermost first.
     pub nspid: Vec<i32>,
@@ -31,7 +30,6 @@ impl ProcStatus {
             let hex = || u64::from_str_radix(value, 16).unwrap_or(0);
             match key {
                 "Name" => s.comm = value.to_string(),
-                "Tgid" => s.tgid = value.parse().unwrap_or(0),
                 "PPid" => s.ppid = value.parse().unwrap_or(0),
                 "NSpid" => {
                     s.nspid = value
@@ -121,7 +119,7 @@ SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\
     #[test]
     fn parses_dispositions_and_namespace() {
         let s = ProcStatus::parse(SH_INIT);
-        assert_eq!((s.comm.as_str(), s.tgid, s.ppid), ("sh", 4242, 4200));
+        assert_eq!((s.comm.as_str(), s.ppid), ("sh", 4200));
         assert_eq!(s.nspid, vec![4242, 1]);
         assert!(s.is_namespace_init());
         assert!(s.handles(Signal::HUP)); // bit 0

@@ -55,11 +55,6 @@ impl Signal {
     pub fn is_valid(self) -> bool {
         (1..=SIGRTMAX).contains(&self.0)
     }
-
-    /// Whether the default action of this signal terminates the process.
-    pub fn default_terminates(self) -> bool {
-        !matches!(self.0, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28) && self.is_valid()
-    }
 }
 
 impl fmt::Display for Signal {
@@ -118,13 +113,5 @@ mod tests {
         assert!("SIGNOPE".parse::<Signal>().is_err());
         assert!("0".parse::<Signal>().is_err());
         assert!("65".parse::<Signal>().is_err());
-    }
-
-    #[test]
-    fn default_actions() {
-        assert!(Signal::TERM.default_terminates());
-        assert!(Signal::USR1.default_terminates());
-        assert!(!Signal::URG.default_terminates());
-        assert!(!Signal::WINCH.default_terminates());
     }
 }

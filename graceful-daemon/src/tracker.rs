@@ -266,11 +266,6 @@ impl Tracker {
             .flat_map(|g| g.members.iter().copied())
     }
 
-    /// The main process of a cgroup, when known.
-    pub fn main_of(&self, cgroup: CgroupId) -> Option<u32> {
-        self.groups.get(&cgroup).and_then(|g| g.main)
-    }
-
     /// What /proc said about a process just as a stop signal reached it.
     pub fn observe(&mut self, pid: u32, disposition: Disposition) {
         self.dispositions.insert(pid, disposition);

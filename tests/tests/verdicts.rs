@@ -17,6 +17,11 @@ async fn one(s: Scenario) -> Record {
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", s.name));
     let r = records.remove(0);
+    assert_verdict(&s, &r);
+    r
+}
+
+fn assert_verdict(s: &Scenario, r: &Record) {
     assert_eq!(
         r.termination.verdict,
         s.expect,
@@ -24,7 +29,6 @@ async fn one(s: Scenario) -> Record {
         s.name,
         r.timeline()
     );
-    r
 }
 
 fn comms(list: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -167,13 +171,7 @@ async fn fifty_containers_stopped_at_once() {
     let records = run(&scenarios, GRACE).await.unwrap();
     assert_eq!(records.len(), 50);
     for (s, r) in scenarios.iter().zip(&records) {
-        assert_eq!(
-            r.termination.verdict,
-            s.expect,
-            "{}: {}",
-            s.name,
-            r.timeline()
-        );
+        assert_verdict(s, r);
         assert!(r.cgroup.as_deref().unwrap().ends_with(&s.name));
     }
 }
