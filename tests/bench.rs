@@ -184,16 +184,7 @@ const IDLE_CONTAINERS: usize = 200;
 const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    graceful_tests::daemon::http_get(addr, path).map(|(_, body)| body)
 }
 
 /// utime + stime of a process, in clock ticks.

@@ -3,6 +3,7 @@
 //!
 //! The tests need root and a BPF-capable kernel; when either is missing they fail, loudly.
 pub mod cri;
+pub mod daemon;
 
 use std::time::Duration;
 

@@ -22,12 +22,13 @@ use crate::{
     events::Event,
     export::{
         http::{lock, router, Shared, SharedState},
+        log::{self, LogFormat},
         metrics::Metrics,
         record::{container_labels, Record},
     },
     identity::{self, Identity, Runtime},
     pipeline::Pipeline,
-    probes::{ProbeError, ProbeOptions, Probes},
+    probes::{ProbeError, ProbeOptions, Probes, SignalCounts},
     signals::Signal,
     tracker::TrackerConfig,
 };
@@ -38,6 +39,7 @@ pub struct RunOptions {
     pub cri_socket: Option<PathBuf>,
     pub node_name: Option<String>,
     pub series_ttl: Duration,
+    pub log_format: LogFormat,
     pub probes: ProbeOptions,
 }
 
@@ -52,6 +54,23 @@ pub enum DaemonError {
     Probes(#[from] ProbeError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error("the kernel event stream ended: nothing is traced any more")]
+    EventStreamEnded,
+}
+
+/// What the loop reads from the kernel besides the event stream: the node-wide counters.
+pub trait KernelCounters {
+    fn lost_events(&self) -> Result<u64, ProbeError>;
+    fn signal_counts(&self) -> Result<SignalCounts, ProbeError>;
+}
+
+impl KernelCounters for Probes {
+    fn lost_events(&self) -> Result<u64, ProbeError> {
+        Probes::lost_events(self)
+    }
+    fn signal_counts(&self) -> Result<SignalCounts, ProbeError> {
+        Probes::signal_counts(self)
+    }
 }
 
 const TICK: Duration = Duration::from_secs(1);
@@ -78,6 +97,7 @@ struct Daemon {
     seen: HashSet<u64>,
     lookups: mpsc::Sender<Lookup>,
     cri_warned: bool,
+    log_format: LogFormat,
 }
 
 pub async fn run(
@@ -122,64 +142,96 @@ pub async fn run(
             None
         }
     };
-    let (lookups, mut answers) = mpsc::channel(1024);
-    let mut daemon = Daemon {
-        state: state.clone(),
-        pipeline: Pipeline::new(cgroups, TrackerConfig::default()),
-        clock: WallClock::default(),
+    let (mut daemon, answers) = Daemon::new(
+        state.clone(),
+        Pipeline::new(cgroups, TrackerConfig::default()),
         cri,
-        cache: HashMap::new(),
-        pending: HashSet::new(),
-        seen: HashSet::new(),
-        lookups,
-        cri_warned: false,
-    };
-    let mut tick = tokio::time::interval(TICK);
-    let mut ticks = 0u32;
-    let mut lost_seen = 0;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { break };
-                daemon.on_event(&event);
-            }
-            Some(answer) = answers.recv() => daemon.on_lookup(answer),
-            _ = tick.tick() => {
-                ticks = ticks.wrapping_add(1);
-                let lost = probes.lost_events().unwrap_or(lost_seen);
-                if lost > lost_seen {
-                    tracing::warn!(lost = lost - lost_seen, "kernel events lost: terminations under way will be reported as unknown");
-                    daemon.pipeline.lost(lost - lost_seen);
-                    lock(&state).metrics.events_lost(lost - lost_seen);
-                    lost_seen = lost;
-                }
-                if ticks % HOUSEKEEPING_EVERY == 1 {
-                    if let Ok(counts) = probes.signal_counts() {
-                        lock(&state).metrics.node_signals(counts);
-                    }
-                    for record in daemon.pipeline.sweep() {
-                        daemon.finish(record);
-                    }
-                    lock(&state).metrics.prune(Instant::now());
-                }
-                if ticks % AUDIT_EVERY == 1 {
-                    daemon.audit();
-                }
-            }
-            _ = &mut shutdown => break,
-        }
-    }
+        options.log_format,
+    );
+    let traced = daemon.serve(&mut events, answers, &probes, shutdown).await;
     tracing::info!("shutting down: detaching probes");
     lock(&state).ready = false;
     drop(events);
     drop(probes);
     let _ = stop_http.send(());
     let _ = server.await;
-    Ok(())
+    traced
 }
 
 impl Daemon {
+    fn new(
+        state: SharedState,
+        pipeline: Pipeline,
+        cri: Option<CriClient>,
+        log_format: LogFormat,
+    ) -> (Daemon, mpsc::Receiver<Lookup>) {
+        let (lookups, answers) = mpsc::channel(1024);
+        let daemon = Daemon {
+            state,
+            pipeline,
+            clock: WallClock::default(),
+            cri,
+            cache: HashMap::new(),
+            pending: HashSet::new(),
+            seen: HashSet::new(),
+            lookups,
+            cri_warned: false,
+            log_format,
+        };
+        (daemon, answers)
+    }
+
+    /// The event loop, until shutdown (Ok) or until the kernel's event stream ends (an error: a
+    /// daemon that no longer traces must not look healthy to its supervisor).
+    async fn serve(
+        &mut self,
+        events: &mut mpsc::Receiver<Event>,
+        mut answers: mpsc::Receiver<Lookup>,
+        kernel: &impl KernelCounters,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        let mut tick = tokio::time::interval(TICK);
+        let mut ticks = 0u32;
+        let mut lost_seen = 0;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return Ok(()),
+                event = events.recv() => {
+                    let Some(event) = event else {
+                        tracing::error!("the kernel event stream ended");
+                        return Err(DaemonError::EventStreamEnded);
+                    };
+                    self.on_event(&event);
+                }
+                Some(answer) = answers.recv() => self.on_lookup(answer),
+                _ = tick.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    let lost = kernel.lost_events().unwrap_or(lost_seen);
+                    if lost > lost_seen {
+                        tracing::warn!(lost = lost - lost_seen, "kernel events lost: terminations under way will be reported as unknown");
+                        self.pipeline.lost(lost - lost_seen);
+                        lock(&self.state).metrics.events_lost(lost - lost_seen);
+                        lost_seen = lost;
+                    }
+                    if ticks % HOUSEKEEPING_EVERY == 1 {
+                        if let Ok(counts) = kernel.signal_counts() {
+                            lock(&self.state).metrics.node_signals(counts);
+                        }
+                        for record in self.pipeline.sweep() {
+                            self.finish(record);
+                        }
+                        lock(&self.state).metrics.prune(Instant::now());
+                    }
+                    if ticks % AUDIT_EVERY == 1 {
+                        self.audit();
+                    }
+                }
+            }
+        }
+    }
+
     fn identity(&mut self, cgroup: u64) -> Option<Identity> {
         self.pipeline
             .cgroups
@@ -300,14 +352,7 @@ impl Daemon {
         }
         record.grace_period_seconds = record.info.as_ref().and_then(|i| i.grace_period_seconds);
         let json = record.to_json(&self.clock);
-        tracing::info!(
-            verdict = record.termination.verdict.as_str(),
-            outcome = record.termination.outcome.as_str(),
-            container = %record.display_name(),
-            record = %json,
-            "{}",
-            record.termination.explanation
-        );
+        log::termination(self.log_format, &json, &record.display_name());
         let labels = record.labels();
         let mut shared = lock(&self.state);
         shared.metrics.termination(&labels, &record);
@@ -341,5 +386,57 @@ impl Daemon {
             shared.metrics.gone(gone);
         }
         shared.metrics.audit(&running);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counters of a kernel where nothing happens.
+    struct Quiet;
+
+    impl KernelCounters for Quiet {
+        fn lost_events(&self) -> Result<u64, ProbeError> {
+            Ok(0)
+        }
+        fn signal_counts(&self) -> Result<SignalCounts, ProbeError> {
+            Ok(SignalCounts(Vec::new()))
+        }
+    }
+
+    fn daemon() -> (Daemon, mpsc::Receiver<Lookup>) {
+        let state: SharedState = Arc::new(Mutex::new(Shared {
+            metrics: Metrics::new(Duration::from_secs(60)),
+            terminations: Default::default(),
+            ready: true,
+        }));
+        let cgroups = Cgroup2::discover().expect("a cgroup2 mount");
+        let pipeline = Pipeline::new(cgroups, TrackerConfig::default());
+        Daemon::new(state, pipeline, None, LogFormat::Json)
+    }
+
+    #[tokio::test]
+    async fn an_ended_event_stream_is_an_error() {
+        let (mut d, answers) = daemon();
+        let (tx, mut events) = mpsc::channel(1);
+        drop(tx);
+        let served = d
+            .serve(&mut events, answers, &Quiet, std::future::pending())
+            .await;
+        assert!(
+            matches!(served, Err(DaemonError::EventStreamEnded)),
+            "{served:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_a_clean_end() {
+        let (mut d, answers) = daemon();
+        let (_tx, mut events) = mpsc::channel(1);
+        let served = d
+            .serve(&mut events, answers, &Quiet, std::future::ready(()))
+            .await;
+        assert!(served.is_ok(), "{served:?}");
     }
 }

@@ -23,8 +23,9 @@ pub struct Scenario {
     pub argv: Vec<String>,
     /// None: SIGKILL straight away, as a force delete does.
     pub stop_signal: Option<Signal>,
-    /// Processes the container runs before it is stopped (waited for through the events).
-    pub processes: usize,
+    /// The programs the container runs before it is stopped, one name per process (waited for
+    /// through the exec events: a forked child is still a copy of its parent until it execs).
+    pub programs: Vec<&'static str>,
     pub memory_limit: Option<u64>,
     /// Stopped by the test, or (false) ends by itself (the OOM killer).
     pub stopped: bool,
@@ -40,7 +41,7 @@ impl Scenario {
         name: &str,
         what: &'static str,
         argv: Vec<String>,
-        processes: usize,
+        programs: &[&'static str],
         expect: Verdict,
     ) -> Scenario {
         Scenario {
@@ -48,7 +49,7 @@ impl Scenario {
             what,
             argv,
             stop_signal: Some(Signal::TERM),
-            processes,
+            programs: programs.to_vec(),
             memory_limit: None,
             stopped: true,
             expect,
@@ -65,7 +66,7 @@ impl Scenario {
             "shell-pid1",
             "CMD in shell form: sh is PID 1 and runs the app as a child",
             sh("sleep 1000; true"),
-            2,
+            &["sh", "sleep"],
             Verdict::SwallowedByShellPid1,
         )
     }
@@ -74,7 +75,7 @@ impl Scenario {
             "no-handler",
             "the app is PID 1 and has no SIGTERM handler",
             vec!["/bin/sleep".into(), "1000".into()],
-            1,
+            &["sleep"],
             Verdict::Pid1IgnoresStopSignal,
         )
     }
@@ -83,7 +84,7 @@ impl Scenario {
             "not-forwarded",
             "PID 1 traps SIGTERM but never passes it to its child",
             sh("trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done"),
-            2,
+            &["sh", "sleep"],
             Verdict::NotForwarded,
         )
     }
@@ -92,7 +93,7 @@ impl Scenario {
             "slow-shutdown",
             "PID 1 forwards SIGTERM, but the worker needs longer than the grace period",
             sh("trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait"),
-            3,
+            &["sh", "sh", "sleep"],
             Verdict::SlowShutdown,
         )
     }
@@ -101,7 +102,7 @@ impl Scenario {
             "forwards",
             "correct: PID 1 forwards SIGTERM and waits for its child",
             sh("trap 'kill -TERM -1; wait; exit 0' TERM; sleep 1000 & wait"),
-            2,
+            &["sh", "sleep"],
             Verdict::Graceful,
         )
     }
@@ -110,7 +111,7 @@ impl Scenario {
             "exits-on-term",
             "PID 1 exits on SIGTERM; the kernel kills what is left",
             sh("trap 'exit 0' TERM; sleep 1000 & wait"),
-            2,
+            &["sh", "sleep"],
             Verdict::Graceful,
         )
     }
@@ -119,7 +120,7 @@ impl Scenario {
             "force-delete",
             "a force delete: SIGKILL with no stop signal",
             sh("trap 'exit 0' TERM; sleep 1000 & wait"),
-            2,
+            &["sh", "sleep"],
             Verdict::KilledWithoutStopSignal,
         )
         .stop_with(None)
@@ -129,7 +130,7 @@ impl Scenario {
             "stopsignal-quit",
             "STOPSIGNAL SIGQUIT, shell PID 1 without a trap",
             sh("sleep 1000; true"),
-            2,
+            &["sh", "sleep"],
             Verdict::SwallowedByShellPid1,
         )
         .stop_with(Some(Signal::QUIT))
@@ -139,7 +140,7 @@ impl Scenario {
             "stopsignal-int",
             "STOPSIGNAL SIGINT, handled by PID 1",
             sh("trap 'exit 0' INT; sleep 1000 & wait"),
-            2,
+            &["sh", "sleep"],
             Verdict::Graceful,
         )
         .stop_with(Some(Signal::INT))
@@ -149,7 +150,7 @@ impl Scenario {
             "oom",
             "PID 1 allocates past its 32 MiB memory limit",
             sh("x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done"),
-            1,
+            &["sh"],
             Verdict::OomKilled,
         );
         s.memory_limit = Some(32 << 20);
@@ -179,7 +180,7 @@ pub enum DemoError {
     Cgroup(#[from] CgroupError),
     #[error("starting container {name}: {error}")]
     Spawn { name: String, error: std::io::Error },
-    #[error("container {0} did not start its processes in time")]
+    #[error("container {0} did not start its programs in time")]
     NotReady(String),
     #[error("no termination record for {0} in time")]
     NoRecord(String),
@@ -228,24 +229,19 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     let ids: Vec<u64> = sandboxes.iter().map(|s| s.cgroup_id).collect();
     let mut records: Vec<Option<Record>> = vec![None; scenarios.len()];
 
-    // Wait, through the events, until every container runs all its processes.
+    // Wait, through the events, until every container runs all its programs.
     let deadline = Instant::now() + READY_TIMEOUT;
-    let ready = |p: &Pipeline| {
+    let not_ready = |p: &Pipeline| {
         scenarios
             .iter()
             .zip(&ids)
-            .all(|(s, id)| !s.stopped || p.tracker.members(*id).len() >= s.processes)
+            .find(|(s, id)| s.stopped && !runs_all(&p.tracker.programs(**id), &s.programs))
+            .map(|(s, _)| s.name.clone())
     };
-    while !ready(&pipeline) {
+    while let Some(slow) = not_ready(&pipeline) {
         let event = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .map_err(|_| {
-                let slow = scenarios
-                    .iter()
-                    .zip(&ids)
-                    .find(|(s, id)| pipeline.tracker.members(**id).len() < s.processes);
-                DemoError::NotReady(slow.map(|(s, _)| s.name.clone()).unwrap_or_default())
-            })?
+            .map_err(|_| DemoError::NotReady(slow))?
             .ok_or(DemoError::StreamEnded)?;
         collect(&mut pipeline, &event, &ids, &mut records);
     }
@@ -301,6 +297,20 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     Ok(records.into_iter().flatten().collect())
 }
 
+/// Every wanted program runs, one process each (`running` may hold more).
+fn runs_all(running: &[&str], wanted: &[&str]) -> bool {
+    let mut left = running.to_vec();
+    wanted
+        .iter()
+        .all(|w| match left.iter().position(|r| r == w) {
+            Some(i) => {
+                left.swap_remove(i);
+                true
+            }
+            None => false,
+        })
+}
+
 fn collect(
     pipeline: &mut Pipeline,
     event: &crate::events::Event,
@@ -311,5 +321,18 @@ fn collect(
         if let Some(i) = ids.iter().position(|id| *id == record.termination.cgroup) {
             records[i].get_or_insert(record);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs_all;
+
+    #[test]
+    fn ready_means_every_program_once() {
+        assert!(runs_all(&["sleep", "sh"], &["sh", "sleep"]));
+        assert!(runs_all(&["sh", "sleep", "cat"], &["sh", "sleep"]));
+        assert!(!runs_all(&["sh", "sh"], &["sh", "sleep"]));
+        assert!(!runs_all(&["sh", "sleep"], &["sh", "sh", "sleep"]));
     }
 }

@@ -14,5 +14,6 @@ pub mod pipeline;
 pub mod probes;
 pub mod procfs;
 pub mod sandbox;
+pub mod shutdown;
 pub mod signals;
 pub mod tracker;

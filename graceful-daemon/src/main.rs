@@ -8,6 +8,7 @@ use graceful::{
     clock::WallClock,
     demo::Scenario,
     events::Event,
+    export::log::{self, LogFormat},
     export::record::Record,
     export::trace::{count_deltas, signal_json, signal_line, ResolvedSignal, SIGNAL_HEADER},
     pipeline::Pipeline,
@@ -41,12 +42,6 @@ enum Command {
     Demo(DemoArgs),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Parser)]
 struct RunArgs {
     /// Address of /metrics, /healthz, /readyz and /terminations.
@@ -56,16 +51,42 @@ struct RunArgs {
     #[arg(long)]
     cri_socket: Option<std::path::PathBuf>,
     /// Name of this node.
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = "NODE_NAME", value_parser = node_name)]
     node_name: Option<String>,
+    /// `text` for a person, `json` (one object per line) for a log collector.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Drop the series of containers gone for longer than this (e.g. 30s, 10m, 1h).
+    /// Drop the series of containers gone for longer than this (e.g. 30s, 10m, 1h; at most 30 days).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     series_ttl: Duration,
     /// Signals reported one by one (comma-separated names or numbers).
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STOP_SIGNALS.map(|s| s.to_string()))]
-    stop_signals: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STOP_SIGNALS)]
+    stop_signals: Vec<Signal>,
+}
+
+/// Longest --series-ttl: a month; longer keeps the series of every container ever seen.
+const MAX_TTL_SECS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// A Kubernetes node name: a DNS-1123 subdomain.
+fn node_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a node name (lowercase letters, digits, '-' and '.', at most 253)"
+        ))
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,6 +108,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("`{s}` must be positive"));
     }
+    if secs > MAX_TTL_SECS {
+        return Err(format!("`{s}` is longer than 30 days"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -97,7 +121,7 @@ struct AuditArgs {
     json: bool,
     /// The stop signal to check against (the image's STOPSIGNAL).
     #[arg(long, default_value = "SIGTERM")]
-    stop_signal: String,
+    stop_signal: Signal,
 }
 
 #[derive(Parser)]
@@ -105,8 +129,8 @@ struct DemoArgs {
     /// Print the termination records as JSON, one per line.
     #[arg(long)]
     json: bool,
-    /// Seconds between the stop signal and SIGKILL.
-    #[arg(long, default_value_t = 2.0, value_parser = positive_seconds)]
+    /// Seconds between the stop signal and SIGKILL (at most 3600).
+    #[arg(long, default_value_t = 2.0, value_parser = seconds_up_to(3600.0))]
     grace: f64,
 }
 
@@ -118,27 +142,40 @@ struct TraceArgs {
     /// Also print the counted-only signals (e.g. SIGURG, SIGCHLD) as periodic counts.
     #[arg(long)]
     all_signals: bool,
-    /// Seconds between counts with --all-signals.
-    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds)]
+    /// Seconds between counts with --all-signals (0.01 to 3600).
+    #[arg(long, default_value_t = 1.0, value_parser = seconds_between(0.01, 3600.0))]
     interval: f64,
     /// Signals reported one by one (comma-separated names or numbers).
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STOP_SIGNALS.map(|s| s.to_string()))]
-    stop_signals: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STOP_SIGNALS)]
+    stop_signals: Vec<Signal>,
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number of seconds")),
+/// A number of seconds in (0, max].
+fn seconds_up_to(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s| match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= max => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds above 0 and at most {max}"
+        )),
+    }
+}
+
+/// A number of seconds in [min, max].
+fn seconds_between(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s| match s.parse::<f64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds from {min} to {max}"
+        )),
     }
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
     let cli = Cli::parse();
+    log::init(match &cli.command {
+        Command::Run(args) => args.log_format,
+        _ => LogFormat::Text,
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -161,7 +198,9 @@ fn main() {
 }
 
 async fn trace(args: TraceArgs) -> Result<()> {
-    let stop_signals = parse_signals(&args.stop_signals)?;
+    let shutdown = graceful::shutdown::requested();
+    tokio::pin!(shutdown);
+    let stop_signals = args.stop_signals.clone();
     let mut cgroups = Cgroup2::discover()?;
     let mut probes = Probes::load(
         &ProbeOptions {
@@ -180,10 +219,13 @@ async fn trace(args: TraceArgs) -> Result<()> {
     }
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
     let mut last_counts = probes.signal_counts()?;
+    tracing::info!("probes attached: tracing (Ctrl-C to stop)");
     loop {
         tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
             event = events.recv() => {
-                let Some(event) = event else { break };
+                let Some(event) = event else { anyhow::bail!("the kernel event stream ended: tracing stopped") };
                 let records = pipeline.handle(&event);
                 if let Event::Signal(e) = &event {
                     let resolved = ResolvedSignal {
@@ -224,7 +266,6 @@ async fn trace(args: TraceArgs) -> Result<()> {
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
         }
         out.flush().context("writing to stdout")?;
     }
@@ -248,8 +289,7 @@ fn print_records(
 }
 
 fn audit(args: AuditArgs) -> Result<()> {
-    let signal: Signal = args.stop_signal.parse()?;
-    let entries = graceful::audit::scan(signal);
+    let entries = graceful::audit::scan(args.stop_signal);
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(
@@ -306,38 +346,17 @@ async fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_signals(list: &[String]) -> Result<Vec<Signal>> {
-    Ok(list
-        .iter()
-        .map(|s| s.parse::<Signal>())
-        .collect::<Result<Vec<_>, _>>()?)
-}
-
 async fn run(args: RunArgs) -> Result<()> {
     let options = graceful::daemon::RunOptions {
         metrics_addr: args.metrics_addr,
         cri_socket: args.cri_socket,
         node_name: args.node_name,
         series_ttl: args.series_ttl,
+        log_format: args.log_format,
         probes: ProbeOptions {
-            stop_signals: parse_signals(&args.stop_signals)?,
+            stop_signals: args.stop_signals,
         },
     };
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot watch SIGTERM ({e}); stop with SIGINT");
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    graceful::daemon::run(options, shutdown).await?;
+    graceful::daemon::run(options, graceful::shutdown::requested()).await?;
     Ok(())
 }

@@ -156,6 +156,8 @@ struct Process {
     cgroup: CgroupId,
     comm: String,
     parent: Option<u32>,
+    /// Runs a program of its own (exec seen, or found in /proc), not a fork's copy of its parent.
+    execed: bool,
 }
 
 #[derive(Debug)]
@@ -242,7 +244,7 @@ impl Tracker {
         comm: &str,
         namespace_init: bool,
     ) {
-        self.join(pid, cgroup, comm, parent);
+        self.join(pid, cgroup, comm, parent, true);
         let group = self.groups.entry(cgroup).or_default();
         group.seeded = true;
         if namespace_init {
@@ -256,6 +258,19 @@ impl Tracker {
             .get(&cgroup)
             .map(|g| g.members.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// The programs a cgroup's processes run: the names of the members that have exec'd (a
+    /// forked child is a copy of its parent until it execs).
+    pub fn programs(&self, cgroup: CgroupId) -> Vec<&str> {
+        self.groups
+            .get(&cgroup)
+            .into_iter()
+            .flat_map(|g| g.members.iter())
+            .filter_map(|pid| self.procs.get(pid))
+            .filter(|p| p.execed)
+            .map(|p| p.comm.as_str())
+            .collect()
     }
 
     /// Processes a termination under way still waits for.
@@ -279,7 +294,7 @@ impl Tracker {
             .or((e.target_cgroup != 0).then_some(e.target_cgroup))
     }
 
-    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>) {
+    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>, execed: bool) {
         if let Some(old) = self.procs.get(&pid).map(|p| p.cgroup) {
             if old != cgroup {
                 if let Some(g) = self.groups.get_mut(&old) {
@@ -294,6 +309,7 @@ impl Tracker {
                 cgroup,
                 comm: comm.into(),
                 parent,
+                execed,
             },
         );
         let group = self.groups.entry(cgroup).or_default();
@@ -318,17 +334,17 @@ impl Tracker {
     pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
         match event {
             Event::Exec(e) => {
-                self.join(e.pid, e.cgroup, &e.comm, None);
+                self.join(e.pid, e.cgroup, &e.comm, None, true);
                 Vec::new()
             }
             Event::Fork(e) => {
-                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid));
+                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid), false);
                 Vec::new()
             }
             Event::Attach(e) => {
                 // Only moves processes already known: attach reports threads too.
                 if let Some(p) = self.procs.get(&e.tid).cloned() {
-                    self.join(e.tid, e.cgroup, &p.comm, p.parent);
+                    self.join(e.tid, e.cgroup, &p.comm, p.parent, p.execed);
                 }
                 Vec::new()
             }
@@ -388,7 +404,7 @@ impl Tracker {
             && e.target_cgroup != 0
             && e.target_cgroup != self.config.root_cgroup
         {
-            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None);
+            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None, false);
         }
         let Some(cgroup) = self.target_group(e) else {
             return;
@@ -524,6 +540,15 @@ impl Tracker {
     }
 }
 
+/// "was" or "were", as many as `procs` are.
+fn were(procs: &[Proc]) -> &'static str {
+    if procs.len() == 1 {
+        "was"
+    } else {
+        "were"
+    }
+}
+
 fn names(procs: &[Proc]) -> String {
     let list: Vec<String> = procs
         .iter()
@@ -617,9 +642,20 @@ fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
             ),
         )
     } else if outcome == Outcome::Exited {
+        // PID 1 of a pid namespace exited and the kernel SIGKILLed what was left: still a clean
+        // stop of the container, but those processes had no chance to shut down.
+        let torn_down = if never_received_killed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " When it exited, the kernel killed {} without {sig}: {} never received the signal.",
+                names(&never_received_killed),
+                if never_received_killed.len() == 1 { "it" } else { "they" }
+            )
+        };
         (
             Verdict::Graceful,
-            format!("{main_comm} (pid {}) got {sig} and the container exited on its own in {duration:.1} s.", a.main),
+            format!("{main_comm} (pid {}) got {sig} and the container exited on its own in {duration:.1} s.{torn_down}", a.main),
         )
     } else if dropped {
         let victims = if never_received.is_empty() {
@@ -646,9 +682,10 @@ fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
         (
             Verdict::NotForwarded,
             format!(
-                "{main_comm} (pid {}) got {sig} but did not pass it on: {} never received it and were SIGKILLed.",
+                "{main_comm} (pid {}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed.",
                 a.main,
-                names(&never_received_killed)
+                names(&never_received_killed),
+                were(&never_received_killed)
             ),
         )
     } else {

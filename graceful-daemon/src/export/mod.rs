@@ -1,6 +1,7 @@
 //! Where records and events leave the daemon: the live trace view, records (JSON and text),
 //! Prometheus metrics and the HTTP endpoints.
 pub mod http;
+pub mod log;
 pub mod metrics;
 pub mod record;
 pub mod trace;

@@ -485,3 +485,75 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     assert_eq!(b[0].cgroup, 700);
     assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);
 }
+
+#[test]
+fn explanations_agree_in_number() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    kill_after_grace(&mut s, 2.0);
+    let one = s.one().explanation;
+    assert!(
+        one.contains("sleep (pid 11) never received it and was SIGKILLed"),
+        "{one}"
+    );
+
+    let mut s = shell_with_child();
+    s.fork(10, 12, "sh").exec(12, "cat");
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    kill_after_grace(&mut s, 2.0);
+    s.signal(Signal::KILL, 10, CG, 12, SignalResult::Delivered)
+        .exit(12, None, Some(9));
+    let two = s.one().explanation;
+    assert!(
+        two.contains("sleep (pid 11), cat (pid 12) never received it and were SIGKILLed"),
+        "{two}"
+    );
+}
+
+#[test]
+fn graceful_exit_says_what_the_kernel_killed() {
+    // `trap 'exit 0' TERM; sleep 1000 & wait`: PID 1 exits, the kernel tears down its child.
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .at(0.1)
+        .exit(10, Some(0), None)
+        .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Graceful);
+    assert!(
+        r.explanation
+            .contains("the kernel killed sleep (pid 11) without SIGTERM"),
+        "{}",
+        r.explanation
+    );
+    assert!(
+        r.explanation.contains("it never received"),
+        "{}",
+        r.explanation
+    );
+
+    // A clean stop where everyone got the signal says nothing of the kind.
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Delivered)
+        .exit(11, None, Some(15))
+        .exit(10, Some(0), None);
+    let r = s.one();
+    assert!(
+        !r.explanation.contains("kernel killed"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
+fn a_forked_child_runs_no_program_until_it_execs() {
+    let mut s = Seq::new();
+    s.exec(10, "sh").fork(10, 11, "sh");
+    assert_eq!(s.t.programs(CG), vec!["sh"]);
+    s.exec(11, "sleep");
+    let mut p = s.t.programs(CG);
+    p.sort();
+    assert_eq!(p, vec!["sh", "sleep"]);
+}

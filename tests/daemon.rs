@@ -1,0 +1,134 @@
+//! The real `graceful-daemon` binary as the end-to-end tests, the CLI tests and the benchmark
+//! run it, and the HTTP client that reads its endpoints back.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The daemon binary next to this test's target dir (`cargo xtask test` builds it first).
+pub fn daemon_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("graceful-daemon");
+    assert!(bin.exists(), "{} is missing: build it first (`cargo build -p graceful-daemon`, as `cargo xtask test` does)", bin.display());
+    bin
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls until `f` gives Some (a bounded wait on the daemon's own state, not a sleep).
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    /// `run` with CRI at `socket`, JSON logs into `log` and a 3 s series TTL, once `/readyz` answers.
+    pub fn start(socket: &Path, log: PathBuf) -> Daemon {
+        let socket = socket.to_string_lossy();
+        Daemon::start_with(
+            &[
+                "--series-ttl",
+                "3s",
+                "--log-format",
+                "json",
+                "--cri-socket",
+                &socket,
+            ],
+            log,
+        )
+    }
+
+    /// `run` with these flags (and a free loopback port), stderr into `log`, once `/readyz` answers.
+    pub fn start_with(flags: &[&str], log: PathBuf) -> Daemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(daemon_binary())
+            .args(["run", "--metrics-addr", &addr.to_string()])
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, addr };
+        eventually("/readyz", || {
+            http_get(addr, "/readyz").filter(|(s, _)| *s == 200)
+        });
+        d
+    }
+
+    /// SIGTERM, then the exit status (bounded by TIMEOUT).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = eventually("the daemon to exit", || {
+            self.child.try_wait().ok().flatten()
+        });
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,210 @@
+//! The command line as a user meets it: flags, Ctrl-C, exit codes, logs. Runs the real binary.
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use graceful::{cgroup::Cgroup2, sandbox::Sandbox, signals::Signal};
+use graceful_tests::daemon::{daemon_binary, eventually, http_get, Daemon, TIMEOUT};
+use serde_json::Value;
+
+/// Garbage for every flag of every subcommand: a usage error (exit 2), one line, no panic.
+#[test]
+fn garbage_flags_are_usage_errors() {
+    let garbage: &[&[&str]] = &[
+        &["run", "--metrics-addr", "nowhere"],
+        &["run", "--metrics-addr", "1.2.3.4:99999"],
+        &["run", "--series-ttl", "0s"],
+        &["run", "--series-ttl", "-5m"],
+        &["run", "--series-ttl", "99999999999999999999h"],
+        &["run", "--series-ttl", "1e400s"],
+        &["run", "--series-ttl", "NaNs"],
+        &["run", "--series-ttl", "10 parsecs"],
+        &["run", "--stop-signals", "SIGNOPE"],
+        &["run", "--stop-signals", "0"],
+        &["run", "--stop-signals", "TERM,,"],
+        &["run", "--log-format", "xml"],
+        &["run", "--node-name", "Not A Node!"],
+        &["run", "--node-name", ""],
+        &["run", "--cri-socket", ""],
+        &["trace", "--interval", "1e-12"],
+        &["trace", "--interval", "-1"],
+        &["trace", "--interval", "inf"],
+        &["trace", "--interval", "NaN"],
+        &["trace", "--interval", "1e300"],
+        &["trace", "--stop-signals", "99"],
+        &["trace", "--json=maybe"],
+        &["audit", "--stop-signal", "70"],
+        &["audit", "--stop-signal", "SIGWHAT"],
+        &["demo", "--grace", "1e300"],
+        &["demo", "--grace", "0"],
+        &["demo", "--grace", "-2"],
+        &["demo", "--grace", "NaN"],
+        &["demo", "--grace", "two"],
+        &["demo", "--bogus"],
+        &["frobnicate"],
+    ];
+    for args in garbage {
+        let out = Command::new(daemon_binary()).args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        let errors = err.lines().filter(|l| l.starts_with("error:")).count();
+        assert_eq!(errors, 1, "{args:?}: {err}");
+    }
+}
+
+/// Without root the kernel programs cannot load: one clear line and a non-zero exit.
+#[test]
+fn without_root_a_one_line_error() {
+    for command in ["trace", "run", "demo"] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(daemon_binary())
+            .args(
+                [command, "--metrics-addr", "127.0.0.1:0"]
+                    .iter()
+                    .take(if command == "run" { 3 } else { 1 }),
+            )
+            .output()
+            .expect("setpriv (util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{command}: {err}");
+        assert!(lines[0].contains("needs root"), "{command}: {err}");
+        assert!(!err.contains("panicked"), "{command}: {err}");
+    }
+}
+
+/// `trace` with its stderr lines delivered on a channel, once its probes are attached.
+fn start_trace() -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(daemon_binary())
+        .args(["trace", "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut said = Vec::new();
+    while let Ok(line) = rx.recv_timeout(TIMEOUT) {
+        if line.contains("probes attached") {
+            return (child, rx);
+        }
+        said.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("trace never said its probes were attached: {said:#?}");
+}
+
+/// Exit status of `child`, which must come within `within` of now.
+fn exits_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One Ctrl-C stops `trace`, every time; SIGTERM too. The SIGINT's own kernel event races the
+/// signal handler: a watcher made anew on each turn of the loop lost it about half the time.
+#[test]
+fn trace_stops_at_the_first_ctrl_c_or_sigterm() {
+    for (round, signal) in [libc::SIGINT; 6]
+        .into_iter()
+        .chain([libc::SIGTERM; 2])
+        .enumerate()
+    {
+        let (mut child, _lines) = start_trace();
+        // SAFETY: our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = exits_within(&mut child, Duration::from_secs(10));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let status = status.unwrap_or_else(|| {
+            panic!("round {round}: trace still running 10 s after one signal {signal}")
+        });
+        assert!(status.success(), "round {round}: {status}");
+    }
+}
+
+/// Kills a throwaway container and waits for its record on `/terminations`.
+fn record_one_kill(daemon: &Daemon, name: &str) -> String {
+    let mut cgroups = Cgroup2::discover().unwrap();
+    let parent = format!("/graceful-tests/cli-{}", std::process::id());
+    let sb = Sandbox::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"]).unwrap();
+    eventually("the container to run sleep", || {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
+        (comm.trim() == "sleep").then_some(())
+    });
+    let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
+    sb.signal(Signal::KILL).unwrap();
+    eventually("the record", || {
+        http_get(daemon.addr, "/terminations").filter(|(_, b)| b.contains(&needle))
+    });
+    drop(sb);
+    let _ = std::fs::remove_dir(cgroups.dir(&parent));
+    needle
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_record_as_an_object() {
+    let log = std::env::temp_dir().join(format!("graceful-json-log-{}", std::process::id()));
+    let daemon = Daemon::start_with(&["--log-format", "json"], log.clone());
+    record_one_kill(&daemon, "json-log");
+    assert!(daemon.stop().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a JSON log: {text}"
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for l in &lines {
+        assert!(l["timestamp"].is_string(), "{l}");
+        assert!(l["level"].is_string(), "{l}");
+        assert!(l["message"].is_string(), "{l}");
+    }
+    let records: Vec<&Value> = lines.iter().filter(|l| l.get("record").is_some()).collect();
+    assert!(
+        records.iter().any(|l| l["record"]["kind"] == "termination"
+            && l["record"]["verdict"] == "killed_without_stop_signal"
+            && l["record"]["container"]["cgroup"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("/json-log"))),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn text_logs_into_a_file_have_no_colour() {
+    let log = std::env::temp_dir().join(format!("graceful-text-log-{}", std::process::id()));
+    let daemon = Daemon::start_with(&["--log-format", "text"], log.clone());
+    record_one_kill(&daemon, "text-log");
+    assert!(daemon.stop().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("killed_without_stop_signal"), "{text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in a file: {text:?}");
+    let _ = std::fs::remove_file(&log);
+}
