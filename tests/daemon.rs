@@ -93,24 +93,44 @@ impl Daemon {
 
     /// `run` with these flags (and a free loopback port), stderr into `log`, once `/readyz` answers.
     pub fn start_with(flags: &[&str], log: PathBuf) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(daemon_binary())
-            .args(["run", "--metrics-addr", &addr.to_string()])
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, addr };
-        eventually("/readyz", || {
-            http_get(addr, "/readyz").filter(|(s, _)| *s == 200)
-        });
-        d
+        // A free port can be taken by another test between our probe and the daemon's bind:
+        // then the daemon exits at once, saying so, and gets another port.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let child = Command::new(daemon_binary())
+                .args(["run", "--metrics-addr", &addr.to_string()])
+                .args(flags)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut d = Daemon { child, addr };
+            let ready = eventually("/readyz or an exit", || {
+                if let Ok(Some(status)) = d.child.try_wait() {
+                    return Some(Err(status));
+                }
+                http_get(addr, "/readyz")
+                    .filter(|(s, _)| *s == 200)
+                    .map(|_| Ok(()))
+            });
+            match ready {
+                Ok(()) => return d,
+                Err(status) => {
+                    let said = std::fs::read_to_string(&log).unwrap_or_default();
+                    std::mem::forget(d);
+                    assert!(
+                        said.contains("Address already in use"),
+                        "the daemon exited ({status}): {said}"
+                    );
+                }
+            }
+        }
+        panic!("no free port for the daemon in 5 tries");
     }
 
     /// SIGTERM, then the exit status (bounded by TIMEOUT).

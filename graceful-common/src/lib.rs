@@ -147,6 +147,8 @@ pub struct Config {
     pub root_cgroup: u64,
     /// Hierarchy id of cgroup2 in `cgroup_attach_task.dst_root`.
     pub cgroup2_hierarchy: i32,
+    /// `sched_process_exit.group_dead` (6.16 on), or [`NO_FIELD`]: then the programs read
+    /// `task_struct.signal->live`, which the exiting thread has already decremented.
     pub exit_group_dead: u32,
     pub newtask_pid: u32,
     pub newtask_flags: u32,
@@ -158,12 +160,18 @@ pub struct Config {
     pub task_pid: u32,
     pub task_tgid: u32,
     pub task_comm: u32,
+    pub task_signal: u32,
+    /// `signal_struct.live` (an atomic_t: its counter is at offset 0).
+    pub signal_live: u32,
     /// Bytes of each tracepoint's fixed record (end of its last field).
     pub exit_size: u32,
     pub newtask_size: u32,
     pub attach_size: u32,
     pub oom_size: u32,
 }
+
+/// A tracepoint field the running kernel does not have.
+pub const NO_FIELD: u32 = u32::MAX;
 
 /// The programs copy a tracepoint's fixed record into a stack buffer of this size (the
 /// verifier forbids ctx loads at offsets that are not in the instruction itself).

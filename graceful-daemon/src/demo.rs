@@ -23,8 +23,8 @@ pub struct Scenario {
     pub argv: Vec<String>,
     /// None: SIGKILL straight away, as a force delete does.
     pub stop_signal: Option<Signal>,
-    /// The programs the container runs before it is stopped, one name per process (waited for
-    /// through the exec events: a forked child is still a copy of its parent until it execs).
+    /// The programs the container runs before it is stopped, one name per process (a forked
+    /// child is still a copy of its parent until it execs: a count of processes is not enough).
     pub programs: Vec<&'static str>,
     pub memory_limit: Option<u64>,
     /// Stopped by the test, or (false) ends by itself (the OOM killer).
@@ -189,6 +189,8 @@ pub enum DemoError {
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How soon /proc is looked at again while no event comes.
+const READY_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the scenarios at once and returns one record per scenario, in the same order.
 pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>, DemoError> {
@@ -229,21 +231,24 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     let ids: Vec<u64> = sandboxes.iter().map(|s| s.cgroup_id).collect();
     let mut records: Vec<Option<Record>> = vec![None; scenarios.len()];
 
-    // Wait, through the events, until every container runs all its programs.
+    // Wait until every container runs all its programs. A busybox applet names itself without
+    // an exec, so no event says so: look at /proc between events.
     let deadline = Instant::now() + READY_TIMEOUT;
-    let not_ready = |p: &Pipeline| {
+    let not_ready = |sandboxes: &[Sandbox]| {
         scenarios
             .iter()
-            .zip(&ids)
-            .find(|(s, id)| s.stopped && !runs_all(&p.tracker.programs(**id), &s.programs))
+            .zip(sandboxes)
+            .find(|(s, sb)| s.stopped && !runs_all(&sb.programs(), &s.programs))
             .map(|(s, _)| s.name.clone())
     };
-    while let Some(slow) = not_ready(&pipeline) {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .map_err(|_| DemoError::NotReady(slow))?
-            .ok_or(DemoError::StreamEnded)?;
-        collect(&mut pipeline, &event, &ids, &mut records);
+    while let Some(slow) = not_ready(&sandboxes) {
+        if Instant::now() >= deadline {
+            return Err(DemoError::NotReady(slow));
+        }
+        if let Ok(event) = tokio::time::timeout(READY_POLL, events.recv()).await {
+            let event = event.ok_or(DemoError::StreamEnded)?;
+            collect(&mut pipeline, &event, &ids, &mut records);
+        }
     }
 
     // Stop them all at once, each like runc does.
@@ -298,8 +303,8 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
 }
 
 /// Every wanted program runs, one process each (`running` may hold more).
-fn runs_all(running: &[&str], wanted: &[&str]) -> bool {
-    let mut left = running.to_vec();
+fn runs_all(running: &[String], wanted: &[&str]) -> bool {
+    let mut left: Vec<&str> = running.iter().map(String::as_str).collect();
     wanted
         .iter()
         .all(|w| match left.iter().position(|r| r == w) {
@@ -328,11 +333,15 @@ fn collect(
 mod tests {
     use super::runs_all;
 
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn ready_means_every_program_once() {
-        assert!(runs_all(&["sleep", "sh"], &["sh", "sleep"]));
-        assert!(runs_all(&["sh", "sleep", "cat"], &["sh", "sleep"]));
-        assert!(!runs_all(&["sh", "sh"], &["sh", "sleep"]));
-        assert!(!runs_all(&["sh", "sleep"], &["sh", "sh", "sleep"]));
+        assert!(runs_all(&names(&["sleep", "sh"]), &["sh", "sleep"]));
+        assert!(runs_all(&names(&["sh", "sleep", "cat"]), &["sh", "sleep"]));
+        assert!(!runs_all(&names(&["sh", "sh"]), &["sh", "sleep"]));
+        assert!(!runs_all(&names(&["sh", "sleep"]), &["sh", "sh", "sleep"]));
     }
 }

@@ -227,6 +227,16 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// The programs its processes run now (`/proc/<pid>/comm`): a forked child bears its
+    /// parent's name until it execs, or until a busybox applet names itself without exec.
+    pub fn programs(&self) -> Vec<String> {
+        self.pids()
+            .into_iter()
+            .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+            .map(|comm| comm.trim_end().to_string())
+            .collect()
+    }
+
     /// Waits until the cgroup has no process left (cgroup.events `populated 0`).
     pub fn wait_empty(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;

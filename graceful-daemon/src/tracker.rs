@@ -156,8 +156,6 @@ struct Process {
     cgroup: CgroupId,
     comm: String,
     parent: Option<u32>,
-    /// Runs a program of its own (exec seen, or found in /proc), not a fork's copy of its parent.
-    execed: bool,
 }
 
 #[derive(Debug)]
@@ -244,7 +242,7 @@ impl Tracker {
         comm: &str,
         namespace_init: bool,
     ) {
-        self.join(pid, cgroup, comm, parent, true);
+        self.join(pid, cgroup, comm, parent);
         let group = self.groups.entry(cgroup).or_default();
         group.seeded = true;
         if namespace_init {
@@ -258,19 +256,6 @@ impl Tracker {
             .get(&cgroup)
             .map(|g| g.members.iter().copied().collect())
             .unwrap_or_default()
-    }
-
-    /// The programs a cgroup's processes run: the names of the members that have exec'd (a
-    /// forked child is a copy of its parent until it execs).
-    pub fn programs(&self, cgroup: CgroupId) -> Vec<&str> {
-        self.groups
-            .get(&cgroup)
-            .into_iter()
-            .flat_map(|g| g.members.iter())
-            .filter_map(|pid| self.procs.get(pid))
-            .filter(|p| p.execed)
-            .map(|p| p.comm.as_str())
-            .collect()
     }
 
     /// Processes a termination under way still waits for.
@@ -294,7 +279,7 @@ impl Tracker {
             .or((e.target_cgroup != 0).then_some(e.target_cgroup))
     }
 
-    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>, execed: bool) {
+    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>) {
         if let Some(old) = self.procs.get(&pid).map(|p| p.cgroup) {
             if old != cgroup {
                 if let Some(g) = self.groups.get_mut(&old) {
@@ -309,7 +294,6 @@ impl Tracker {
                 cgroup,
                 comm: comm.into(),
                 parent,
-                execed,
             },
         );
         let group = self.groups.entry(cgroup).or_default();
@@ -334,17 +318,17 @@ impl Tracker {
     pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
         match event {
             Event::Exec(e) => {
-                self.join(e.pid, e.cgroup, &e.comm, None, true);
+                self.join(e.pid, e.cgroup, &e.comm, None);
                 Vec::new()
             }
             Event::Fork(e) => {
-                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid), false);
+                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid));
                 Vec::new()
             }
             Event::Attach(e) => {
                 // Only moves processes already known: attach reports threads too.
                 if let Some(p) = self.procs.get(&e.tid).cloned() {
-                    self.join(e.tid, e.cgroup, &p.comm, p.parent, p.execed);
+                    self.join(e.tid, e.cgroup, &p.comm, p.parent);
                 }
                 Vec::new()
             }
@@ -404,7 +388,7 @@ impl Tracker {
             && e.target_cgroup != 0
             && e.target_cgroup != self.config.root_cgroup
         {
-            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None, false);
+            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None);
         }
         let Some(cgroup) = self.target_group(e) else {
             return;

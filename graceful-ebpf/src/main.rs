@@ -19,7 +19,7 @@ use aya_log_ebpf::warn;
 use graceful_common::{
     AttachRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
     SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, LOST_ENTRIES, LOST_RING_FULL,
-    MAX_SIGNAL, RECORD_BUF, RESULT_SLOTS, RING_BYTES, TASK_CGROUP_ENTRIES,
+    MAX_SIGNAL, NO_FIELD, RECORD_BUF, RESULT_SLOTS, RING_BYTES, TASK_CGROUP_ENTRIES,
 };
 
 #[no_mangle]
@@ -38,6 +38,8 @@ static CONFIG: Config = Config {
     task_pid: 0,
     task_tgid: 0,
     task_comm: 0,
+    task_signal: 0,
+    signal_live: 0,
     exit_size: 0,
     newtask_size: 0,
     attach_size: 0,
@@ -217,17 +219,30 @@ pub fn signal_generate_floor(ctx: RawTracePointContext) -> i32 {
     i32::from(ctx.arg::<u64>(0) == 9999)
 }
 
+/// The exiting thread is the last of its process.
+#[inline(always)]
+fn group_dead(ctx: &TracePointContext) -> bool {
+    let field = cfg!(exit_group_dead);
+    if field != NO_FIELD {
+        return Record::read(ctx, cfg!(exit_size)).is_some_and(|rec| rec.get::<u8>(field) != 0);
+    }
+    // Before 6.16: do_exit() decrements signal->live before this tracepoint; the last thread
+    // sees 0. (Two threads racing to the end may both see 0: a duplicate exit is harmless.)
+    // SAFETY: the current task and its signal_struct live while it exits; offsets are BTF's.
+    unsafe {
+        let task = bpf_get_current_task();
+        let signal: u64 = read_kernel(task, cfg!(task_signal));
+        signal != 0 && read_kernel::<i32>(signal, cfg!(signal_live)) == 0
+    }
+}
+
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let _ = TASK_CGROUP.remove(&tid);
-    let Some(rec) = Record::read(&ctx, cfg!(exit_size)) else {
-        return 0;
-    };
-    let group_dead: u8 = rec.get(cfg!(exit_group_dead));
     let cgroup = current_cgroup();
-    if group_dead == 0 || cgroup == cfg!(root_cgroup) {
+    if cgroup == cfg!(root_cgroup) || !group_dead(&ctx) {
         return 0;
     }
     // SAFETY: the current task is alive while its exit tracepoint runs; the offset is BTF's.

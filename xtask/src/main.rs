@@ -7,6 +7,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod kernels;
+
 #[derive(Parser)]
 #[command(name = "xtask")]
 struct Cli {
@@ -25,8 +27,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then check formatting and lints and run every test (as root: kernel tests).
-    Test,
+    /// Set up, then check formatting and lints and run every test (as root: kernel tests),
+    /// on the host's kernel and on each kernel of the matrix under QEMU.
+    Test {
+        /// Only the real-kernel suites, on these kernels of the matrix (5.10, 6.1, 6.12).
+        #[arg(long)]
+        kernel: Vec<String>,
+    },
     /// Set up, then run the benchmarks and print their numbers (as root).
     Bench,
 }
@@ -46,6 +53,9 @@ const PACKAGES: &[&str] = &[
     "runc",
     "protobuf-compiler",
     "prometheus",
+    "qemu-system-x86",
+    "cpio",
+    "binutils",
 ];
 
 fn main() -> Result<()> {
@@ -60,7 +70,12 @@ fn main() -> Result<()> {
             cargo(&["build", "--release", "-p", "graceful-daemon"])?;
             run(Command::new(root().join("target/release/graceful-daemon")).args(args))
         }
-        Task::Test => {
+        Task::Test { kernel } if !kernel.is_empty() => {
+            require_root("the kernel tests load eBPF programs")?;
+            setup()?;
+            kernels::test(&kernel)
+        }
+        Task::Test { .. } => {
             require_root("the kernel tests load eBPF programs")?;
             setup()?;
             cargo(&["fmt", "--all", "--check"])?;
@@ -77,7 +92,8 @@ fn main() -> Result<()> {
             ])?;
             // The end-to-end tests run the real binary.
             cargo(&["build", "-p", "graceful-daemon"])?;
-            cargo(&["test", "--workspace"])
+            cargo(&["test", "--workspace"])?;
+            kernels::test(&[])
         }
         Task::Bench => {
             require_root("the benchmarks load eBPF programs")?;
@@ -98,7 +114,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -113,7 +129,7 @@ fn require_root(why: &str) -> Result<()> {
     Ok(())
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");

@@ -9,7 +9,7 @@ use aya::{
     programs::Program,
     Ebpf, EbpfLoader,
 };
-use graceful_common::{Config, COUNTER_ENTRIES, LOST_RING_FULL, RESULT_SLOTS};
+use graceful_common::{Config, COUNTER_ENTRIES, LOST_RING_FULL, NO_FIELD, RESULT_SLOTS};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
@@ -125,6 +125,23 @@ fn check_prerequisites() -> Result<(), ProbeError> {
     Ok(())
 }
 
+/// Before 5.11 BPF maps are charged to RLIMIT_MEMLOCK (later kernels charge the memory
+/// cgroup): raise it where allowed. Without CAP_SYS_RESOURCE this fails, which is fine from
+/// 5.11 on; on older kernels map creation then fails and says so.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "memlock limit not raised ({}): only kernels before 5.11 need it",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Offsets from the running kernel, handed to the programs.
 fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError> {
     let tracefs = tracefs::locate()?;
@@ -146,7 +163,7 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         stop_signals,
         root_cgroup: cgroup.root_id(),
         cgroup2_hierarchy: cgroup.hierarchy_id(),
-        exit_group_dead: exit.offset("group_dead")?,
+        exit_group_dead: exit.offset("group_dead").unwrap_or(NO_FIELD),
         newtask_pid: newtask.offset("pid")?,
         newtask_flags: newtask.offset("clone_flags")?,
         attach_root: attach.offset("dst_root")?,
@@ -157,6 +174,8 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         task_pid: btf::member_offset(&btf, "task_struct", "pid")?,
         task_tgid: btf::member_offset(&btf, "task_struct", "tgid")?,
         task_comm: btf::member_offset(&btf, "task_struct", "comm")?,
+        task_signal: btf::member_offset(&btf, "task_struct", "signal")?,
+        signal_live: btf::member_offset(&btf, "signal_struct", "live")?,
         exit_size: exit.size()?,
         newtask_size: newtask.size()?,
         attach_size: attach.size()?,
@@ -175,6 +194,7 @@ impl Probes {
     /// Loads every program through the verifier and attaches it. Needs a tokio runtime (logger).
     pub fn load(options: &ProbeOptions, cgroup: &mut Cgroup2) -> Result<Probes, ProbeError> {
         check_prerequisites()?;
+        raise_memlock();
         let config = config(options, cgroup)?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)

@@ -546,14 +546,3 @@ fn graceful_exit_says_what_the_kernel_killed() {
         r.explanation
     );
 }
-
-#[test]
-fn a_forked_child_runs_no_program_until_it_execs() {
-    let mut s = Seq::new();
-    s.exec(10, "sh").fork(10, 11, "sh");
-    assert_eq!(s.t.programs(CG), vec!["sh"]);
-    s.exec(11, "sleep");
-    let mut p = s.t.programs(CG);
-    p.sort();
-    assert_eq!(p, vec!["sh", "sleep"]);
-}
