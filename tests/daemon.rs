@@ -93,6 +93,11 @@ impl Daemon {
 
     /// `run` with these flags (and a free loopback port), stderr into `log`, once `/readyz` answers.
     pub fn start_with(flags: &[&str], log: PathBuf) -> Daemon {
+        Daemon::start_under(&[], flags, log)
+    }
+
+    /// As `start_with`, through a wrapper command (`setpriv ...`) that then execs the daemon.
+    pub fn start_under(wrapper: &[&str], flags: &[&str], log: PathBuf) -> Daemon {
         // A free port can be taken by another test between our probe and the daemon's bind:
         // then the daemon exits at once, saying so, and gets another port.
         for _ in 0..5 {
@@ -102,7 +107,15 @@ impl Daemon {
                 .unwrap()
                 .port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let child = Command::new(daemon_binary())
+            let mut command = match wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(daemon_binary());
+                    c
+                }
+                None => Command::new(daemon_binary()),
+            };
+            let child = command
                 .args(["run", "--metrics-addr", &addr.to_string()])
                 .args(flags)
                 .stdout(Stdio::null())

@@ -4,6 +4,7 @@ use std::{
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use crate::events::CgroupId;
@@ -27,17 +28,91 @@ pub struct Cgroup2 {
     paths: HashMap<CgroupId, String>,
 }
 
-/// Mount point of the first cgroup2 file system in a mountinfo text.
+/// Mount point of the cgroup2 file system with the widest view in a mountinfo text (in a
+/// private cgroup namespace the host's tree, mounted from outside, has a root of `/../..`),
+/// with that root.
+fn cgroup2_mount_and_root(mountinfo: &str) -> Option<(PathBuf, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            let mut fields = left.split_whitespace().skip(3);
+            let root = unescape(fields.next()?);
+            let mount = PathBuf::from(unescape(fields.next()?));
+            Some((mount, root))
+        })
+        .max_by_key(|(_, root)| root.split('/').filter(|c| *c == "..").count())
+}
+
+/// Mount point of the cgroup2 file system (see [`cgroup2_mount_and_root`]).
 pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
+    cgroup2_mount_and_root(mountinfo).map(|(mount, _)| mount)
+}
+
+/// `rel` (which may climb with `..`) resolved against `base`, both below the cgroup2 root.
+fn resolve(base: &str, rel: &str) -> String {
+    let mut parts: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
         }
-        left.split_whitespace()
-            .nth(4)
-            .map(|p| PathBuf::from(unescape(p)))
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Where this process's cgroup namespace is rooted, below the cgroup2 mount: `/` on the host;
+/// in a container with a private cgroup namespace (and the host's tree mounted), the cgroup
+/// the namespace was made at. `/proc/<pid>/cgroup` paths are relative to it.
+fn namespace_root() -> &'static str {
+    static ROOT: OnceLock<String> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        match (cgroup2_mount_and_root(&mountinfo), raw_unified_path(&own)) {
+            (Some((mount, root)), Some(own)) if root != "/" => {
+                find_own_cgroup(&mount, std::process::id())
+                    .map(|host| namespace_root_of(&host, own))
+                    .unwrap_or_else(|| "/".into())
+            }
+            _ => "/".into(),
+        }
     })
+}
+
+/// The namespace root, given our cgroup as seen from the host and from inside the namespace.
+fn namespace_root_of(host: &str, own: &str) -> String {
+    let mut host: Vec<&str> = host.split('/').filter(|c| !c.is_empty()).collect();
+    for _ in own.split('/').filter(|c| !c.is_empty()) {
+        host.pop();
+    }
+    format!("/{}", host.join("/"))
+}
+
+/// The cgroup (below `mount`) whose `cgroup.procs` lists `pid`.
+fn find_own_cgroup(mount: &Path, pid: u32) -> Option<String> {
+    let pid = pid.to_string();
+    let mut stack = vec![(mount.to_path_buf(), String::from("/"))];
+    while let Some((dir, rel)) = stack.pop() {
+        if fs::read_to_string(dir.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.lines().any(|l| l.trim() == pid))
+        {
+            return Some(rel);
+        }
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                stack.push((entry.path(), resolve(&rel, &name)));
+            }
+        }
+    }
+    None
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
@@ -64,9 +139,18 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The cgroup2 path of a process from `/proc/<pid>/cgroup` text (the `0::` line).
-pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
+/// The `0::` line of a `/proc/<pid>/cgroup` text, relative to our cgroup namespace.
+fn raw_unified_path(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The cgroup2 path of a process (below the cgroup2 mount) from `/proc/<pid>/cgroup` text.
+pub fn unified_path(proc_cgroup: &str) -> Option<String> {
+    let rel = raw_unified_path(proc_cgroup)?;
+    Some(match namespace_root() {
+        "/" => normalize(rel),
+        root => resolve(root, rel),
+    })
 }
 
 impl Cgroup2 {
@@ -190,11 +274,11 @@ impl Cgroup2 {
                 let Some(path) = unified_path(&text) else {
                     continue;
                 };
-                let id = match by_path.get(path) {
+                let id = match by_path.get(&path) {
                     Some(id) => *id,
-                    None => match self.remember(path) {
+                    None => match self.remember(&path) {
                         Some(id) => {
-                            by_path.insert(normalize(path), id);
+                            by_path.insert(path, id);
                             id
                         }
                         None => continue,
@@ -244,10 +328,41 @@ mod tests {
     #[test]
     fn unified_line_of_proc_cgroup() {
         assert_eq!(
-            unified_path("4:memory:/x\n0::/kubepods/pod1/abc\n"),
+            raw_unified_path("4:memory:/x\n0::/kubepods/pod1/abc\n"),
             Some("/kubepods/pod1/abc")
         );
-        assert_eq!(unified_path("4:memory:/x\n"), None);
+        assert_eq!(raw_unified_path("4:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn the_widest_cgroup2_mount_wins() {
+        // A container with its own cgroup namespace: the runtime's mount shows its subtree, the
+        // host's tree mounted from outside shows a root above the namespace.
+        let text = "\
+1 0 0:30 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw
+2 0 0:30 /../../.. /host/cgroup ro - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount_and_root(text),
+            Some((PathBuf::from("/host/cgroup"), "/../../..".into()))
+        );
+    }
+
+    #[test]
+    fn paths_climb_out_of_a_cgroup_namespace() {
+        let ns = namespace_root_of("/kubepods/burstable/podX/graceful", "/");
+        assert_eq!(ns, "/kubepods/burstable/podX/graceful");
+        assert_eq!(namespace_root_of("/a/b/c", "/c"), "/a/b");
+        assert_eq!(
+            resolve(&ns, "/../../../../system.slice/containerd.service"),
+            "/system.slice/containerd.service"
+        );
+        assert_eq!(resolve(&ns, "/"), "/kubepods/burstable/podX/graceful");
+        assert_eq!(
+            resolve(&ns, "/../../podY/abc"),
+            "/kubepods/burstable/podY/abc"
+        );
+        assert_eq!(resolve("/", "/../.."), "/");
     }
 
     #[test]

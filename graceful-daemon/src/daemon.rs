@@ -28,6 +28,7 @@ use crate::{
     },
     identity::{self, Identity, Runtime},
     pipeline::Pipeline,
+    privileges,
     probes::{ProbeError, ProbeOptions, Probes, SignalCounts},
     signals::Signal,
     tracker::TrackerConfig,
@@ -54,6 +55,8 @@ pub enum DaemonError {
     Probes(#[from] ProbeError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
     #[error("the kernel event stream ended: nothing is traced any more")]
     EventStreamEnded,
 }
@@ -129,7 +132,6 @@ pub async fn run(
     let mut cgroups = Cgroup2::discover()?;
     let mut probes = Probes::load(&options.probes, &mut cgroups)?;
     let mut events = probes.events()?;
-    lock(&state).ready = true;
     tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
 
     let cri = match CriClient::connect(options.cri_socket.as_deref()).await {
@@ -142,6 +144,11 @@ pub async fn run(
             None
         }
     };
+    // Everything that needed a capability is done: the rest reads world-readable /proc and
+    // cgroupfs files and the fds it holds.
+    privileges::drop_all()?;
+    tracing::info!("all capabilities dropped");
+    lock(&state).ready = true;
     let (mut daemon, answers) = Daemon::new(
         state.clone(),
         Pipeline::new(cgroups, TrackerConfig::default()),

@@ -11,6 +11,7 @@ pub mod events;
 pub mod export;
 pub mod identity;
 pub mod pipeline;
+pub mod privileges;
 pub mod probes;
 pub mod procfs;
 pub mod sandbox;

@@ -91,7 +91,7 @@ pub fn processes() -> impl Iterator<Item = HostProcess> {
             let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
             let status = ProcStatus::read(pid).ok()?;
             let text = fs::read_to_string(entry.path().join("cgroup")).ok()?;
-            let cgroup = crate::cgroup::unified_path(&text)?.to_string();
+            let cgroup = crate::cgroup::unified_path(&text)?;
             Some(HostProcess {
                 pid,
                 status,

@@ -74,7 +74,7 @@ fn without_root_a_one_line_error() {
         assert!(!out.status.success(), "{command}: {err}");
         let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(lines.len(), 1, "{command}: {err}");
-        assert!(lines[0].contains("needs root"), "{command}: {err}");
+        assert!(lines[0].contains("CAP_BPF"), "{command}: {err}");
         assert!(!err.contains("panicked"), "{command}: {err}");
     }
 }

@@ -44,8 +44,10 @@ pub const DEFAULT_STOP_SIGNALS: [Signal; 8] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("graceful needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN) to load eBPF programs; running as uid {0}")]
-    NotRoot(u32),
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
+    #[error("graceful must run in the host's pid namespace (hostPID: true in Kubernetes, --pid=host in podman): the kernel reports host pids, which this /proc cannot see")]
+    NotHostPidNamespace,
     #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing): build it with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf,
     #[error("BTF: {0}")]
@@ -113,12 +115,19 @@ impl SignalCounts {
     }
 }
 
+/// The initial pid namespace has a fixed inode number (PROC_PID_INIT_INO).
+const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
+fn in_host_pid_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == HOST_PID_NAMESPACE)
+}
+
 fn check_prerequisites() -> Result<(), ProbeError> {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    if uid != 0 {
-        return Err(ProbeError::NotRoot(uid));
+    if !in_host_pid_namespace() {
+        return Err(ProbeError::NotHostPidNamespace);
     }
+    crate::privileges::check_can_trace()?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(ProbeError::NoBtf);
     }

@@ -33,10 +33,23 @@ pub fn locate() -> Result<PathBuf, ProbeError> {
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
-        return Err(ProbeError::NoTracefs(format!(
-            "mount tracefs on {}: {err}",
-            target.display()
-        )));
+        // Mounted but not ours to read (root-only 0700), or not mounted and not ours to mount.
+        let mounted = std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+        });
+        return Err(ProbeError::NoTracefs(if mounted {
+            format!(
+                "tracefs at {} is readable by root only: run as uid 0 or with CAP_DAC_READ_SEARCH",
+                target.display()
+            )
+        } else {
+            format!(
+                "tracefs is not mounted and mounting it on {} failed ({err}): mount it (mount -t tracefs tracefs {}) or give CAP_SYS_ADMIN",
+                target.display(),
+                target.display()
+            )
+        }));
     }
     Ok(target.to_path_buf())
 }
