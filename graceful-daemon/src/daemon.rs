@@ -151,7 +151,13 @@ pub async fn run(
     lock(&state).ready = true;
     let (mut daemon, answers) = Daemon::new(
         state.clone(),
-        Pipeline::new(cgroups, TrackerConfig::default()),
+        Pipeline::new(
+            cgroups,
+            TrackerConfig {
+                oom_visible: probes.sees_oom(),
+                ..TrackerConfig::default()
+            },
+        ),
         cri,
         options.log_format,
     );

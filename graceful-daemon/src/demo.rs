@@ -209,7 +209,13 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
         &mut cgroups,
     )?;
     let mut events = probes.events()?;
-    let mut pipeline = Pipeline::new(cgroups, TrackerConfig::default());
+    let mut pipeline = Pipeline::new(
+        cgroups,
+        TrackerConfig {
+            oom_visible: probes.sees_oom(),
+            ..TrackerConfig::default()
+        },
+    );
     let parent = format!("/graceful-demo/{}", std::process::id());
 
     let mut sandboxes = Vec::new();

@@ -209,7 +209,13 @@ async fn trace(args: TraceArgs) -> Result<()> {
         &mut cgroups,
     )?;
     let mut events = probes.events()?;
-    let mut pipeline = Pipeline::new(cgroups, TrackerConfig::default());
+    let mut pipeline = Pipeline::new(
+        cgroups,
+        TrackerConfig {
+            oom_visible: probes.sees_oom(),
+            ..TrackerConfig::default()
+        },
+    );
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let mut lost_seen = 0;
     let clock = WallClock::default();

@@ -140,6 +140,9 @@ pub struct TrackerConfig {
     /// A SIGKILL without a seen stop signal this soon after the tracker started, to a container
     /// that was already running, may follow a stop signal sent before: the record is `unknown`.
     pub startup_window_ns: u64,
+    /// The OOM killer's victims are seen (`oom:mark_victim` attached). Without it, a SIGKILL
+    /// the kernel itself sends may be the OOM killer's: such a record is `unknown`.
+    pub oom_visible: bool,
 }
 
 impl Default for TrackerConfig {
@@ -147,6 +150,7 @@ impl Default for TrackerConfig {
         TrackerConfig {
             root_cgroup: 1,
             startup_window_ns: 120 * 1_000_000_000,
+            oom_visible: true,
         }
     }
 }
@@ -211,6 +215,9 @@ struct Group {
     oom_victims: BTreeSet<u32>,
     active: Option<Active>,
 }
+
+/// `si_code` of a signal the kernel sends on its own behalf (the OOM killer's SIGKILL).
+const SI_KERNEL: i32 = 0x80;
 
 /// The termination tracker. Time is whatever the events carry (CLOCK_MONOTONIC ns).
 #[derive(Debug)]
@@ -422,11 +429,21 @@ impl Tracker {
                 .map(|&pid| (pid, comm_of(&self.procs, pid)))
                 .collect();
             let is_kill = e.signal == Signal::KILL;
-            let unknown_because = (is_kill && group.seeded && e.ts < startup_window).then(|| {
-                "the daemon started while this container was already running and saw only its SIGKILL: \
-                 a stop signal may have come before"
-                    .to_string()
-            });
+            let unknown_because = if is_kill && group.seeded && e.ts < startup_window {
+                Some(
+                    "the daemon started while this container was already running and saw only its SIGKILL: \
+                     a stop signal may have come before"
+                        .to_string(),
+                )
+            } else if is_kill && e.code == SI_KERNEL && !self.config.oom_visible {
+                Some(
+                    "the kernel itself sent the SIGKILL (the OOM killer, most likely), and this kernel's \
+                     oom:mark_victim tracepoint could not be attached to tell"
+                        .to_string(),
+                )
+            } else {
+                None
+            };
             let stop = (!is_kill).then(|| Stop {
                 signal: e.signal,
                 at: e.ts,

@@ -30,6 +30,26 @@ pub const PROGRAMS: [(&str, &str, &str); 6] = [
     ("mark_victim", "oom", "mark_victim"),
 ];
 
+/// Programs the daemon can do without, and what is not seen then: a kernel that lacks them
+/// gets a logged degradation, not a refusal.
+const OPTIONAL: [(&str, &str); 2] = [
+    (
+        "cgroup_attach_task",
+        "processes moved between cgroups are known from their next exec only",
+    ),
+    (
+        "mark_victim",
+        "OOM kills cannot be told apart from other kernel SIGKILLs",
+    ),
+];
+
+fn optional(program: &str) -> Option<&'static str> {
+    OPTIONAL
+        .iter()
+        .find(|(p, _)| *p == program)
+        .map(|(_, what)| *what)
+}
+
 /// The default stop-relevant signals: what runtimes and STOPSIGNAL use to stop a container.
 pub const DEFAULT_STOP_SIGNALS: [Signal; 8] = [
     Signal::TERM,
@@ -100,6 +120,8 @@ pub struct Probes {
     ebpf: Ebpf,
     counts: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
+    /// Optional programs this kernel could not take.
+    unavailable: Vec<&'static str>,
 }
 
 /// Per-(signal, result) counts summed over CPUs, since the programs were attached.
@@ -155,12 +177,18 @@ fn raise_memlock() {
 fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError> {
     let tracefs = tracefs::locate()?;
     let fmt = |c: &str, n: &str| tracefs::Format::read(&tracefs, c, n);
-    let (exit, newtask, attach, oom) = (
+    let (exit, newtask) = (
         fmt("sched", "sched_process_exit")?,
         fmt("task", "task_newtask")?,
-        fmt("cgroup", "cgroup_attach_task")?,
-        fmt("oom", "mark_victim")?,
     );
+    // Optional: a missing tracepoint or field leaves the offsets at zero and the program
+    // unattached (see `OPTIONAL`).
+    let attach = fmt("cgroup", "cgroup_attach_task").ok();
+    let oom = fmt("oom", "mark_victim").ok();
+    let field = |f: &Option<tracefs::Format>, name: &str| {
+        f.as_ref().and_then(|f| f.offset(name).ok()).unwrap_or(0)
+    };
+    let size = |f: &Option<tracefs::Format>| f.as_ref().and_then(|f| f.size().ok()).unwrap_or(0);
     fmt("sched", "sched_process_exec")?;
     fmt("signal", "signal_generate")?;
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|_| ProbeError::NoBtf)?;
@@ -175,10 +203,10 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         exit_group_dead: exit.offset("group_dead").unwrap_or(NO_FIELD),
         newtask_pid: newtask.offset("pid")?,
         newtask_flags: newtask.offset("clone_flags")?,
-        attach_root: attach.offset("dst_root")?,
-        attach_id: attach.offset("dst_id")?,
-        attach_pid: attach.offset("pid")?,
-        oom_pid: oom.offset("pid")?,
+        attach_root: field(&attach, "dst_root"),
+        attach_id: field(&attach, "dst_id"),
+        attach_pid: field(&attach, "pid"),
+        oom_pid: field(&oom, "pid"),
         task_exit_code: btf::member_offset(&btf, "task_struct", "exit_code")?,
         task_pid: btf::member_offset(&btf, "task_struct", "pid")?,
         task_tgid: btf::member_offset(&btf, "task_struct", "tgid")?,
@@ -187,8 +215,8 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         signal_live: btf::member_offset(&btf, "signal_struct", "live")?,
         exit_size: exit.size()?,
         newtask_size: newtask.size()?,
-        attach_size: attach.size()?,
-        oom_size: oom.size()?,
+        attach_size: size(&attach),
+        oom_size: size(&oom),
     })
 }
 
@@ -210,29 +238,17 @@ impl Probes {
             .load(OBJECT)
             .map_err(|e| ProbeError::Load(e.to_string()))?;
         start_kernel_logger(&mut ebpf);
+        let mut unavailable = Vec::new();
         for (program, category, name) in PROGRAMS {
-            let prog = ebpf
-                .program_mut(program)
-                .ok_or_else(|| ProbeError::Load(format!("program {program} is missing")))?;
-            let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
-                program: program.into(),
-                tracepoint: format!("{category}:{name}"),
-                error: e.to_string(),
-            };
-            match prog {
-                Program::RawTracePoint(p) => {
-                    p.load().map_err(|e| load_error(program, e))?;
-                    p.attach(name).map_err(attach_err)?;
-                }
-                Program::TracePoint(p) => {
-                    p.load().map_err(|e| load_error(program, e))?;
-                    p.attach(category, name).map_err(attach_err)?;
-                }
-                _ => {
-                    return Err(ProbeError::Load(format!(
-                        "{program} has an unexpected program type"
-                    )))
-                }
+            match attach(&mut ebpf, program, category, name, &config) {
+                Ok(()) => {}
+                Err(e) => match optional(program) {
+                    Some(what) => {
+                        log::warn!("{e}; carrying on without it: {what}");
+                        unavailable.push(program);
+                    }
+                    None => return Err(e),
+                },
             }
         }
         let counts = PerCpuArray::try_from(
@@ -245,9 +261,19 @@ impl Probes {
                 .ok_or(ProbeError::MissingMap("LOST"))?,
         )
         .map_err(map_err("LOST"))?;
-        let mut probes = Probes { ebpf, counts, lost };
+        let mut probes = Probes {
+            ebpf,
+            counts,
+            lost,
+            unavailable,
+        };
         probes.seed_task_cgroups(cgroup)?;
         Ok(probes)
+    }
+
+    /// Whether the OOM killer's victims are seen (`oom:mark_victim` attached).
+    pub fn sees_oom(&self) -> bool {
+        !self.unavailable.contains(&"mark_victim")
     }
 
     /// Threads that existed before the programs were attached are unknown to the in-kernel
@@ -343,6 +369,51 @@ impl Probes {
             })
             .collect()
     }
+}
+
+/// Loads one program through the verifier and attaches it to its tracepoint.
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+    config: &Config,
+) -> Result<(), ProbeError> {
+    let missing_offsets = match program {
+        "cgroup_attach_task" => config.attach_size == 0,
+        "mark_victim" => config.oom_size == 0,
+        _ => false,
+    };
+    if missing_offsets {
+        return Err(ProbeError::MissingTracepoint {
+            tracepoint: format!("{category}:{name}"),
+            reason: "its format file is missing or lacks a field".into(),
+        });
+    }
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| ProbeError::Load(format!("program {program} is missing")))?;
+    let attach_err = |e: aya::programs::ProgramError| ProbeError::Attach {
+        program: program.into(),
+        tracepoint: format!("{category}:{name}"),
+        error: e.to_string(),
+    };
+    match prog {
+        Program::RawTracePoint(p) => {
+            p.load().map_err(|e| load_error(program, e))?;
+            p.attach(name).map_err(attach_err)?;
+        }
+        Program::TracePoint(p) => {
+            p.load().map_err(|e| load_error(program, e))?;
+            p.attach(category, name).map_err(attach_err)?;
+        }
+        _ => {
+            return Err(ProbeError::Load(format!(
+                "{program} has an unexpected program type"
+            )))
+        }
+    }
+    Ok(())
 }
 
 fn load_error(program: &str, e: aya::programs::ProgramError) -> ProbeError {

@@ -546,3 +546,51 @@ fn graceful_exit_says_what_the_kernel_killed() {
         r.explanation
     );
 }
+
+/// A SIGKILL the kernel sends itself, from a process outside the container (a global OOM).
+fn kernel_kill(t: &mut Tracker, now: Mono) -> Vec<Termination> {
+    let mut kill = signal_event(
+        now,
+        Signal::KILL,
+        (700, "java", 42),
+        (10, "sh", CG),
+        SignalResult::Delivered,
+    );
+    kill.code = SI_KERNEL;
+    let mut done = t.on_event(&Event::Signal(kill));
+    for pid in [10, 11] {
+        done.extend(t.on_event(&Event::Exit(ExitEvent {
+            ts: now,
+            pid,
+            tid: pid,
+            status: ExitStatus {
+                code: None,
+                signal: Some(9),
+            },
+            cgroup: CG,
+            comm: String::new(),
+        })));
+    }
+    done
+}
+
+#[test]
+fn a_kernel_sigkill_without_oom_tracing_is_unknown_not_a_force_delete() {
+    let mut blind = shell_with_child();
+    blind.t.config.oom_visible = false;
+    let now = blind.now;
+    let r = kernel_kill(&mut blind.t, now);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].verdict, Verdict::Unknown);
+    assert!(
+        r[0].explanation.contains("oom:mark_victim"),
+        "{}",
+        r[0].explanation
+    );
+
+    // Where the OOM tracepoint is attached, the same kill without a victim is a plain kill.
+    let mut seeing = shell_with_child();
+    let now = seeing.now;
+    let r = kernel_kill(&mut seeing.t, now);
+    assert_eq!(r[0].verdict, Verdict::KilledWithoutStopSignal);
+}
