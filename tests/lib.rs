@@ -11,6 +11,7 @@ use graceful::{
     cgroup::Cgroup2,
     events::{CgroupId, Event, ExecEvent, ExitEvent, SignalEvent},
     probes::{ProbeOptions, Probes},
+    sandbox::Sandbox,
     signals::Signal,
 };
 use tokio::sync::mpsc::Receiver;
@@ -107,7 +108,8 @@ impl Kernel {
         .await
     }
 
-    /// An exec of `comm` in the cgroup `cgroup`.
+    /// An exec of `comm` in the cgroup `cgroup` (the kernel reports a running container's
+    /// first exec, and every exec once it is being stopped).
     pub async fn expect_exec(&mut self, cgroup: CgroupId, comm: &str) -> ExecEvent {
         self.expect_some(&format!("exec of {comm} in cgroup {cgroup}"), |e| match e {
             Event::Exec(x) if x.cgroup == cgroup && x.comm == comm => Some(x.clone()),
@@ -120,6 +122,27 @@ impl Kernel {
 impl Drop for Kernel {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(self.cgroups.dir(&self.parent));
+    }
+}
+
+/// Waits until a process of the sandbox runs `program` (its comm, from /proc) and returns its
+/// pid: a running container's forks and execs do not reach the event stream.
+pub fn wait_for_program(sb: &Sandbox, program: &str) -> u32 {
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        for pid in sb.pids() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim_end() == program {
+                return pid as u32;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never ran {program}: {:?}",
+            sb.cgroup,
+            sb.programs()
+        );
+        std::thread::yield_now();
     }
 }
 

@@ -10,8 +10,12 @@ pub const MAX_SIGNAL: usize = 64;
 pub const RESULT_SLOTS: usize = 8;
 /// Entries of the per-CPU counter map, indexed by `signo * RESULT_SLOTS + result`.
 pub const COUNTER_ENTRIES: u32 = ((MAX_SIGNAL + 1) * RESULT_SLOTS) as u32;
-/// Entries of the in-kernel thread id -> cgroup id map.
-pub const TASK_CGROUP_ENTRIES: u32 = 1 << 17;
+/// Containers being stopped (cgroup ids) whose every event goes to userspace.
+pub const STOPPING_ENTRIES: u32 = 1 << 13;
+/// cgroups whose first exec was reported (that exec identifies the container).
+pub const SEEN_ENTRIES: u32 = 1 << 16;
+/// Threads that entered a cgroup from another (a runtime's exec): their exec is reported.
+pub const ENTERED_ENTRIES: u32 = 1 << 12;
 /// Bytes of the ring buffer (must be a power of two and a multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 22;
 /// Index in the `LOST` per-CPU array: records that did not fit in the ring buffer.
@@ -161,6 +165,12 @@ pub struct Config {
     pub task_tgid: u32,
     pub task_comm: u32,
     pub task_signal: u32,
+    /// `task_struct.cgroups` -> `css_set.dfl_cgrp` -> `cgroup.kn` -> `kernfs_node.id`: a
+    /// task's cgroup2 id, read from the task itself.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
     /// `signal_struct.live` (an atomic_t: its counter is at offset 0).
     pub signal_live: u32,
     /// Bytes of each tracepoint's fixed record (end of its last field).

@@ -247,48 +247,6 @@ impl Cgroup2 {
             }
         }
     }
-
-    /// Every thread on the host with its cgroup2 id, from /proc (for threads older than the probes).
-    pub fn scan_threads(&mut self) -> Vec<(u32, CgroupId)> {
-        let mut by_path: HashMap<String, CgroupId> =
-            self.paths.iter().map(|(id, p)| (p.clone(), *id)).collect();
-        let mut out = Vec::new();
-        let Ok(procs) = fs::read_dir("/proc") else {
-            return out;
-        };
-        for proc in procs.flatten() {
-            let Ok(tasks) = fs::read_dir(proc.path().join("task")) else {
-                continue;
-            };
-            for task in tasks.flatten() {
-                let Some(tid) = task
-                    .file_name()
-                    .to_str()
-                    .and_then(|t| t.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                let Ok(text) = fs::read_to_string(task.path().join("cgroup")) else {
-                    continue;
-                };
-                let Some(path) = unified_path(&text) else {
-                    continue;
-                };
-                let id = match by_path.get(&path) {
-                    Some(id) => *id,
-                    None => match self.remember(&path) {
-                        Some(id) => {
-                            by_path.insert(path, id);
-                            id
-                        }
-                        None => continue,
-                    },
-                };
-                out.push((tid, id));
-            }
-        }
-        out
-    }
 }
 
 fn normalize(path: &str) -> String {

@@ -2,10 +2,12 @@
 //! reads /proc dispositions when a stop signal arrives, seeds the tracker from /proc at start,
 //! sweeps for processes whose exit was lost, and turns terminations into records.
 
+use std::collections::HashSet;
+
 use crate::{
     cgroup::Cgroup2,
     clock,
-    events::{Event, SignalResult},
+    events::{CgroupId, Event, SignalResult},
     export::record::Record,
     identity,
     procfs::{processes, ProcStatus},
@@ -16,7 +18,12 @@ use crate::{
 pub struct Pipeline {
     pub tracker: Tracker,
     pub cgroups: Cgroup2,
+    /// Containers whose processes were read from /proc at their first reported signal.
+    filled: HashSet<CgroupId>,
 }
+
+/// Above this many, the filled set starts afresh (a container is then read again: harmless).
+const FILLED_MAX: usize = 4096;
 
 impl Pipeline {
     pub fn new(mut cgroups: Cgroup2, config: TrackerConfig) -> Pipeline {
@@ -41,7 +48,85 @@ impl Pipeline {
             let parent = u32::try_from(status.ppid).ok().filter(|p| *p > 0);
             tracker.seed(pid, parent, id, &status.comm, status.is_namespace_init());
         }
-        Pipeline { tracker, cgroups }
+        Pipeline {
+            tracker,
+            cgroups,
+            filled: HashSet::new(),
+        }
+    }
+
+    /// The kernel reports a running container's processes only once it is being stopped: at
+    /// the first signal it reports for a container, the tracker learns who is there from the
+    /// cgroup and /proc, before the signal itself.
+    fn fill(&mut self, cgroup: CgroupId) {
+        if cgroup == 0 || cgroup == self.cgroups.root_id() || self.tracker.stopping(cgroup) {
+            return;
+        }
+        if self.filled.len() >= FILLED_MAX {
+            self.filled.clear();
+        }
+        if !self.filled.insert(cgroup) {
+            return;
+        }
+        let Some(path) = self.cgroups.path_of(cgroup) else {
+            return;
+        };
+        let procs = std::fs::read_to_string(self.cgroups.dir(&path).join("cgroup.procs"))
+            .unwrap_or_default();
+        let mut found: Vec<(u32, ProcStatus)> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter_map(|pid| ProcStatus::read(pid).ok().map(|s| (pid, s)))
+            .collect();
+        // Inits and parents first, so the main process is the one the runtime started.
+        found.sort_by_key(|(pid, s)| (!s.is_namespace_init(), *pid));
+        for (pid, status) in found {
+            let parent = u32::try_from(status.ppid).ok().filter(|p| *p > 0);
+            self.tracker.fill(
+                pid,
+                parent,
+                cgroup,
+                &status.comm,
+                status.is_namespace_init(),
+            );
+        }
+    }
+
+    /// The last process the tracker knows of a stopping container is exiting: if the cgroup
+    /// still holds processes it never heard of (gone unseen past the first fill, the kernel
+    /// reporting them only from the stop on), they join before the termination could end.
+    fn before_last_exit(&mut self, pid: u32, cgroup: CgroupId) {
+        if !self.tracker.stopping(cgroup) || self.tracker.members(cgroup) != [pid] {
+            return;
+        }
+        for (pid, status) in self.cgroup_processes(cgroup) {
+            if !self.tracker.knows(pid) {
+                let parent = u32::try_from(status.ppid).ok().filter(|p| *p > 0);
+                self.tracker.fill(
+                    pid,
+                    parent,
+                    cgroup,
+                    &status.comm,
+                    status.is_namespace_init(),
+                );
+            }
+        }
+    }
+
+    /// The processes of a cgroup now, from its `cgroup.procs` and /proc, inits then by pid.
+    fn cgroup_processes(&mut self, cgroup: CgroupId) -> Vec<(u32, ProcStatus)> {
+        let Some(path) = self.cgroups.path_of(cgroup) else {
+            return Vec::new();
+        };
+        let procs = std::fs::read_to_string(self.cgroups.dir(&path).join("cgroup.procs"))
+            .unwrap_or_default();
+        let mut found: Vec<(u32, ProcStatus)> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter_map(|pid| ProcStatus::read(pid).ok().map(|s| (pid, s)))
+            .collect();
+        found.sort_by_key(|(pid, s)| (!s.is_namespace_init(), *pid));
+        found
     }
 
     /// Feeds one event; returns the records it completed.
@@ -79,7 +164,15 @@ impl Pipeline {
             }
             _ => {}
         }
+        match event {
+            Event::Signal(e) => self.fill(e.target_cgroup),
+            Event::Exit(e) => self.before_last_exit(e.pid, e.cgroup),
+            _ => {}
+        }
         let done = self.tracker.on_event(event);
+        for t in &done {
+            self.filled.remove(&t.cgroup);
+        }
         done.into_iter().filter_map(|t| self.record(t)).collect()
     }
 
@@ -99,6 +192,9 @@ impl Pipeline {
             .into_iter()
             .flat_map(|pid| self.tracker.forget(pid, now))
             .collect();
+        for t in &done {
+            self.filled.remove(&t.cgroup);
+        }
         done.into_iter().filter_map(|t| self.record(t)).collect()
     }
 

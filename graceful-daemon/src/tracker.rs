@@ -249,12 +249,34 @@ impl Tracker {
         comm: &str,
         namespace_init: bool,
     ) {
-        self.join(pid, cgroup, comm, parent);
-        let group = self.groups.entry(cgroup).or_default();
-        group.seeded = true;
+        self.fill(pid, parent, cgroup, comm, namespace_init);
+        self.groups.entry(cgroup).or_default().seeded = true;
+    }
+
+    /// A process of a container found in /proc as its stop begins: the kernel reports a running
+    /// container's forks and execs only once it is being stopped. Feed these before the stop.
+    pub fn fill(
+        &mut self,
+        pid: u32,
+        parent: Option<u32>,
+        cgroup: CgroupId,
+        comm: &str,
+        namespace_init: bool,
+    ) {
+        self.join(pid, cgroup, comm, parent, false);
         if namespace_init {
-            group.main = Some(pid);
+            self.groups.entry(cgroup).or_default().main = Some(pid);
         }
+    }
+
+    /// The process is known (alive, as far as the tracker has heard).
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// A termination of this cgroup is under way.
+    pub fn stopping(&self, cgroup: CgroupId) -> bool {
+        self.groups.get(&cgroup).is_some_and(|g| g.active.is_some())
     }
 
     /// The processes of a cgroup the tracker knows.
@@ -286,7 +308,8 @@ impl Tracker {
             .or((e.target_cgroup != 0).then_some(e.target_cgroup))
     }
 
-    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>) {
+    /// `forked`: the process is new (a fork event), not one that was there unseen.
+    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>, forked: bool) {
         if let Some(old) = self.procs.get(&pid).map(|p| p.cgroup) {
             if old != cgroup {
                 if let Some(g) = self.groups.get_mut(&old) {
@@ -304,14 +327,22 @@ impl Tracker {
             },
         );
         let group = self.groups.entry(cgroup).or_default();
-        group.members.insert(pid);
+        let newly = group.members.insert(pid);
         if group.main.is_none_or(|m| !group.members.contains(&m))
             && parent.is_none_or(|p| !group.members.contains(&p))
         {
             group.main = Some(pid);
         }
-        // A process that execs during a stop is named by what it runs now.
+        // A process that execs during a stop is named by what it runs now. One first heard of
+        // during a stop but not born in it (the kernel reports a running container's forks only
+        // once it is stopping) was there at the stop; one whose fork comes after the stop was
+        // not, even if /proc showed it before its fork event was read.
         if let Some(a) = group.active.as_mut() {
+            if forked {
+                a.alive_at_stop.remove(&pid);
+            } else if newly {
+                a.alive_at_stop.insert(pid, comm.to_string());
+            }
             if let Some(name) = a.alive_at_stop.get_mut(&pid) {
                 *name = comm.to_string();
             }
@@ -325,17 +356,17 @@ impl Tracker {
     pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
         match event {
             Event::Exec(e) => {
-                self.join(e.pid, e.cgroup, &e.comm, None);
+                self.join(e.pid, e.cgroup, &e.comm, None, false);
                 Vec::new()
             }
             Event::Fork(e) => {
-                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid));
+                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid), true);
                 Vec::new()
             }
             Event::Attach(e) => {
                 // Only moves processes already known: attach reports threads too.
                 if let Some(p) = self.procs.get(&e.tid).cloned() {
-                    self.join(e.tid, e.cgroup, &p.comm, p.parent);
+                    self.join(e.tid, e.cgroup, &p.comm, p.parent, false);
                 }
                 Vec::new()
             }
@@ -395,7 +426,7 @@ impl Tracker {
             && e.target_cgroup != 0
             && e.target_cgroup != self.config.root_cgroup
         {
-            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None);
+            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None, false);
         }
         let Some(cgroup) = self.target_group(e) else {
             return;
@@ -504,11 +535,22 @@ impl Tracker {
         ts: Mono,
         comm: &str,
     ) -> Vec<Termination> {
-        let cgroup = self.procs.remove(&pid).map(|p| p.cgroup).unwrap_or(cgroup);
+        let known = self.procs.remove(&pid);
+        let cgroup = known.as_ref().map(|p| p.cgroup).unwrap_or(cgroup);
         self.dispositions.remove(&pid);
         let Some(group) = self.groups.get_mut(&cgroup) else {
             return Vec::new();
         };
+        // Never seen before its exit, during a stop: it was there, unseen, at the stop.
+        if let (None, Some(a)) = (&known, group.active.as_mut()) {
+            if a.exits.contains_key(&pid) {
+                // Two threads that end together may both report the process's end.
+                return Vec::new();
+            }
+            a.alive_at_stop
+                .entry(pid)
+                .or_insert_with(|| comm.to_string());
+        }
         group.members.remove(&pid);
         // A main process that dies after the OOM killer hit the container, with no stop under
         // way: that is a termination too.

@@ -19,7 +19,8 @@ use aya_log_ebpf::warn;
 use graceful_common::{
     AttachRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
     SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, LOST_ENTRIES, LOST_RING_FULL,
-    MAX_SIGNAL, NO_FIELD, RECORD_BUF, RESULT_SLOTS, RING_BYTES, TASK_CGROUP_ENTRIES,
+    ENTERED_ENTRIES, MAX_SIGNAL, NO_FIELD, RECORD_BUF, RESULT_SLOTS, RING_BYTES, SEEN_ENTRIES,
+    STOPPING_ENTRIES,
 };
 
 #[no_mangle]
@@ -39,6 +40,10 @@ static CONFIG: Config = Config {
     task_tgid: 0,
     task_comm: 0,
     task_signal: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
     signal_live: 0,
     exit_size: 0,
     newtask_size: 0,
@@ -57,11 +62,22 @@ static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_ENTRIES,
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_ENTRIES, 0);
 
-/// Thread id -> cgroup2 id, so a signal's target cgroup is known in the sender's context.
+/// Containers being stopped: a stop-relevant signal from outside (or the kernel's own SIGKILL)
+/// reached them. Only these send their forks, execs, exits and inner signals to userspace;
+/// a running container costs a map lookup per event.
 #[map]
-static TASK_CGROUP: LruHashMap<u32, u64> = LruHashMap::with_max_entries(TASK_CGROUP_ENTRIES, 0);
+static STOPPING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(STOPPING_ENTRIES, 0);
 
-macro_rules! cfg {
+/// cgroups whose first exec went to userspace: it identifies the container.
+#[map]
+static SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(SEEN_ENTRIES, 0);
+
+/// Threads that entered a container's cgroup from another cgroup (runc exec, kubectl exec, a
+/// preStop hook) and have not exec'd since.
+#[map]
+static ENTERED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(ENTERED_ENTRIES, 0);
+
+macro_rules! config {
     ($field:ident) => {
         // SAFETY: CONFIG is a frozen read-only global written by the loader.
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$field)) }
@@ -153,6 +169,34 @@ unsafe fn read_kernel<T: Default>(base: u64, offset: u32) -> T {
     bpf_probe_read_kernel((base as *const u8).add(offset as usize).cast::<T>()).unwrap_or_default()
 }
 
+/// The cgroup2 id of a live task, read from the task (0 if a pointer on the way is null).
+#[inline(always)]
+fn task_cgroup(task: u64) -> u64 {
+    // SAFETY: `task` is a live task_struct; each pointer is checked before it is followed and
+    // the offsets are the running kernel's (BTF).
+    unsafe {
+        let css_set: u64 = read_kernel(task, config!(task_cgroups));
+        if css_set == 0 {
+            return 0;
+        }
+        let cgroup: u64 = read_kernel(css_set, config!(css_set_dfl_cgrp));
+        if cgroup == 0 {
+            return 0;
+        }
+        let kn: u64 = read_kernel(cgroup, config!(cgroup_kn));
+        if kn == 0 {
+            return 0;
+        }
+        read_kernel(kn, config!(kernfs_node_id))
+    }
+}
+
+#[inline(always)]
+fn stopping(cgroup: u64) -> bool {
+    // SAFETY: the value is not used, only its presence.
+    unsafe { STOPPING.get(&cgroup) }.is_some()
+}
+
 /// A raw tracepoint: the classic one fills a perf record before the program runs, a cost every
 /// SIGURG of a Go program would pay. Arguments: `(sig, info, task, group, result)`.
 #[raw_tracepoint(tracepoint = "signal_generate")]
@@ -166,12 +210,12 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         // SAFETY: per-CPU slot, no concurrent writer.
         unsafe { *count += 1 };
     }
-    if cfg!(stop_signals) & (1u64 << (sig as u64 - 1)) == 0 {
+    if config!(stop_signals) & (1u64 << (sig as u64 - 1)) == 0 {
         return 0;
     }
     let info: u64 = ctx.arg(1);
     let task: u64 = ctx.arg(2);
-    let (pid_off, tgid_off, comm_off) = (cfg!(task_pid), cfg!(task_tgid), cfg!(task_comm));
+    let (pid_off, tgid_off, comm_off) = (config!(task_pid), config!(task_tgid), config!(task_comm));
     // SAFETY: `task` is the live target task_struct; offsets come from the kernel's BTF.
     let (tid, tgid, comm): (i32, i32, [u8; 16]) = unsafe {
         (
@@ -187,10 +231,19 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         _ => unsafe { read_kernel(info, SI_CODE_OFFSET as u32) },
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: lookup result is copied out at once.
-    let target_cgroup = unsafe { TASK_CGROUP.get(&(tid as u32)) }
-        .copied()
-        .unwrap_or(0);
+    let target_cgroup = task_cgroup(task);
+    let sender_cgroup = current_cgroup();
+    // From outside the target's cgroup, or the kernel's own SIGKILL (the OOM killer, sent from
+    // whatever task allocated): the container is being stopped from now on. Signals inside a
+    // running container are only counted.
+    let kernel_kill = sig == 9 && info == SEND_SIG_PRIV;
+    if sender_cgroup != target_cgroup || kernel_kill {
+        if target_cgroup != 0 && target_cgroup != config!(root_cgroup) {
+            let _ = STOPPING.insert(&target_cgroup, &1, 0);
+        }
+    } else if !stopping(target_cgroup) {
+        return 0;
+    }
     output(
         &ctx,
         SignalRecord {
@@ -204,7 +257,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
             sender_tid: pid_tgid as u32,
             _pad: 0,
             target_cgroup,
-            sender_cgroup: current_cgroup(),
+            sender_cgroup,
             target_comm: comm,
             sender_comm: current_comm(),
         },
@@ -222,31 +275,30 @@ pub fn signal_generate_floor(ctx: RawTracePointContext) -> i32 {
 /// The exiting thread is the last of its process.
 #[inline(always)]
 fn group_dead(ctx: &TracePointContext) -> bool {
-    let field = cfg!(exit_group_dead);
+    let field = config!(exit_group_dead);
     if field != NO_FIELD {
-        return Record::read(ctx, cfg!(exit_size)).is_some_and(|rec| rec.get::<u8>(field) != 0);
+        return Record::read(ctx, config!(exit_size)).is_some_and(|rec| rec.get::<u8>(field) != 0);
     }
     // Before 6.16: do_exit() decrements signal->live before this tracepoint; the last thread
     // sees 0. (Two threads racing to the end may both see 0: a duplicate exit is harmless.)
     // SAFETY: the current task and its signal_struct live while it exits; offsets are BTF's.
     unsafe {
         let task = bpf_get_current_task();
-        let signal: u64 = read_kernel(task, cfg!(task_signal));
-        signal != 0 && read_kernel::<i32>(signal, cfg!(signal_live)) == 0
+        let signal: u64 = read_kernel(task, config!(task_signal));
+        signal != 0 && read_kernel::<i32>(signal, config!(signal_live)) == 0
     }
 }
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let _ = TASK_CGROUP.remove(&tid);
     let cgroup = current_cgroup();
-    if cgroup == cfg!(root_cgroup) || !group_dead(&ctx) {
+    if !stopping(cgroup) || !group_dead(&ctx) {
         return 0;
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
     // SAFETY: the current task is alive while its exit tracepoint runs; the offset is BTF's.
-    let exit_code_offset = cfg!(task_exit_code) as usize;
+    let exit_code_offset = config!(task_exit_code) as usize;
     let exit_code = unsafe {
         let task = bpf_get_current_task() as *const u8;
         bpf_probe_read_kernel(task.add(exit_code_offset) as *const i32).unwrap_or(-1)
@@ -266,12 +318,23 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Reported: the first exec of a cgroup (it identifies the container), an exec by a thread
+/// that entered the cgroup from outside, and every exec of a container being stopped.
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let cgroup = current_cgroup();
-    let _ = TASK_CGROUP.insert(&tgid, &cgroup, 0);
-    if cgroup != cfg!(root_cgroup) {
+    if cgroup == config!(root_cgroup) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: only the presence of the entries is used.
+    let first = unsafe { SEEN.get(&cgroup) }.is_none();
+    if first {
+        let _ = SEEN.insert(&cgroup, &1, 0);
+    }
+    let entered = ENTERED.remove(&(pid_tgid as u32)).is_ok();
+    if first || entered || stopping(cgroup) {
         output(
             &ctx,
             ExecRecord {
@@ -290,44 +353,56 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 /// tell a new process from a new thread.
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    let Some(rec) = Record::read(&ctx, cfg!(newtask_size)) else {
+    // SAFETY: an offset inside the tracepoint's record, from its format file.
+    let flags: u64 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_flags)) };
+    if flags & CLONE_THREAD != 0 {
         return 0;
-    };
-    let child: i32 = rec.get(cfg!(newtask_pid));
-    let flags: u64 = rec.get(cfg!(newtask_flags));
+    }
     if flags & CLONE_INTO_CGROUP != 0 {
-        // The child starts in another cgroup: its exec or attach will tell which.
+        // Born into another cgroup (clone3): like a thread that attaches, its exec is reported.
+        // SAFETY: as above.
+        let child: i32 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_pid)) };
+        let _ = ENTERED.insert(&(child as u32), &1, 0);
         return 0;
     }
     let cgroup = current_cgroup();
-    let _ = TASK_CGROUP.insert(&(child as u32), &cgroup, 0);
-    if flags & CLONE_THREAD == 0 && cgroup != cfg!(root_cgroup) {
-        output(
-            &ctx,
-            ForkRecord {
-                header: header(Kind::Fork),
-                parent_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-                child_pid: child as u32,
-                cgroup,
-                comm: current_comm(),
-            },
-        );
+    if !stopping(cgroup) {
+        return 0;
     }
+    // SAFETY: as above.
+    let child: i32 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_pid)) };
+    output(
+        &ctx,
+        ForkRecord {
+            header: header(Kind::Fork),
+            parent_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            child_pid: child as u32,
+            cgroup,
+            comm: current_comm(),
+        },
+    );
     0
 }
 
 #[tracepoint]
 pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
-    let Some(rec) = Record::read(&ctx, cfg!(attach_size)) else {
+    let Some(rec) = Record::read(&ctx, config!(attach_size)) else {
         return 0;
     };
-    let root: i32 = rec.get(cfg!(attach_root));
-    if root != cfg!(cgroup2_hierarchy) {
+    let root: i32 = rec.get(config!(attach_root));
+    if root != config!(cgroup2_hierarchy) {
         return 0;
     }
-    let tid: i32 = rec.get(cfg!(attach_pid));
-    let cgroup: u64 = rec.get(cfg!(attach_id));
-    let _ = TASK_CGROUP.insert(&(tid as u32), &cgroup, 0);
+    let tid: i32 = rec.get(config!(attach_pid));
+    let cgroup: u64 = rec.get(config!(attach_id));
+    if cgroup == config!(root_cgroup) {
+        return 0;
+    }
+    // Its next exec says what entered; a container being stopped hears of the move at once.
+    let _ = ENTERED.insert(&(tid as u32), &1, 0);
+    if !stopping(cgroup) {
+        return 0;
+    }
     output(
         &ctx,
         AttachRecord {
@@ -342,14 +417,12 @@ pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
-    let Some(rec) = Record::read(&ctx, cfg!(oom_size)) else {
+    let Some(rec) = Record::read(&ctx, config!(oom_size)) else {
         return 0;
     };
-    let pid: i32 = rec.get(cfg!(oom_pid));
-    // SAFETY: lookup result is copied out at once.
-    let cgroup = unsafe { TASK_CGROUP.get(&(pid as u32)) }
-        .copied()
-        .unwrap_or(0);
+    let pid: i32 = rec.get(config!(oom_pid));
+    // The victim's cgroup is known from the SIGKILL just before (the kernel sends it first).
+    let cgroup = 0;
     output(
         &ctx,
         OomRecord {

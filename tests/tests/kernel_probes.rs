@@ -7,7 +7,7 @@ use graceful::{
     sandbox::Sandbox,
     signals::Signal,
 };
-use graceful_tests::{wait_until_quiescent, Kernel};
+use graceful_tests::{wait_for_program, wait_until_quiescent, Kernel};
 
 const KILLED: ExitStatus = ExitStatus {
     code: None,
@@ -39,7 +39,8 @@ async fn shell_init_ignores_sigterm_then_sigkill_tears_the_namespace_down() {
     )
     .unwrap();
     let (id, init) = (sb.cgroup_id, sb.init as u32);
-    let sleep = k.expect_exec(id, "sleep").await;
+    k.expect_exec(id, "sh").await;
+    let sleep = wait_for_program(&sb, "sleep");
     wait_until_quiescent(sb.init);
 
     sb.signal(Signal::TERM).unwrap();
@@ -53,7 +54,7 @@ async fn shell_init_ignores_sigterm_then_sigkill_tears_the_namespace_down() {
         k.expect_signal(Signal::KILL, init).await.result,
         SignalResult::Delivered
     );
-    let teardown = k.expect_signal(Signal::KILL, sleep.pid).await;
+    let teardown = k.expect_signal(Signal::KILL, sleep).await;
     assert_eq!(
         teardown.sender_pid, init,
         "the dying init sends the teardown SIGKILLs"
@@ -72,7 +73,7 @@ async fn a_handler_makes_sigterm_delivered_and_exit_code_3_is_reported() {
     let mut sb =
         Sandbox::spawn(&mut k.cgroups, &parent, "trap", &["/bin/sh", "-c", script]).unwrap();
     let init = sb.init as u32;
-    k.expect_exec(sb.cgroup_id, "sleep").await;
+    wait_for_program(&sb, "sleep");
     sb.signal(Signal::TERM).unwrap();
     assert_eq!(
         k.expect_signal(Signal::TERM, init).await.result,
@@ -132,18 +133,17 @@ async fn processes_older_than_the_probes_have_their_cgroup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigurg_storm_is_counted_in_kernel_and_never_reaches_the_ring_buffer() {
     let mut k = Kernel::start("sigurg").await;
-    let mut child = std::process::Command::new("/bin/sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
+    let parent = k.parent.clone();
+    let mut sb = Sandbox::spawn(&mut k.cgroups, &parent, "urg", &["/bin/sleep", "1000"]).unwrap();
+    let pid = sb.init;
+    wait_for_program(&sb, "sleep");
     let before = k
         .probes
         .signal_counts()
         .unwrap()
         .get(Signal::URG, SignalResult::Ignored);
     for _ in 0..100_000 {
-        // SAFETY: our own child, not yet reaped.
+        // SAFETY: the sandbox's init, our unreaped child.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGURG) }, 0);
     }
     let after = k
@@ -157,9 +157,9 @@ async fn sigurg_storm_is_counted_in_kernel_and_never_reaches_the_ring_buffer() {
         after - before
     );
     // A stop signal after the storm: everything the storm produced is in the ring before it.
-    child.kill().unwrap();
+    sb.signal(Signal::KILL).unwrap();
     k.expect_signal(Signal::KILL, pid as u32).await;
-    child.wait().unwrap();
+    sb.wait(WAIT).unwrap();
     let urgs = k
         .seen
         .iter()
@@ -167,4 +167,52 @@ async fn sigurg_storm_is_counted_in_kernel_and_never_reaches_the_ring_buffer() {
         .count();
     assert_eq!(urgs, 0, "SIGURG reached the ring buffer");
     assert_eq!(k.probes.lost_events().unwrap(), 0);
+}
+
+/// A running container costs the ring buffer nothing but its first exec: its forks, execs,
+/// exits and the signals among its own processes are only counted until a stop reaches it
+/// from outside; from then on everything of it is reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_container_reaches_userspace_only_once_it_is_stopped() {
+    let mut k = Kernel::start("quiet").await;
+    let parent = k.parent.clone();
+    let script = "trap '' USR1; i=0; while [ $i -lt 2000 ]; do kill -USR1 $$; i=$((i+1)); done; \
+                  for i in 1 2 3 4 5 6 7 8 9 10; do /bin/sleep 0; done; sleep 1000";
+    let usr1_before = k
+        .probes
+        .signal_counts()
+        .unwrap()
+        .get(Signal::USR1, SignalResult::Ignored);
+    let mut sb =
+        Sandbox::spawn(&mut k.cgroups, &parent, "quiet", &["/bin/sh", "-c", script]).unwrap();
+    let (id, init) = (sb.cgroup_id, sb.init as u32);
+    wait_for_program(&sb, "sleep");
+    wait_until_quiescent(sb.init);
+    sb.signal(Signal::TERM).unwrap();
+    k.expect_signal(Signal::TERM, init).await;
+    let of_it = |e: &Event| match e {
+        Event::Signal(s) => s.target_cgroup == id,
+        Event::Exec(x) => x.cgroup == id,
+        Event::Fork(f) => f.cgroup == id,
+        Event::Exit(x) => x.cgroup == id,
+        Event::Attach(a) => a.cgroup == id,
+        Event::Oom(_) => false,
+    };
+    let before_stop: Vec<&Event> = k.seen.iter().filter(|e| of_it(e)).collect();
+    // Everything up to and including the stop: the first exec (sh) and the stop itself.
+    assert!(
+        matches!(before_stop.as_slice(), [Event::Exec(x), Event::Signal(_)] if x.comm == "sh"),
+        "{before_stop:#?}"
+    );
+    let usr1 = k
+        .probes
+        .signal_counts()
+        .unwrap()
+        .get(Signal::USR1, SignalResult::Ignored)
+        - usr1_before;
+    assert!(usr1 >= 2000, "counted {usr1} SIGUSR1");
+    // Being stopped: its end is reported.
+    sb.signal(Signal::KILL).unwrap();
+    k.expect_exit(init).await;
+    sb.wait(WAIT).unwrap();
 }

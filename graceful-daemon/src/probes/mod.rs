@@ -5,7 +5,7 @@ pub mod tracefs;
 use std::{path::Path, time::Duration};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::Program,
     Ebpf, EbpfLoader,
 };
@@ -212,6 +212,10 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         task_tgid: btf::member_offset(&btf, "task_struct", "tgid")?,
         task_comm: btf::member_offset(&btf, "task_struct", "comm")?,
         task_signal: btf::member_offset(&btf, "task_struct", "signal")?,
+        task_cgroups: btf::member_offset(&btf, "task_struct", "cgroups")?,
+        css_set_dfl_cgrp: btf::member_offset(&btf, "css_set", "dfl_cgrp")?,
+        cgroup_kn: btf::member_offset(&btf, "cgroup", "kn")?,
+        kernfs_node_id: btf::member_offset(&btf, "kernfs_node", "id")?,
         signal_live: btf::member_offset(&btf, "signal_struct", "live")?,
         exit_size: exit.size()?,
         newtask_size: newtask.size()?,
@@ -261,35 +265,18 @@ impl Probes {
                 .ok_or(ProbeError::MissingMap("LOST"))?,
         )
         .map_err(map_err("LOST"))?;
-        let mut probes = Probes {
+        let probes = Probes {
             ebpf,
             counts,
             lost,
             unavailable,
         };
-        probes.seed_task_cgroups(cgroup)?;
         Ok(probes)
     }
 
     /// Whether the OOM killer's victims are seen (`oom:mark_victim` attached).
     pub fn sees_oom(&self) -> bool {
         !self.unavailable.contains(&"mark_victim")
-    }
-
-    /// Threads that existed before the programs were attached are unknown to the in-kernel
-    /// task map: fill it from /proc (attach first, then scan, so no thread falls in between).
-    fn seed_task_cgroups(&mut self, cgroup: &mut Cgroup2) -> Result<(), ProbeError> {
-        let mut map: BpfHashMap<_, u32, u64> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("TASK_CGROUP")
-                .ok_or(ProbeError::MissingMap("TASK_CGROUP"))?,
-        )
-        .map_err(map_err("TASK_CGROUP"))?;
-        for (tid, id) in cgroup.scan_threads() {
-            // A full map only costs precision for old threads: the LRU evicts the oldest.
-            let _ = map.insert(tid, id, 0);
-        }
-        Ok(())
     }
 
     /// Per-(signal, result) totals over all CPUs.

@@ -594,3 +594,61 @@ fn a_kernel_sigkill_without_oom_tracing_is_unknown_not_a_force_delete() {
     let r = kernel_kill(&mut seeing.t, now);
     assert_eq!(r[0].verdict, Verdict::KilledWithoutStopSignal);
 }
+
+/// As the kernel reports a running container: nothing until its stop; the pipeline fills in
+/// what /proc shows at the first signal, and may miss a process that is already gone.
+#[test]
+fn processes_first_seen_during_a_stop_were_there_at_the_stop() {
+    // The app (10) handles SIGTERM and does not forward it; after the grace the runtime kills
+    // it and its child (11), which the tracker first hears of through that SIGKILL.
+    let mut s = Seq::new();
+    s.t.fill(10, Some(1), CG, "app", true);
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .at(2.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::KILL, RUNC, HOST, 11, SignalResult::Delivered)
+        .exit(10, None, Some(9))
+        .exit(11, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::NotForwarded, "{}", r.explanation);
+    assert_eq!(
+        r.never_received.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        vec![11]
+    );
+
+    // A process seen only at its exit was there too, and a forked one was not.
+    let mut s = Seq::new();
+    s.t.fill(10, Some(1), CG, "app", true);
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .fork(10, 12, "app")
+        .exit(12, Some(0), None)
+        .exit(13, None, Some(15))
+        .exit(13, None, Some(15))
+        .exit(10, Some(0), None);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Graceful);
+    assert_eq!(
+        r.never_received.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        vec![13]
+    );
+}
+
+/// /proc, read when the stop event is handled, can already show a child forked after the stop;
+/// its fork event, later in the stream, says it was not there at the stop.
+#[test]
+fn a_child_forked_after_the_stop_was_not_there_at_the_stop() {
+    let mut s = Seq::new();
+    s.t.fill(10, Some(1), CG, "sh", true);
+    s.t.fill(12, Some(10), CG, "sh", false); // the trap's `sleep 60`, read from /proc early
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .fork(10, 12, "sh")
+        .exec(12, "sleep")
+        .at(2.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9))
+        .signal(Signal::KILL, 10, CG, 12, SignalResult::Delivered)
+        .exit(12, None, Some(9));
+    let r = s.one();
+    assert!(r.never_received.is_empty(), "{:?}", r.never_received);
+    assert_eq!(r.verdict, Verdict::SlowShutdown, "{}", r.explanation);
+}
