@@ -175,3 +175,37 @@ async fn fifty_containers_stopped_at_once() {
         assert!(r.cgroup.as_deref().unwrap().ends_with(&s.name));
     }
 }
+
+/// Four containers flooding themselves with SIGUSR1 (an app bug, or a hostile pod) cost the
+/// node nothing: the containers stopped meanwhile get exactly their records, none lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn neighbours_flooding_themselves_cost_no_record() {
+    let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+    let parent = format!("/graceful-tests/flood-{}", std::process::id());
+    let floods: Vec<graceful::sandbox::Sandbox> = (0..4)
+        .map(|i| {
+            graceful::sandbox::Sandbox::spawn(
+                &mut cgroups,
+                &parent,
+                &format!("flood-{i}"),
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "trap '' USR1; while :; do kill -USR1 $$; done",
+                ],
+            )
+            .unwrap()
+        })
+        .collect();
+    let scenarios = graceful::demo::Scenario::demo_set();
+    let records = run(&scenarios, GRACE).await.unwrap();
+    for (s, r) in scenarios.iter().zip(&records) {
+        assert_verdict(s, r);
+    }
+    // Still flooding all along: the floods were counted, not dropped on the floor.
+    for f in &floods {
+        assert!(!f.pids().is_empty(), "{} stopped flooding", f.cgroup);
+    }
+    drop(floods);
+    let _ = std::fs::remove_dir(cgroups.dir(&parent));
+}
