@@ -417,8 +417,9 @@ fn load_error(program: &str, e: aya::programs::ProgramError) -> ProbeError {
     }
 }
 
-/// The benchmark's floor: only `signal_generate_floor` (read the signal number, compare),
-/// attached to the same raw tracepoint. Detached when dropped.
+/// The benchmark's floor: programs on the daemon's signal, exit, exec and fork hooks that
+/// return at once (`signal_generate_floor` reads the signal number and compares), the least
+/// any program there can cost. Detached when dropped.
 pub struct FloorProbe {
     _ebpf: Ebpf,
 }
@@ -443,6 +444,24 @@ impl FloorProbe {
                 tracepoint: "signal:signal_generate".into(),
                 error: e.to_string(),
             })?;
+        for (name, category, tracepoint) in [
+            ("sched_process_exit_floor", "sched", "sched_process_exit"),
+            ("sched_process_exec_floor", "sched", "sched_process_exec"),
+            ("task_newtask_floor", "task", "task_newtask"),
+        ] {
+            let Some(Program::TracePoint(p)) = ebpf.program_mut(name) else {
+                return Err(ProbeError::Load(format!(
+                    "{name} is missing or not a tracepoint"
+                )));
+            };
+            p.load().map_err(|e| load_error(name, e))?;
+            p.attach(category, tracepoint)
+                .map_err(|e| ProbeError::Attach {
+                    program: name.into(),
+                    tracepoint: format!("{category}:{tracepoint}"),
+                    error: e.to_string(),
+                })?;
+        }
         Ok(FloorProbe { _ebpf: ebpf })
     }
 }
