@@ -216,7 +216,10 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
             ..TrackerConfig::default()
         },
     );
-    let parent = format!("/graceful-demo/{}", std::process::id());
+    // One parent per run: runs in one process (tests in parallel) never share a cgroup.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let parent = format!("/graceful-demo/{}-{run}", std::process::id());
 
     let mut sandboxes = Vec::new();
     for s in scenarios {
