@@ -120,14 +120,9 @@ pub async fn run(
     }));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let app = router(state.clone());
-    let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = http_stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("HTTP server: {e}");
-        }
-    });
+    let server = tokio::spawn(crate::export::http::serve(listener, app, async {
+        let _ = http_stopped.await;
+    }));
 
     let mut cgroups = Cgroup2::discover()?;
     let mut probes = Probes::load(&options.probes, &mut cgroups)?;
@@ -369,7 +364,7 @@ impl Daemon {
         let labels = record.labels();
         let mut shared = lock(&self.state);
         shared.metrics.termination(&labels, &record);
-        shared.push_record(json);
+        shared.push_record(&json);
         if let Some(identity) = &record.identity {
             self.cache.remove(&identity.id);
         }

@@ -235,6 +235,9 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
             name: s.name.clone(),
             error,
         })?;
+        if let Some(signal) = s.stop_signal {
+            pipeline.tracker.set_stop_signal(sb.cgroup_id, signal);
+        }
         sandboxes.push(sb);
     }
     let ids: Vec<u64> = sandboxes.iter().map(|s| s.cgroup_id).collect();

@@ -188,6 +188,15 @@ impl Pipeline {
             .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
             .collect();
         let now = clock::monotonic_now();
+        for cgroup in self.tracker.abandon(now) {
+            tracing::debug!(
+                cgroup,
+                "no end and no SIGKILL within the grace: not a stop after all"
+            );
+            self.filled.remove(&cgroup);
+        }
+        self.tracker
+            .prune(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         let done: Vec<_> = gone
             .into_iter()
             .flat_map(|pid| self.tracker.forget(pid, now))

@@ -143,7 +143,14 @@ pub struct TrackerConfig {
     /// The OOM killer's victims are seen (`oom:mark_victim` attached). Without it, a SIGKILL
     /// the kernel itself sends may be the OOM killer's: such a record is `unknown`.
     pub oom_visible: bool,
+    /// A termination with neither the container's end nor a SIGKILL for this long is abandoned
+    /// without a record (the stop signal was not a stop after all).
+    pub abandon_after_ns: u64,
 }
+
+/// What stops a container whose own stop signal is not known: SIGTERM (the default), and the
+/// SIGQUIT and SIGINT that images name as STOPSIGNAL. SIGHUP, SIGUSR1 and the like reload.
+const CONVENTIONAL_STOP_SIGNALS: [Signal; 3] = [Signal::TERM, Signal::QUIT, Signal::INT];
 
 impl Default for TrackerConfig {
     fn default() -> Self {
@@ -151,6 +158,7 @@ impl Default for TrackerConfig {
             root_cgroup: 1,
             startup_window_ns: 120 * 1_000_000_000,
             oom_visible: true,
+            abandon_after_ns: 600 * 1_000_000_000,
         }
     }
 }
@@ -212,6 +220,8 @@ struct Group {
     main: Option<u32>,
     /// Known from the /proc scan at start rather than from events.
     seeded: bool,
+    /// The last signal from outside that was not a stop (a reload), with when and who.
+    noted: Option<(Signal, Mono, Sender)>,
     oom_victims: BTreeSet<u32>,
     active: Option<Active>,
 }
@@ -227,6 +237,8 @@ pub struct Tracker {
     procs: HashMap<u32, Process>,
     groups: HashMap<CgroupId, Group>,
     dispositions: HashMap<u32, Disposition>,
+    /// Containers' own stop signals, where known; forgotten when their termination ends.
+    stop_signals: HashMap<CgroupId, Signal>,
 }
 
 impl Tracker {
@@ -237,6 +249,7 @@ impl Tracker {
             procs: HashMap::new(),
             groups: HashMap::new(),
             dispositions: HashMap::new(),
+            stop_signals: HashMap::new(),
         }
     }
 
@@ -267,6 +280,59 @@ impl Tracker {
         if namespace_init {
             self.groups.entry(cgroup).or_default().main = Some(pid);
         }
+    }
+
+    /// The container's own stop signal (Kubernetes' stopSignal, the image's STOPSIGNAL): only
+    /// it begins a termination, besides SIGKILL and the OOM killer.
+    pub fn set_stop_signal(&mut self, cgroup: CgroupId, signal: Signal) {
+        self.stop_signals.insert(cgroup, signal);
+    }
+
+    /// Terminations that saw neither the container's end nor a SIGKILL for longer than
+    /// `abandon_after_ns`: the stop signal did not stop it. Dropped without a record; returns
+    /// their cgroups.
+    pub fn abandon(&mut self, now: Mono) -> Vec<CgroupId> {
+        let limit = self.config.abandon_after_ns;
+        let mut dropped = Vec::new();
+        for (cgroup, g) in self.groups.iter_mut() {
+            if g.active
+                .as_ref()
+                .is_some_and(|a| a.kill.is_none() && now.saturating_sub(a.started) > limit)
+            {
+                g.active = None;
+                dropped.push(*cgroup);
+            }
+        }
+        for cgroup in &dropped {
+            self.stop_signals.remove(cgroup);
+        }
+        dropped
+    }
+
+    /// Forgets processes of running containers that `alive` says are gone: the kernel reports a
+    /// running container's exits only once it is stopping. Groups left empty go too.
+    pub fn prune(&mut self, alive: impl Fn(u32) -> bool) {
+        let mut gone = Vec::new();
+        for g in self.groups.values_mut().filter(|g| g.active.is_none()) {
+            g.members.retain(|pid| {
+                let keep = alive(*pid);
+                if !keep {
+                    gone.push(*pid);
+                }
+                keep
+            });
+        }
+        for pid in gone {
+            self.procs.remove(&pid);
+            self.dispositions.remove(&pid);
+        }
+        self.groups
+            .retain(|_, g| g.active.is_some() || !g.members.is_empty());
+    }
+
+    /// How many processes and groups the tracker holds.
+    pub fn size(&self) -> (usize, usize) {
+        (self.procs.len(), self.groups.len())
     }
 
     /// The process is known (alive, as far as the tracker has heard).
@@ -440,6 +506,7 @@ impl Tracker {
             pid: e.sender_pid,
             comm: e.sender_comm.clone(),
         };
+        let own_stop_signal = self.stop_signals.get(&cgroup).copied();
         let Some(group) = self.groups.get_mut(&cgroup) else {
             return;
         };
@@ -448,6 +515,17 @@ impl Tracker {
         }
         if group.active.is_none() {
             if !outside {
+                return;
+            }
+            let is_kill = e.signal == Signal::KILL;
+            let opens = is_kill
+                || match own_stop_signal {
+                    Some(known) => e.signal == known,
+                    None => CONVENTIONAL_STOP_SIGNALS.contains(&e.signal),
+                };
+            if !opens {
+                // A reload (SIGHUP), a log rotation (SIGUSR1): noted, not a stop.
+                group.noted = Some((e.signal, e.ts, sender));
                 return;
             }
             let main = group
@@ -459,13 +537,26 @@ impl Tracker {
                 .iter()
                 .map(|&pid| (pid, comm_of(&self.procs, pid)))
                 .collect();
-            let is_kill = e.signal == Signal::KILL;
+            let noted = group
+                .noted
+                .take()
+                .filter(|(_, at, _)| e.ts.saturating_sub(*at) < self.config.abandon_after_ns);
             let unknown_because = if is_kill && group.seeded && e.ts < startup_window {
                 Some(
                     "the daemon started while this container was already running and saw only its SIGKILL: \
                      a stop signal may have come before"
                         .to_string(),
                 )
+            } else if let (true, Some((signal, at, from))) =
+                (is_kill && own_stop_signal.is_none(), &noted)
+            {
+                Some(format!(
+                    "{signal} came from {} (pid {}) {:.1} s before the SIGKILL, and this container's stop signal is not known: \
+                     if {signal} is its stop signal (STOPSIGNAL), the SIGKILL ended a stop, not a force delete",
+                    from.comm,
+                    from.pid,
+                    e.ts.saturating_sub(*at) as f64 / 1e9
+                ))
             } else if is_kill && e.code == SI_KERNEL && !self.config.oom_visible {
                 Some(
                     "the kernel itself sent the SIGKILL (the OOM killer, most likely), and this kernel's \
@@ -573,6 +664,7 @@ impl Tracker {
             if group.members.is_empty() {
                 if let Some(a) = group.active.take() {
                     done.push(conclude(cgroup, a, ts));
+                    self.stop_signals.remove(&cgroup);
                 }
             }
         }

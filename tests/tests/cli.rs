@@ -208,3 +208,52 @@ fn text_logs_into_a_file_have_no_colour() {
     assert!(!text.contains('\u{1b}'), "escape codes in a file: {text:?}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// Clients that open connections and never finish a request neither starve the endpoints
+/// nor hold up the daemon's own shutdown (its pod must not end in SIGKILL).
+#[test]
+fn slow_http_clients_neither_starve_nor_hold_up_shutdown() {
+    use std::io::{Read, Write};
+    let log = std::env::temp_dir().join(format!("graceful-slow-http-{}", std::process::id()));
+    let daemon = Daemon::start_with(&[], log.clone());
+    // More half-sent requests than the daemon serves at once.
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        let mut s = std::net::TcpStream::connect(daemon.addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        held.push(s);
+    }
+    // The server drops them at its header timeout and answers others meanwhile.
+    let answered = eventually("/healthz while slow clients hold connections", || {
+        http_get(daemon.addr, "/healthz").filter(|(status, _)| *status == 200)
+    });
+    assert_eq!(answered.1, "ok\n");
+    let mut first = held.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = first.read_to_end(&mut rest).unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&rest).contains("408"),
+        "a half-sent request was kept open: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    // New half-sent requests, then SIGTERM: the daemon exits promptly all the same.
+    for _ in 0..20 {
+        let mut s = std::net::TcpStream::connect(daemon.addr).unwrap();
+        s.write_all(b"GET /terminations HTTP/1.1\r\n").unwrap();
+        held.push(s);
+    }
+    let started = std::time::Instant::now();
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?} with slow clients",
+        started.elapsed()
+    );
+    drop(held);
+    let _ = std::fs::remove_file(&log);
+}

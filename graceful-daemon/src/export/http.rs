@@ -1,7 +1,9 @@
 //! HTTP on --metrics-addr: /metrics, /healthz, /readyz, /terminations.
 use std::{
     collections::VecDeque,
+    future::Future,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{
@@ -11,7 +13,11 @@ use axum::{
     routing::get,
     Router,
 };
-use serde_json::Value;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
 use super::metrics::Metrics;
 
@@ -21,14 +27,14 @@ pub const KEPT_RECORDS: usize = 1000;
 /// What the endpoints read; the daemon's loop writes it.
 pub struct Shared {
     pub metrics: Metrics,
-    /// Newest first.
-    pub terminations: VecDeque<Value>,
+    /// Newest first, serialized once: a request copies pointers under the lock, not records.
+    pub terminations: VecDeque<Arc<str>>,
     pub ready: bool,
 }
 
 impl Shared {
-    pub fn push_record(&mut self, record: Value) {
-        self.terminations.push_front(record);
+    pub fn push_record(&mut self, record: &serde_json::Value) {
+        self.terminations.push_front(record.to_string().into());
         self.terminations.truncate(KEPT_RECORDS);
     }
 }
@@ -87,6 +93,67 @@ async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
 }
 
 async fn terminations(State(state): State<SharedState>) -> impl IntoResponse {
-    let list: Vec<Value> = lock(&state).terminations.iter().cloned().collect();
-    axum::Json(list)
+    let list: Vec<Arc<str>> = lock(&state).terminations.iter().cloned().collect();
+    let mut body = String::with_capacity(list.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    body.push('[');
+    for (i, r) in list.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(r);
+    }
+    body.push(']');
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer (a slow reader of a big /terminations included).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// At shutdown, requests in flight get this long before their connections are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// Serves `router` until `shutdown`: bounded connections, header and lifetime timeouts, and a
+/// shutdown that a half-sent request cannot hold up (the daemon must not be SIGKILLed itself).
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!("accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            drop(permit);
+        });
+        // Reap finished connections as we go.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        connections.shutdown().await;
+    }
 }

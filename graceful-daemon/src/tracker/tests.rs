@@ -652,3 +652,72 @@ fn a_child_forked_after_the_stop_was_not_there_at_the_stop() {
     assert!(r.never_received.is_empty(), "{:?}", r.never_received);
     assert_eq!(r.verdict, Verdict::SlowShutdown, "{}", r.explanation);
 }
+
+#[test]
+fn a_reload_signal_is_not_a_stop() {
+    // SIGHUP from outside (a reload), SIGTERM 8 s later: the stop is the SIGTERM.
+    let mut s = shell_with_child();
+    s.signal(Signal::HUP, RUNC, HOST, 10, SignalResult::Delivered)
+        .at(8.0)
+        .signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Delivered)
+        .at(8.5)
+        .exit(11, None, Some(15))
+        .exit(10, Some(0), None);
+    let r = s.one();
+    assert_eq!(r.stop.as_ref().unwrap().signal, Signal::TERM);
+    assert!(
+        (r.duration_seconds() - 0.5).abs() < 1e-6,
+        "{}",
+        r.duration_seconds()
+    );
+    assert_eq!(r.verdict, Verdict::Graceful);
+}
+
+#[test]
+fn a_known_stop_signal_is_the_only_stop() {
+    // STOPSIGNAL SIGUSR1 (known): a SIGTERM from outside does not stop it, SIGUSR1 does.
+    let mut s = shell_with_child();
+    s.t.set_stop_signal(CG, Signal::USR1);
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .at(1.0)
+        .signal(Signal::USR1, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 3.0);
+    let r = s.one();
+    assert_eq!(r.stop.as_ref().unwrap().signal, Signal::USR1);
+    assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
+}
+
+#[test]
+fn a_sigkill_after_an_unknown_stop_signal_is_no_force_delete() {
+    // SIGWINCH (httpd's STOPSIGNAL, not known here), then SIGKILL after the grace: not a force
+    // delete, and not a guess either.
+    let mut s = shell_with_child();
+    s.signal(Signal::WINCH, RUNC, HOST, 10, SignalResult::Delivered);
+    kill_after_grace(&mut s, 30.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Unknown, "{}", r.explanation);
+    assert!(r.explanation.contains("SIGWINCH"), "{}", r.explanation);
+}
+
+#[test]
+fn a_stop_that_never_ends_is_abandoned_without_a_record() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    assert!(s.t.stopping(CG));
+    assert!(s.t.abandon(s.now + 599 * S).is_empty());
+    assert_eq!(s.t.abandon(s.now + 601 * S), vec![CG]);
+    assert!(!s.t.stopping(CG));
+    s.at(700.0).exit(11, Some(0), None).exit(10, Some(0), None);
+    assert!(s.done.is_empty(), "{:#?}", s.done);
+}
+
+#[test]
+fn pruning_forgets_processes_gone_unseen() {
+    let mut s = shell_with_child();
+    assert_eq!(s.t.size(), (2, 1));
+    s.t.prune(|pid| pid == 10);
+    assert_eq!(s.t.size(), (1, 1));
+    s.t.prune(|_| false);
+    assert_eq!(s.t.size(), (0, 0));
+}
