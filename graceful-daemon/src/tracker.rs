@@ -340,6 +340,28 @@ impl Tracker {
         self.procs.contains_key(&pid)
     }
 
+    /// Before a stop: the processes of `cgroup` are exactly `present` (from its cgroup.procs);
+    /// the ones the tracker knew that are gone ended unreported while the container ran.
+    pub fn only_present(&mut self, cgroup: CgroupId, present: &[u32]) {
+        let Some(g) = self.groups.get_mut(&cgroup) else {
+            return;
+        };
+        if g.active.is_some() {
+            return;
+        }
+        let gone: Vec<u32> = g
+            .members
+            .iter()
+            .copied()
+            .filter(|pid| !present.contains(pid))
+            .collect();
+        for pid in gone {
+            g.members.remove(&pid);
+            self.procs.remove(&pid);
+            self.dispositions.remove(&pid);
+        }
+    }
+
     /// A termination of this cgroup is under way.
     pub fn stopping(&self, cgroup: CgroupId) -> bool {
         self.groups.get(&cgroup).is_some_and(|g| g.active.is_some())

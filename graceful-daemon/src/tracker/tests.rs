@@ -721,3 +721,23 @@ fn pruning_forgets_processes_gone_unseen() {
     s.t.prune(|_| false);
     assert_eq!(s.t.size(), (0, 0));
 }
+
+#[test]
+fn processes_gone_unreported_before_the_stop_are_forgotten_at_it() {
+    // A runtime's exec helper (runc, pid 9) was seen entering, then ended while the container
+    // ran (unreported); /proc at the stop shows only sh and sleep.
+    let mut s = shell_with_child();
+    s.exec(9, "runc");
+    s.t.only_present(CG, &[10, 11]);
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!(r.init.pid, 10);
+    assert_eq!(
+        r.verdict,
+        Verdict::SwallowedByShellPid1,
+        "{}",
+        r.explanation
+    );
+    assert!(r.never_received.iter().all(|p| p.pid != 9));
+}
