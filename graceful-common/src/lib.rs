@@ -20,7 +20,9 @@ pub const ENTERED_ENTRIES: u32 = 1 << 12;
 pub const RING_BYTES: u32 = 1 << 22;
 /// Index in the `LOST` per-CPU array: records that did not fit in the ring buffer.
 pub const LOST_RING_FULL: u32 = 0;
-pub const LOST_ENTRIES: u32 = 1;
+/// Index in the `LOST` per-CPU array: records not written because a kernel read failed.
+pub const LOST_READ_FAILED: u32 = 1;
+pub const LOST_ENTRIES: u32 = 2;
 
 /// `clone_flags` bits the kernel programs look at.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
@@ -56,7 +58,9 @@ impl Kind {
 #[derive(Clone, Copy, Debug)]
 pub struct Header {
     pub kind: u32,
-    pub _pad: u32,
+    /// Records lost on the whole node (all reasons) before this one: userspace places losses
+    /// in time by this count going up between two records.
+    pub lost: u32,
     /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
     pub ts_ns: u64,
 }

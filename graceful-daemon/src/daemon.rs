@@ -19,10 +19,11 @@ use crate::{
         cri::{CriClient, CriError},
         ContainerInfo,
     },
-    events::Event,
+    events::{Event, LossReason},
     export::{
         http::{lock, router, Shared, SharedState},
         log::{self, LogFormat},
+        metrics::LossKind,
         metrics::Metrics,
         record::{container_labels, Record},
     },
@@ -63,12 +64,13 @@ pub enum DaemonError {
 
 /// What the loop reads from the kernel besides the event stream: the node-wide counters.
 pub trait KernelCounters {
-    fn lost_events(&self) -> Result<u64, ProbeError>;
+    /// Records the kernel could not write: (ring buffer full, read failed).
+    fn lost_events(&self) -> Result<(u64, u64), ProbeError>;
     fn signal_counts(&self) -> Result<SignalCounts, ProbeError>;
 }
 
 impl KernelCounters for Probes {
-    fn lost_events(&self) -> Result<u64, ProbeError> {
+    fn lost_events(&self) -> Result<(u64, u64), ProbeError> {
         Probes::lost_events(self)
     }
     fn signal_counts(&self) -> Result<SignalCounts, ProbeError> {
@@ -200,7 +202,7 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let mut tick = tokio::time::interval(TICK);
         let mut ticks = 0u32;
-        let mut lost_seen = 0;
+        let mut lost_seen = (0, 0);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -216,13 +218,14 @@ impl Daemon {
                 Some(answer) = answers.recv() => self.on_lookup(answer),
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
+                    // The tracker hears of losses in the stream; the counters are for metrics.
                     let lost = kernel.lost_events().unwrap_or(lost_seen);
-                    if lost > lost_seen {
-                        tracing::warn!(lost = lost - lost_seen, "kernel events lost: terminations under way will be reported as unknown");
-                        self.pipeline.lost(lost - lost_seen);
-                        lock(&self.state).metrics.events_lost(lost - lost_seen);
-                        lost_seen = lost;
+                    {
+                        let shared = lock(&self.state);
+                        shared.metrics.events_lost(LossKind::RingFull, lost.0.saturating_sub(lost_seen.0));
+                        shared.metrics.events_lost(LossKind::ReadFailed, lost.1.saturating_sub(lost_seen.1));
                     }
+                    lost_seen = lost;
                     if ticks % HOUSEKEEPING_EVERY == 1 {
                         if let Ok(counts) = kernel.signal_counts() {
                             lock(&self.state).metrics.node_signals(counts);
@@ -268,6 +271,14 @@ impl Daemon {
     }
 
     fn on_event(&mut self, event: &Event) {
+        if let Event::Lost(l) = event {
+            tracing::warn!(lost = l.count, reason = ?l.reason, "events lost: terminations under way will be reported as unknown");
+            if l.reason == LossReason::Decode {
+                lock(&self.state)
+                    .metrics
+                    .events_lost(LossKind::DecodeFailed, l.count);
+            }
+        }
         let records = self.pipeline.handle(event);
         match event {
             Event::Exec(e) if self.seen.insert(e.cgroup) => {
@@ -405,8 +416,8 @@ mod tests {
     struct Quiet;
 
     impl KernelCounters for Quiet {
-        fn lost_events(&self) -> Result<u64, ProbeError> {
-            Ok(0)
+        fn lost_events(&self) -> Result<(u64, u64), ProbeError> {
+            Ok((0, 0))
         }
         fn signal_counts(&self) -> Result<SignalCounts, ProbeError> {
             Ok(SignalCounts(Vec::new()))

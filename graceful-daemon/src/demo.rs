@@ -205,6 +205,7 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     let mut probes = Probes::load(
         &ProbeOptions {
             stop_signals: signals,
+            ..ProbeOptions::default()
         },
         &mut cgroups,
     )?;
@@ -287,7 +288,6 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     }
 
     let deadline = Instant::now() + grace + READY_TIMEOUT;
-    let mut lost_seen = 0;
     while records.iter().any(Option::is_none) {
         let missing = || {
             let i = records.iter().position(Option::is_none).unwrap_or(0);
@@ -299,12 +299,6 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
             Err(_) => return Err(missing()),
         };
         collect(&mut pipeline, &event, &ids, &mut records);
-        if let Ok(lost) = probes.lost_events() {
-            if lost > lost_seen {
-                pipeline.lost(lost - lost_seen);
-                lost_seen = lost;
-            }
-        }
     }
     // Every init is reaped by now (its record needed all processes gone): the joins are quick.
     for stop in stops {

@@ -132,6 +132,23 @@ pub struct OomEvent {
     pub cgroup: CgroupId,
 }
 
+/// Why events went missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LossReason {
+    /// The kernel could not write them (ring buffer full, or a read it needed failed).
+    Kernel,
+    /// A record came but could not be decoded.
+    Decode,
+}
+
+/// Events lost at this point of the stream (placed by the CPU's lost count going up).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LostEvent {
+    pub ts: Mono,
+    pub count: u64,
+    pub reason: LossReason,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Signal(SignalEvent),
@@ -140,6 +157,43 @@ pub enum Event {
     Fork(ForkEvent),
     Attach(AttachEvent),
     Oom(OomEvent),
+    Lost(LostEvent),
+}
+
+impl Event {
+    pub fn ts(&self) -> Mono {
+        match self {
+            Event::Signal(e) => e.ts,
+            Event::Exit(e) => e.ts,
+            Event::Exec(e) => e.ts,
+            Event::Fork(e) => e.ts,
+            Event::Attach(e) => e.ts,
+            Event::Oom(e) => e.ts,
+            Event::Lost(e) => e.ts,
+        }
+    }
+}
+
+/// Places the kernel's losses in the stream: every record carries the node's lost count at
+/// its writing, so a count above any seen before says records were lost just before it.
+#[derive(Debug, Default)]
+pub struct LossPlacer {
+    seen: u32,
+}
+
+impl LossPlacer {
+    /// Records lost since the highest count seen so far (0 for a short record; records of
+    /// different CPUs may arrive slightly out of order, so a lower count says nothing).
+    pub fn newly_lost(&mut self, bytes: &[u8]) -> u64 {
+        if bytes.len() < size_of::<Header>() {
+            return 0;
+        }
+        // SAFETY: length checked; Header is plain integers.
+        let h: Header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let new = h.lost.saturating_sub(self.seen);
+        self.seen = self.seen.max(h.lost);
+        u64::from(new)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -262,7 +316,7 @@ mod tests {
         let r = SignalRecord {
             header: Header {
                 kind: Kind::Signal as u32,
-                _pad: 0,
+                lost: 0,
                 ts_ns: 42,
             },
             signo: 15,
@@ -298,11 +352,30 @@ mod tests {
     }
 
     #[test]
+    fn losses_are_placed_by_the_node_count() {
+        let at = |lost| Header {
+            kind: Kind::Exec as u32,
+            lost,
+            ts_ns: 0,
+        };
+        let mut p = LossPlacer::default();
+        assert_eq!(p.newly_lost(&bytes(&at(0))), 0);
+        assert_eq!(p.newly_lost(&bytes(&at(3))), 3);
+        assert_eq!(
+            p.newly_lost(&bytes(&at(2))),
+            0,
+            "an older record, read late"
+        );
+        assert_eq!(p.newly_lost(&bytes(&at(5))), 2);
+        assert_eq!(p.newly_lost(&[1, 2]), 0);
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
         let h = Header {
             kind: 77,
-            _pad: 0,
+            lost: 0,
             ts_ns: 0,
         };
         assert_eq!(decode(&bytes(&h)), Err(DecodeError::UnknownKind(77)));

@@ -205,6 +205,7 @@ async fn trace(args: TraceArgs) -> Result<()> {
     let mut probes = Probes::load(
         &ProbeOptions {
             stop_signals: stop_signals.clone(),
+            ..ProbeOptions::default()
         },
         &mut cgroups,
     )?;
@@ -217,7 +218,6 @@ async fn trace(args: TraceArgs) -> Result<()> {
         },
     );
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
-    let mut lost_seen = 0;
     let clock = WallClock::default();
     let mut out = std::io::stdout().lock();
     if !args.json {
@@ -232,6 +232,9 @@ async fn trace(args: TraceArgs) -> Result<()> {
             _ = &mut shutdown => break,
             event = events.recv() => {
                 let Some(event) = event else { anyhow::bail!("the kernel event stream ended: tracing stopped") };
+                if let Event::Lost(l) = &event {
+                    tracing::warn!(lost = l.count, reason = ?l.reason, "events lost: terminations under way are reported as unknown");
+                }
                 let records = pipeline.handle(&event);
                 if let Event::Signal(e) = &event {
                     let resolved = ResolvedSignal {
@@ -248,12 +251,6 @@ async fn trace(args: TraceArgs) -> Result<()> {
                 print_records(&mut out, &clock, &records, args.json)?;
             }
             _ = sweep.tick() => {
-                let lost = probes.lost_events()?;
-                if lost > lost_seen {
-                    tracing::warn!(lost = lost - lost_seen, "kernel events lost: terminations under way are reported as unknown");
-                    pipeline.lost(lost - lost_seen);
-                    lost_seen = lost;
-                }
                 let records = pipeline.sweep();
                 print_records(&mut out, &clock, &records, args.json)?;
             }
@@ -361,6 +358,7 @@ async fn run(args: RunArgs) -> Result<()> {
         log_format: args.log_format,
         probes: ProbeOptions {
             stop_signals: args.stop_signals,
+            ..ProbeOptions::default()
         },
     };
     graceful::daemon::run(options, graceful::shutdown::requested()).await?;

@@ -176,10 +176,6 @@ impl Pipeline {
         done.into_iter().filter_map(|t| self.record(t)).collect()
     }
 
-    pub fn lost(&mut self, count: u64) {
-        self.tracker.lost(count);
-    }
-
     /// Processes the tracker still counts that /proc no longer has: their exits were lost.
     pub fn sweep(&mut self) -> Vec<Record> {
         let gone: Vec<u32> = self

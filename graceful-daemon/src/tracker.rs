@@ -239,6 +239,8 @@ pub struct Tracker {
     dispositions: HashMap<u32, Disposition>,
     /// Containers' own stop signals, where known; forgotten when their termination ends.
     stop_signals: HashMap<CgroupId, Signal>,
+    /// When events were last lost.
+    last_loss: Option<Mono>,
 }
 
 impl Tracker {
@@ -250,6 +252,7 @@ impl Tracker {
             groups: HashMap::new(),
             dispositions: HashMap::new(),
             stop_signals: HashMap::new(),
+            last_loss: None,
         }
     }
 
@@ -473,11 +476,17 @@ impl Tracker {
                 Vec::new()
             }
             Event::Exit(e) => self.on_exit(e.pid, e.cgroup, e.status, e.ts, &e.comm),
+            Event::Lost(e) => {
+                self.lost(e.ts, e.count);
+                Vec::new()
+            }
         }
     }
 
-    /// Kernel events were lost: every termination under way can no longer be trusted.
-    pub fn lost(&mut self, count: u64) {
+    /// Events were lost at `ts`: every termination under way can no longer be trusted, and a
+    /// SIGKILL soon after may have had its stop signal among them.
+    fn lost(&mut self, ts: Mono, count: u64) {
+        self.last_loss = Some(ts);
         for g in self.groups.values_mut() {
             if let Some(a) = g.active.as_mut() {
                 a.unknown_because.get_or_insert_with(|| {
@@ -563,7 +572,16 @@ impl Tracker {
                 .noted
                 .take()
                 .filter(|(_, at, _)| e.ts.saturating_sub(*at) < self.config.abandon_after_ns);
-            let unknown_because = if is_kill && group.seeded && e.ts < startup_window {
+            let loss_before = self
+                .last_loss
+                .map(|at| e.ts.saturating_sub(at))
+                .filter(|ago| *ago < self.config.abandon_after_ns);
+            let unknown_because = if let (true, Some(ago)) = (is_kill, loss_before) {
+                Some(format!(
+                    "kernel events were lost {:.1} s before this SIGKILL: a stop signal may have been among them",
+                    ago as f64 / 1e9
+                ))
+            } else if is_kill && group.seeded && e.ts < startup_window {
                 Some(
                     "the daemon started while this container was already running and saw only its SIGKILL: \
                      a stop signal may have come before"

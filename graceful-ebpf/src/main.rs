@@ -11,14 +11,15 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated as gen,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use graceful_common::{
     AttachRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
-    SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, LOST_ENTRIES, LOST_RING_FULL,
+    SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, LOST_ENTRIES, LOST_READ_FAILED,
+    LOST_RING_FULL,
     ENTERED_ENTRIES, MAX_SIGNAL, NO_FIELD, RECORD_BUF, RESULT_SLOTS, RING_BYTES, SEEN_ENTRIES,
     STOPPING_ENTRIES,
 };
@@ -58,9 +59,16 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
 
-/// Records lost because the ring buffer was full.
+/// Records lost, by reason (ring buffer full, kernel read failed), per CPU: exact counts.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_ENTRIES, 0);
+
+/// One count for all CPUs that goes up at every loss, carried by every record: the next record
+/// from any CPU tells userspace that records were lost just before it. Incremented without an
+/// atomic (the BPF target has none before 5.12): concurrent losses may count once, and the
+/// count only ever needs to go up.
+#[map]
+static LOSS_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Containers being stopped: a stop-relevant signal from outside (or the kernel's own SIGKILL)
 /// reached them. Only these send their forks, execs, exits and inner signals to userspace;
@@ -114,11 +122,34 @@ impl Record {
     }
 }
 
+/// The node's loss epoch (see `LOSS_EPOCH`).
+#[inline(always)]
+fn lost_so_far() -> u32 {
+    LOSS_EPOCH.get(0).copied().unwrap_or(0)
+}
+
+/// Counts a record that could not be written; returns this CPU's count for `reason`.
+#[inline(always)]
+fn count_lost(reason: u32) -> u64 {
+    if let Some(epoch) = LOSS_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a map value, valid for the program's run (see LOSS_EPOCH on races).
+        unsafe { *epoch = (*epoch).wrapping_add(1) };
+    }
+    match LOST.get_ptr_mut(reason) {
+        // SAFETY: per-CPU slot, no concurrent writer.
+        Some(lost) => unsafe {
+            *lost += 1;
+            *lost
+        },
+        None => 0,
+    }
+}
+
 #[inline(always)]
 fn header(kind: Kind) -> Header {
     Header {
         kind: kind as u32,
-        _pad: 0,
+        lost: lost_so_far(),
         // SAFETY: plain helper call.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     }
@@ -143,15 +174,9 @@ fn output<C: EbpfContext, T: 'static>(ctx: &C, record: T) {
             entry.submit(0);
         }
         None => {
-            if let Some(lost) = LOST.get_ptr_mut(LOST_RING_FULL) {
-                // SAFETY: per-CPU slot, no concurrent writer.
-                let n = unsafe {
-                    *lost += 1;
-                    *lost
-                };
-                if n.is_power_of_two() {
-                    warn!(ctx, "ring buffer full: {} records lost on this CPU", n);
-                }
+            let n = count_lost(LOST_RING_FULL);
+            if n.is_power_of_two() {
+                warn!(ctx, "ring buffer full: {} records lost", n);
             }
         }
     }
@@ -277,7 +302,13 @@ pub fn signal_generate_floor(ctx: RawTracePointContext) -> i32 {
 fn group_dead(ctx: &TracePointContext) -> bool {
     let field = config!(exit_group_dead);
     if field != NO_FIELD {
-        return Record::read(ctx, config!(exit_size)).is_some_and(|rec| rec.get::<u8>(field) != 0);
+        return match Record::read(ctx, config!(exit_size)) {
+            Some(rec) => rec.get::<u8>(field) != 0,
+            None => {
+                count_lost(LOST_READ_FAILED);
+                false
+            }
+        };
     }
     // Before 6.16: do_exit() decrements signal->live before this tracepoint; the last thread
     // sees 0. (Two threads racing to the end may both see 0: a duplicate exit is harmless.)
@@ -403,6 +434,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
     let Some(rec) = Record::read(&ctx, config!(attach_size)) else {
+        count_lost(LOST_READ_FAILED);
         return 0;
     };
     let root: i32 = rec.get(config!(attach_root));
@@ -434,6 +466,7 @@ pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
     let Some(rec) = Record::read(&ctx, config!(oom_size)) else {
+        count_lost(LOST_READ_FAILED);
         return 0;
     };
     let pid: i32 = rec.get(config!(oom_pid));

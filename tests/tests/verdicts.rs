@@ -209,3 +209,107 @@ async fn neighbours_flooding_themselves_cost_no_record() {
     drop(floods);
     let _ = std::fs::remove_dir(cgroups.dir(&parent));
 }
+
+/// A ring buffer of one page, not read while a noisy container stops: the SIGTERM of another
+/// container is lost with many other records. Its later SIGKILL must read as `unknown`,
+/// never as a force delete, and the losses are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_stop_signal_makes_the_record_unknown_never_a_force_delete() {
+    use graceful::{
+        pipeline::Pipeline,
+        probes::{ProbeOptions, Probes},
+        sandbox::Sandbox,
+        tracker::{TrackerConfig, Verdict},
+    };
+    use graceful_tests::wait_for_program;
+    let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+    let options = ProbeOptions {
+        ring_bytes: 4096,
+        ..ProbeOptions::default()
+    };
+    let mut probes = Probes::load(&options, &mut cgroups).unwrap();
+    let parent = format!("/graceful-tests/tiny-ring-{}", std::process::id());
+    let mut victim =
+        Sandbox::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
+    let script =
+        "trap 'i=0; while [ $i -lt 300 ]; do /bin/sleep 0; i=$((i+1)); done; exit 0' TERM; \
+                  sleep 1000 & wait";
+    let mut noisy =
+        Sandbox::spawn(&mut cgroups, &parent, "noisy", &["/bin/sh", "-c", script]).unwrap();
+    let marker = Sandbox::spawn(&mut cgroups, &parent, "marker", &["/bin/sleep", "1000"]).unwrap();
+    wait_for_program(&victim, "sleep");
+    wait_for_program(&noisy, "sleep");
+    wait_for_program(&marker, "sleep");
+    graceful_tests::wait_until_quiescent(noisy.init);
+    let mut pipeline = Pipeline::new(
+        cgroups,
+        TrackerConfig {
+            oom_visible: probes.sees_oom(),
+            ..TrackerConfig::default()
+        },
+    );
+    // Nobody reads the ring yet: the noisy stop's 900 records fill it, the victim's SIGTERM
+    // finds it full.
+    noisy.signal(Signal::TERM).unwrap();
+    noisy
+        .wait(Duration::from_secs(60))
+        .unwrap()
+        .expect("the noisy container exits");
+    victim.signal(Signal::TERM).unwrap();
+    let (ring_full, _) = probes.lost_events().unwrap();
+    assert!(ring_full > 0, "nothing was lost: the test proves nothing");
+    let mut events = probes.events().unwrap();
+    let deadline = tokio::time::Instant::now() + graceful_tests::EVENT_TIMEOUT;
+    // Once a signal to the marker is read, the reader has drained the ring. Signals sent
+    // before the reader caught up are lost too: send again until one comes through. (The
+    // marker is a pid-namespace init: the kernel drops its SIGHUP, it runs on.)
+    'drained: loop {
+        marker.signal(Signal::HUP).unwrap();
+        let round = tokio::time::Instant::now() + Duration::from_millis(200);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the ring never drained"
+            );
+            match tokio::time::timeout_at(round, events.recv()).await {
+                Ok(Some(event)) => {
+                    pipeline.handle(&event);
+                    if matches!(&event, graceful::events::Event::Signal(s) if s.target_pid == marker.init as u32)
+                    {
+                        break 'drained;
+                    }
+                }
+                Ok(None) => panic!("the event stream ended"),
+                Err(_) => break,
+            }
+        }
+    }
+    victim.signal(Signal::KILL).unwrap();
+    let record = loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the victim's record in time")
+            .expect("the event stream");
+        let found = pipeline
+            .handle(&event)
+            .into_iter()
+            .find(|r| r.termination.cgroup == victim.cgroup_id);
+        if let Some(r) = found {
+            break r;
+        }
+    };
+    assert_eq!(
+        record.termination.verdict,
+        Verdict::Unknown,
+        "{}",
+        record.timeline()
+    );
+    assert!(
+        record.termination.explanation.contains("lost"),
+        "{}",
+        record.termination.explanation
+    );
+    victim.wait(Duration::from_secs(10)).unwrap();
+    drop((victim, noisy, marker));
+    let _ = std::fs::remove_dir(pipeline.cgroups.dir(&parent));
+}

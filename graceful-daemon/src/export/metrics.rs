@@ -18,6 +18,32 @@ use crate::{
 };
 
 /// Who a series is about: Kubernetes names, or (without Kubernetes) the short id or unit name.
+/// Why events were lost: the `reason` of `graceful_events_lost_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum LossKind {
+    RingFull,
+    ReadFailed,
+    DecodeFailed,
+}
+
+impl LossKind {
+    fn labels(self) -> LossLabels {
+        let reason = match self {
+            LossKind::RingFull => "ring_full",
+            LossKind::ReadFailed => "read_failed",
+            LossKind::DecodeFailed => "decode_failed",
+        };
+        LossLabels {
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LossLabels {
+    reason: String,
+}
+
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ContainerLabels {
     pub namespace: String,
@@ -102,7 +128,7 @@ pub struct Metrics {
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     grace_used: Family<NamespaceContainer, Histogram, fn() -> Histogram>,
     pid1_ignores: Family<ContainerLabels, Gauge>,
-    events_lost: Counter,
+    events_lost: Family<LossLabels, Counter>,
     node_counts: SignalCounts,
     series: HashMap<ContainerLabels, Series>,
     /// Histogram label sets by (namespace, container): shared by the pods of a workload.
@@ -166,12 +192,19 @@ impl Metrics {
             "1 when a running container's PID 1 would have its stop signal dropped by the kernel",
             pid1_ignores.clone(),
         );
-        let events_lost = Counter::default();
+        let events_lost = Family::<LossLabels, Counter>::default();
         registry.register(
             "graceful_events_lost",
-            "Kernel events lost because the ring buffer was full",
+            "Events lost on their way from the kernel, by reason",
             events_lost.clone(),
         );
+        for kind in [
+            LossKind::RingFull,
+            LossKind::ReadFailed,
+            LossKind::DecodeFailed,
+        ] {
+            let _ = events_lost.get_or_create(&kind.labels());
+        }
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register(
             "graceful_build_info",
@@ -229,8 +262,12 @@ impl Metrics {
         self.node_counts = now;
     }
 
-    pub fn events_lost(&self, count: u64) {
-        self.events_lost.inc_by(count);
+    pub fn events_lost(&self, reason: LossKind, count: u64) {
+        if count > 0 {
+            self.events_lost
+                .get_or_create(&reason.labels())
+                .inc_by(count);
+        }
     }
 
     pub fn container_signal(&mut self, who: &ContainerLabels, signal: &str, result: &str) {

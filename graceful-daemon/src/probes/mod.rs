@@ -9,12 +9,14 @@ use aya::{
     programs::Program,
     Ebpf, EbpfLoader,
 };
-use graceful_common::{Config, COUNTER_ENTRIES, LOST_RING_FULL, NO_FIELD, RESULT_SLOTS};
+use graceful_common::{
+    Config, COUNTER_ENTRIES, LOST_READ_FAILED, LOST_RING_FULL, NO_FIELD, RESULT_SLOTS,
+};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
     cgroup::Cgroup2,
-    events::{decode, Event, SignalResult},
+    events::{decode, Event, LossPlacer, LossReason, LostEvent, SignalResult},
     signals::Signal,
 };
 
@@ -105,12 +107,15 @@ pub enum ProbeError {
 pub struct ProbeOptions {
     /// Signals that go to the ring buffer; all others are only counted.
     pub stop_signals: Vec<Signal>,
+    /// Bytes of the ring buffer (a power of two, a multiple of the page size).
+    pub ring_bytes: u32,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         ProbeOptions {
             stop_signals: DEFAULT_STOP_SIGNALS.to_vec(),
+            ring_bytes: graceful_common::RING_BYTES,
         }
     }
 }
@@ -239,6 +244,7 @@ impl Probes {
         let config = config(options, cgroup)?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", options.ring_bytes)
             .load(OBJECT)
             .map_err(|e| ProbeError::Load(e.to_string()))?;
         start_kernel_logger(&mut ebpf);
@@ -298,14 +304,17 @@ impl Probes {
         Ok(SignalCounts(out))
     }
 
-    /// Records the kernel could not put in the ring buffer because it was full.
-    pub fn lost_events(&self) -> Result<u64, ProbeError> {
-        Ok(self
-            .lost
-            .get(&LOST_RING_FULL, 0)
-            .map_err(map_err("LOST"))?
-            .iter()
-            .sum())
+    /// Records the kernel could not write, since attach: (ring buffer full, read failed).
+    pub fn lost_events(&self) -> Result<(u64, u64), ProbeError> {
+        let total = |slot| -> Result<u64, ProbeError> {
+            Ok(self
+                .lost
+                .get(&slot, 0)
+                .map_err(map_err("LOST"))?
+                .iter()
+                .sum())
+        };
+        Ok((total(LOST_RING_FULL)?, total(LOST_READ_FAILED)?))
     }
 
     /// Starts reading the ring buffer; decoded events arrive on the returned channel until the
@@ -323,6 +332,7 @@ impl Probes {
             error: e.to_string(),
         })?;
         let (tx, rx) = mpsc::channel(1 << 16);
+        let mut placer = LossPlacer::default();
         tokio::spawn(async move {
             loop {
                 let Ok(mut guard) = fd.readable_mut().await else {
@@ -330,13 +340,38 @@ impl Probes {
                 };
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
-                    match decode(&item) {
+                    let lost = placer.newly_lost(&item);
+                    let events = match decode(&item) {
                         Ok(event) => {
-                            if tx.send(event).await.is_err() {
-                                return;
-                            }
+                            let placed = (lost > 0).then(|| {
+                                Event::Lost(LostEvent {
+                                    ts: event.ts(),
+                                    count: lost,
+                                    reason: LossReason::Kernel,
+                                })
+                            });
+                            [placed, Some(event)]
                         }
-                        Err(e) => log::warn!("dropping a malformed ring-buffer record: {e}"),
+                        Err(e) => {
+                            log::warn!("dropping a malformed ring-buffer record: {e}");
+                            let ts = crate::clock::monotonic_now();
+                            let kernel = (lost > 0).then_some(Event::Lost(LostEvent {
+                                ts,
+                                count: lost,
+                                reason: LossReason::Kernel,
+                            }));
+                            let decode = Event::Lost(LostEvent {
+                                ts,
+                                count: 1,
+                                reason: LossReason::Decode,
+                            });
+                            [kernel, Some(decode)]
+                        }
+                    };
+                    for event in events.into_iter().flatten() {
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 guard.clear_ready();

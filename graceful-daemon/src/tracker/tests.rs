@@ -1,6 +1,6 @@
 //! The tracker from event sequences, as the kernel produces them (and reordered or lost).
 use super::*;
-use crate::events::{ExecEvent, ExitEvent, ForkEvent, OomEvent};
+use crate::events::{ExecEvent, ExitEvent, ForkEvent, LossReason, LostEvent, OomEvent};
 
 const HOST: CgroupId = 1;
 const CG: CgroupId = 500;
@@ -100,6 +100,14 @@ impl Seq {
             status: ExitStatus { code, signal },
             cgroup: CG,
             comm: String::new(),
+        }))
+    }
+    fn lost(&mut self, count: u64) -> &mut Self {
+        let now = self.now;
+        self.feed(Event::Lost(LostEvent {
+            ts: now,
+            count,
+            reason: LossReason::Kernel,
         }))
     }
     fn one(&mut self) -> Termination {
@@ -352,7 +360,7 @@ fn oom_kill_of_the_main_process() {
 fn lost_events_make_the_record_unknown() {
     let mut s = shell_with_child();
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
-    s.t.lost(3);
+    s.lost(3);
     kill_after_grace(&mut s, 2.0);
     let r = s.one();
     assert_eq!((r.verdict, r.outcome), (Verdict::Unknown, Outcome::Unknown));
@@ -740,4 +748,30 @@ fn processes_gone_unreported_before_the_stop_are_forgotten_at_it() {
         r.explanation
     );
     assert!(r.never_received.iter().all(|p| p.pid != 9));
+}
+
+#[test]
+fn a_lost_stop_signal_never_makes_a_force_delete() {
+    // The SIGTERM's record was lost (the loss shows in the stream where it happened); the
+    // runtime's SIGKILL 30 s later must not read as a force delete.
+    let mut s = shell_with_child();
+    s.lost(1);
+    kill_after_grace(&mut s, 30.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Unknown, "{}", r.explanation);
+    assert!(
+        r.explanation.contains("lost 30.0 s before"),
+        "{}",
+        r.explanation
+    );
+
+    // A loss long before (beyond the longest grace) says nothing about this SIGKILL.
+    let mut s = shell_with_child();
+    s.lost(1);
+    s.at(700.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9))
+        .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+    assert_eq!(s.one().verdict, Verdict::KilledWithoutStopSignal);
 }
