@@ -248,11 +248,11 @@ async fn a_lost_stop_signal_makes_the_record_unknown_never_a_force_delete() {
             ..TrackerConfig::default()
         },
     );
-    // Nobody reads the ring yet: the noisy stop's 900 records fill it, the victim's SIGTERM
-    // finds it full.
+    // Nobody reads the ring yet: the noisy stop's 300 records fill its page (about 40 fit),
+    // the victim's SIGTERM finds it full.
     noisy.signal(Signal::TERM).unwrap();
     noisy
-        .wait(Duration::from_secs(60))
+        .wait(Duration::from_secs(300))
         .unwrap()
         .expect("the noisy container exits");
     victim.signal(Signal::TERM).unwrap();
