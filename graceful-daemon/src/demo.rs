@@ -15,6 +15,82 @@ use crate::{
     tracker::{TrackerConfig, Verdict},
 };
 
+/// When a throwaway container has started and may be stopped.
+#[derive(Debug, Clone)]
+pub enum Ready {
+    /// It runs these programs, one name per process (a forked child is still a copy of its
+    /// parent until it execs: a count of processes is not enough).
+    Programs(Vec<&'static str>),
+    /// Its processes, their names and states have not changed for a while and none is
+    /// running (all wait for something), or `READY_TIMEOUT` passed.
+    Settled,
+    /// This long after it started.
+    After(Duration),
+}
+
+/// How long a container's processes must stay the same to count as settled.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// What /proc shows of a container's processes: (pid, name, state).
+fn snapshot(sb: &Sandbox) -> Vec<(i32, String, char)> {
+    let mut v: Vec<(i32, String, char)> = sb
+        .pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            let state = field("State:")?.chars().next()?;
+            Some((pid, field("Name:")?, state))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Tracks one container towards readiness.
+struct Readiness {
+    started: Instant,
+    last: Vec<(i32, String, char)>,
+    since: Instant,
+}
+
+impl Readiness {
+    fn new() -> Readiness {
+        let now = Instant::now();
+        Readiness {
+            started: now,
+            last: Vec::new(),
+            since: now,
+        }
+    }
+
+    fn ready(&mut self, how: &Ready, sb: &Sandbox) -> bool {
+        match how {
+            Ready::Programs(programs) => runs_all(&sb.programs(), programs),
+            Ready::After(d) => self.started.elapsed() >= *d,
+            Ready::Settled => {
+                let now = snapshot(sb);
+                if now != self.last {
+                    self.last = now;
+                    self.since = Instant::now();
+                    return false;
+                }
+                let quiet = !self.last.is_empty()
+                    && self
+                        .last
+                        .iter()
+                        .all(|(_, _, state)| matches!(state, 'S' | 'D' | 'I'));
+                (quiet && self.since.elapsed() >= SETTLE) || self.started.elapsed() >= READY_TIMEOUT
+            }
+        }
+    }
+}
+
 /// How a throwaway container behaves and how it is stopped.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -23,9 +99,8 @@ pub struct Scenario {
     pub argv: Vec<String>,
     /// None: SIGKILL straight away, as a force delete does.
     pub stop_signal: Option<Signal>,
-    /// The programs the container runs before it is stopped, one name per process (a forked
-    /// child is still a copy of its parent until it execs: a count of processes is not enough).
-    pub programs: Vec<&'static str>,
+    /// When the container is ready to be stopped.
+    pub ready: Ready,
     pub memory_limit: Option<u64>,
     /// Stopped by the test, or (false) ends by itself (the OOM killer).
     pub stopped: bool,
@@ -49,7 +124,7 @@ impl Scenario {
             what,
             argv,
             stop_signal: Some(Signal::TERM),
-            programs: programs.to_vec(),
+            ready: Ready::Programs(programs.to_vec()),
             memory_limit: None,
             stopped: true,
             expect,
@@ -182,6 +257,11 @@ pub enum DemoError {
     Spawn { name: String, error: std::io::Error },
     #[error("container {0} did not start its programs in time")]
     NotReady(String),
+    #[error("{name} ended by itself before it was stopped ({})", describe(.status))]
+    ExitedEarly {
+        name: String,
+        status: crate::events::ExitStatus,
+    },
     #[error("no termination record for {0} in time")]
     NoRecord(String),
     #[error("the event stream ended")]
@@ -244,17 +324,34 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     let ids: Vec<u64> = sandboxes.iter().map(|s| s.cgroup_id).collect();
     let mut records: Vec<Option<Record>> = vec![None; scenarios.len()];
 
-    // Wait until every container runs all its programs. A busybox applet names itself without
-    // an exec, so no event says so: look at /proc between events.
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let not_ready = |sandboxes: &[Sandbox]| {
-        scenarios
+    // Wait until every container is ready. A busybox applet names itself without an exec, so
+    // no event says so: look at /proc between events.
+    let deadline = Instant::now() + READY_TIMEOUT + SETTLE;
+    let mut readiness: Vec<Readiness> = scenarios.iter().map(|_| Readiness::new()).collect();
+    loop {
+        let mut slow = None;
+        for ((s, sb), r) in scenarios
             .iter()
-            .zip(sandboxes)
-            .find(|(s, sb)| s.stopped && !runs_all(&sb.programs(), &s.programs))
-            .map(|(s, _)| s.name.clone())
-    };
-    while let Some(slow) = not_ready(&sandboxes) {
+            .zip(sandboxes.iter_mut())
+            .zip(&mut readiness)
+        {
+            if !s.stopped {
+                continue;
+            }
+            if let Some(status) = sb.wait(Duration::ZERO).map_err(|error| DemoError::Spawn {
+                name: s.name.clone(),
+                error,
+            })? {
+                return Err(DemoError::ExitedEarly {
+                    name: s.name.clone(),
+                    status,
+                });
+            }
+            if slow.is_none() && !r.ready(&s.ready, sb) {
+                slow = Some(s.name.clone());
+            }
+        }
+        let Some(slow) = slow else { break };
         if Instant::now() >= deadline {
             return Err(DemoError::NotReady(slow));
         }
@@ -306,6 +403,15 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     }
     let _ = std::fs::remove_dir(pipeline.cgroups.dir(&parent));
     Ok(records.into_iter().flatten().collect())
+}
+
+fn describe(status: &crate::events::ExitStatus) -> String {
+    match (status.code, status.signal) {
+        (Some(127), _) => "exit code 127: the command was not found".into(),
+        (Some(code), _) => format!("exit code {code}"),
+        (_, Some(sig)) => format!("killed by {}", Signal(sig)),
+        _ => "unknown status".into(),
+    }
 }
 
 /// Every wanted program runs, one process each (`running` may hold more).

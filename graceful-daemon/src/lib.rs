@@ -3,6 +3,7 @@
 //! Data flows one way: [`probes`] (kernel) -> [`events`] -> tracker -> enrichment -> [`export`].
 pub mod audit;
 pub mod cgroup;
+pub mod check;
 pub mod clock;
 pub mod daemon;
 pub mod demo;

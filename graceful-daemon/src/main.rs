@@ -40,6 +40,31 @@ enum Command {
     /// Start throwaway containers with the usual PID 1 mistakes and a correct one, stop them
     /// like a runtime does, and print what graceful says about each.
     Demo(DemoArgs),
+    /// Run COMMAND as PID 1 of a throwaway container, stop it like a runtime, print its record.
+    /// Exit 0 when it shut down gracefully, 1 for any other verdict, 2 for a usage error.
+    Check(CheckArgs),
+}
+
+#[derive(Parser)]
+struct CheckArgs {
+    /// Seconds between the stop signal and SIGKILL.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds_up_to(3600.0))]
+    grace: f64,
+    /// The stop signal (the image's STOPSIGNAL, Kubernetes' lifecycle.stopSignal).
+    #[arg(long, default_value = "SIGTERM")]
+    stop_signal: Signal,
+    /// Stop it this many seconds after the start (default: once its processes have settled).
+    #[arg(long, value_parser = seconds_up_to(3600.0))]
+    ready_after: Option<f64>,
+    /// The record as one JSON object instead of a timeline.
+    #[arg(long)]
+    json: bool,
+    /// Also write a JUnit report to this file (for CI systems).
+    #[arg(long)]
+    junit: Option<std::path::PathBuf>,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(Parser)]
@@ -183,8 +208,13 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Command::Check(args) = cli.command {
+        let code = runtime.block_on(check(args));
+        std::process::exit(code);
+    }
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Check(_) => Ok(()),
             Command::Run(args) => run(args).await,
             Command::Trace(args) => trace(args).await,
             Command::Audit(args) => audit(args),
@@ -273,6 +303,54 @@ async fn trace(args: TraceArgs) -> Result<()> {
         out.flush().context("writing to stdout")?;
     }
     Ok(())
+}
+
+/// `check`: 0 graceful, 1 another verdict, 2 a command that cannot start (or a usage error,
+/// which clap reports), 1 for anything else that went wrong.
+async fn check(args: CheckArgs) -> i32 {
+    use graceful::check::{CheckError, CheckOptions};
+    let options = CheckOptions {
+        grace: Duration::from_secs_f64(args.grace),
+        stop_signal: args.stop_signal,
+        ready_after: args.ready_after.map(Duration::from_secs_f64),
+    };
+    let record = match graceful::check::run(&args.command, &options).await {
+        Ok(r) => r,
+        Err(e @ (CheckError::NotFound(_) | CheckError::NotExecutable(_))) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+        Err(CheckError::Run(graceful::demo::DemoError::ExitedEarly { name, status }))
+            if status.code == Some(127) || status.code == Some(126) =>
+        {
+            eprintln!(
+                "error: cannot start `{name}` (exit code {})",
+                status.code.unwrap_or(0)
+            );
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let clock = WallClock::default();
+    let printed = if args.json {
+        writeln!(std::io::stdout(), "{}", record.to_json(&clock))
+    } else {
+        write!(std::io::stdout(), "{}", record.timeline())
+    };
+    if let Err(e) = printed {
+        eprintln!("error: writing the record: {e}");
+        return 1;
+    }
+    if let Some(path) = &args.junit {
+        if let Err(e) = std::fs::write(path, graceful::check::junit(&args.command, &record)) {
+            eprintln!("error: writing {}: {e}", path.display());
+            return 1;
+        }
+    }
+    i32::from(record.termination.verdict != graceful::tracker::Verdict::Graceful)
 }
 
 fn print_records(

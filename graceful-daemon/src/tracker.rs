@@ -842,7 +842,7 @@ fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
             (
                 Verdict::SwallowedByShellPid1,
                 format!(
-                    "PID 1 is a shell ({main_comm}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{victims} Use `exec` in the entrypoint or trap and forward {sig}."
+                    "PID 1 is a shell ({main_comm}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{victims} Use the exec form (CMD [\"app\"]), `exec app` in the entrypoint script, an init such as tini, or trap and forward {sig}."
                 ),
             )
         } else {
@@ -857,7 +857,7 @@ fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
         (
             Verdict::NotForwarded,
             format!(
-                "{main_comm} (pid {}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed.",
+                "{main_comm} (pid {}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.",
                 a.main,
                 names(&never_received_killed),
                 were(&never_received_killed)
@@ -879,7 +879,7 @@ fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
                 format!(" {} ignored it.", names(&ignoring))
             };
             format!(
-                    "Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period.{ignored}"
+                    "Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period.{ignored} Make shutdown faster, or give it a longer grace period (terminationGracePeriodSeconds)."
                 )
         })
     };

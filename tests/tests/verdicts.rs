@@ -232,7 +232,7 @@ async fn a_lost_stop_signal_makes_the_record_unknown_never_a_force_delete() {
     let mut victim =
         Sandbox::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     let script =
-        "trap 'i=0; while [ $i -lt 300 ]; do /bin/sleep 0; i=$((i+1)); done; exit 0' TERM; \
+        "trap 'i=0; while [ $i -lt 100 ]; do /bin/sleep 0; i=$((i+1)); done; exit 0' TERM; \
                   sleep 1000 & wait";
     let mut noisy =
         Sandbox::spawn(&mut cgroups, &parent, "noisy", &["/bin/sh", "-c", script]).unwrap();

@@ -1,0 +1,142 @@
+//! `check`: a command as PID 1 of a throwaway container, stopped like a runtime stops it, and
+//! judged from the kernel's view: for CI pipelines, before an image ships.
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::{
+    demo::{self, DemoError, Ready, Scenario},
+    export::record::Record,
+    signals::Signal,
+    tracker::Verdict,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("cannot start `{0}`: not found in PATH")]
+    NotFound(String),
+    #[error("cannot start `{0}`: not an executable file")]
+    NotExecutable(String),
+    #[error(transparent)]
+    Run(#[from] DemoError),
+}
+
+fn executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The program to exec: a path as given, or the first match in `PATH`.
+pub fn resolve(program: &str) -> Result<PathBuf, CheckError> {
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return if executable(&path) {
+            Ok(path)
+        } else {
+            Err(CheckError::NotExecutable(program.into()))
+        };
+    }
+    std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| CheckError::NotFound(program.into()))
+}
+
+/// How `check` stops the command.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub grace: Duration,
+    pub stop_signal: Signal,
+    /// Stop this long after the start; else once its processes have settled.
+    pub ready_after: Option<Duration>,
+}
+
+/// Runs `command` as PID 1 of a throwaway container, stops it and returns its record.
+pub async fn run(command: &[String], options: &CheckOptions) -> Result<Record, CheckError> {
+    let program = command
+        .first()
+        .ok_or_else(|| CheckError::NotFound(String::new()))?;
+    let path = resolve(program)?;
+    let mut argv = vec![path.to_string_lossy().into_owned()];
+    argv.extend(command.iter().skip(1).cloned());
+    let name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .unwrap_or_else(|| "command".into());
+    let mut scenario = Scenario::new(&name, "check", argv, &[], Verdict::Graceful)
+        .stop_with(Some(options.stop_signal));
+    scenario.ready = match options.ready_after {
+        Some(d) => Ready::After(d),
+        None => Ready::Settled,
+    };
+    let mut records = demo::run(&[scenario], options.grace).await?;
+    records
+        .pop()
+        .ok_or(CheckError::Run(DemoError::NoRecord(name)))
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// A JUnit report of one check: a failure unless the verdict is `graceful`.
+pub fn junit(command: &[String], record: &Record) -> String {
+    let t = &record.termination;
+    let name = xml(&command.join(" "));
+    let time = t.duration_seconds();
+    let failure = if t.verdict == Verdict::Graceful {
+        String::new()
+    } else {
+        format!(
+            "\n      <failure message=\"{}\" type=\"{}\">{}</failure>",
+            xml(t.verdict.as_str()),
+            xml(t.verdict.as_str()),
+            xml(&record.timeline())
+        )
+    };
+    let failures = usize::from(t.verdict != Verdict::Graceful);
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <testsuites name=\"graceful check\" tests=\"1\" failures=\"{failures}\">\n  \
+         <testsuite name=\"graceful\" tests=\"1\" failures=\"{failures}\" errors=\"0\" time=\"{time:.3}\">\n    \
+         <testcase classname=\"graceful.check\" name=\"{name}\" time=\"{time:.3}\">{failure}\n      \
+         <system-out>{}</system-out>\n    </testcase>\n  </testsuite>\n</testsuites>\n",
+        xml(&t.explanation)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_resolve_like_a_shell_would() {
+        assert!(resolve("sh").is_ok());
+        assert!(matches!(
+            resolve("no-such-program-here"),
+            Err(CheckError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve("/etc/passwd"),
+            Err(CheckError::NotExecutable(_))
+        ));
+        assert!(matches!(
+            resolve("/nope/x"),
+            Err(CheckError::NotExecutable(_))
+        ));
+    }
+
+    #[test]
+    fn xml_is_escaped() {
+        assert_eq!(xml("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+    }
+}

@@ -1,0 +1,175 @@
+//! `graceful-daemon check`, the real binary: each kind of PID 1 through it, its exit codes,
+//! `--json` and `--junit`.
+use std::process::Command;
+
+use graceful_tests::daemon::daemon_binary;
+use serde_json::Value;
+
+struct Checked {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn check(flags: &[&str], command: &[&str]) -> Checked {
+    let out = Command::new(daemon_binary())
+        .arg("check")
+        .args(flags)
+        .arg("--")
+        .args(command)
+        .output()
+        .unwrap();
+    Checked {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `check --json --grace 2`: the exit code and the record.
+fn record(extra: &[&str], command: &[&str]) -> (Option<i32>, Value) {
+    let mut flags = vec!["--json", "--grace", "2"];
+    flags.extend_from_slice(extra);
+    let c = check(&flags, command);
+    assert!(!c.stderr.contains("panicked"), "{}", c.stderr);
+    let record: Value = serde_json::from_str(c.stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{command:?}: not one JSON record ({e}): {}{}",
+            c.stdout, c.stderr
+        )
+    });
+    (c.code, record)
+}
+
+#[test]
+fn a_shell_wrapper_without_exec_fails() {
+    let (code, r) = record(&[], &["sh", "-c", "sleep 1000; true"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["verdict"], "swallowed_by_shell_pid1", "{r:#}");
+    assert!(r["explanation"].as_str().unwrap().contains("exec"), "{r:#}");
+}
+
+#[test]
+fn an_interpreter_without_a_handler_fails() {
+    // perl as PID 1 with no SIGTERM handler: the kernel drops the signal.
+    let (code, r) = record(&[], &["perl", "-e", "sleep 1000"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["verdict"], "pid1_ignores_stop_signal", "{r:#}");
+    assert_eq!(r["init"]["comm"], "perl");
+    assert!(r["explanation"].as_str().unwrap().contains("tini"), "{r:#}");
+}
+
+#[test]
+fn a_forwarding_trap_passes() {
+    let script = "trap 'kill -TERM $child; wait $child; exit 0' TERM; sleep 1000 & child=$!; wait";
+    let (code, r) = record(&[], &["sh", "-c", script]);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["verdict"], "graceful");
+    assert_eq!(r["outcome"], "exited");
+}
+
+#[test]
+fn a_handler_that_exits_passes() {
+    let (code, r) = record(&[], &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"]);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["verdict"], "graceful");
+}
+
+#[test]
+fn a_trap_that_never_forwards_fails() {
+    let script = "trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done";
+    let (code, r) = record(&[], &["sh", "-c", script]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["verdict"], "not_forwarded", "{r:#}");
+}
+
+#[test]
+fn another_stop_signal_is_sent_and_judged() {
+    let (code, r) = record(
+        &["--stop-signal", "SIGQUIT", "--ready-after", "0.5"],
+        &["sh", "-c", "trap 'exit 0' QUIT; sleep 1000 & wait"],
+    );
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["stop"]["signal"], "SIGQUIT");
+    let (code, r) = record(
+        &["--stop-signal", "SIGQUIT"],
+        &["sh", "-c", "sleep 1000; true"],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(r["verdict"], "swallowed_by_shell_pid1");
+    assert!(r["explanation"].as_str().unwrap().contains("SIGQUIT"));
+}
+
+#[test]
+fn a_missing_binary_is_a_usage_error() {
+    for command in [
+        &["no-such-program-anywhere"][..],
+        &["/nonexistent/app", "--serve"],
+    ] {
+        let c = check(&[], command);
+        assert_eq!(c.code, Some(2), "{command:?}: {}", c.stderr);
+        let errors: Vec<&str> = c
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", c.stderr);
+        assert!(errors[0].contains("cannot start"), "{}", c.stderr);
+    }
+    let c = check(&["--grace", "nope"], &["sleep", "1"]);
+    assert_eq!(c.code, Some(2), "{}", c.stderr);
+    let c = Command::new(daemon_binary()).arg("check").output().unwrap();
+    assert_eq!(c.status.code(), Some(2), "no command");
+}
+
+#[test]
+fn a_command_that_ends_by_itself_is_reported() {
+    let c = check(&["--grace", "2"], &["sh", "-c", "exit 3"]);
+    assert_eq!(c.code, Some(1), "{}", c.stderr);
+    assert!(
+        c.stderr.contains("before it was stopped") && c.stderr.contains("exit code 3"),
+        "{}",
+        c.stderr
+    );
+}
+
+#[test]
+fn junit_reports_for_ci() {
+    let dir = std::env::temp_dir();
+    let failing = dir.join(format!("graceful-junit-fail-{}.xml", std::process::id()));
+    let c = check(
+        &["--grace", "1", "--junit", failing.to_str().unwrap()],
+        &["sh", "-c", "sleep 1000; true"],
+    );
+    assert_eq!(c.code, Some(1));
+    assert!(
+        c.stdout.contains("swallowed_by_shell_pid1"),
+        "the timeline: {}",
+        c.stdout
+    );
+    let xml = std::fs::read_to_string(&failing).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"graceful\" tests=\"1\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"swallowed_by_shell_pid1\""),
+        "{xml}"
+    );
+    assert!(xml.contains("name=\"sh -c sleep 1000; true\""), "{xml}");
+
+    let passing = dir.join(format!("graceful-junit-pass-{}.xml", std::process::id()));
+    let c = check(
+        &["--grace", "2", "--junit", passing.to_str().unwrap()],
+        &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+    );
+    assert_eq!(c.code, Some(0), "{}", c.stderr);
+    let xml = std::fs::read_to_string(&passing).unwrap();
+    assert!(
+        xml.contains("failures=\"0\"") && !xml.contains("<failure"),
+        "{xml}"
+    );
+    let _ = std::fs::remove_file(failing);
+    let _ = std::fs::remove_file(passing);
+}
