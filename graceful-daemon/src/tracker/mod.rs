@@ -1,0 +1,406 @@
+//! The termination state machine: pure, no I/O. Fed with kernel events (and facts the
+//! enrichment read from /proc), it keeps the processes of every cgroup and turns each stop of a
+//! container into one [`Termination`] with an outcome, a verdict and an explanation.
+//!
+//! `termination`: what a stop becomes; `verdict`: DESIGN's rules and the explanations; this
+//! module: the state (processes, cgroups, terminations under way) and how events change it.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::{
+    events::{CgroupId, Event, ExitStatus, Mono, SignalEvent},
+    signals::Signal,
+};
+
+mod stop;
+mod termination;
+mod verdict;
+
+pub use termination::*;
+use verdict::conclude;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerConfig {
+    /// The cgroup2 root: processes there belong to no container.
+    pub root_cgroup: CgroupId,
+    /// A SIGKILL without a seen stop signal this soon after the tracker started, to a container
+    /// that was already running, may follow a stop signal sent before: the record is `unknown`.
+    pub startup_window_ns: u64,
+    /// The OOM killer's victims are seen (`oom:mark_victim` attached). Without it, a SIGKILL
+    /// the kernel itself sends may be the OOM killer's: such a record is `unknown`.
+    pub oom_visible: bool,
+    /// A termination with neither the container's end nor a SIGKILL for this long is abandoned
+    /// without a record (the stop signal was not a stop after all).
+    pub abandon_after_ns: u64,
+}
+
+/// What stops a container whose own stop signal is not known: SIGTERM (the default), and the
+/// SIGQUIT and SIGINT that images name as STOPSIGNAL. SIGHUP, SIGUSR1 and the like reload.
+const CONVENTIONAL_STOP_SIGNALS: [Signal; 3] = [Signal::TERM, Signal::QUIT, Signal::INT];
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            root_cgroup: 1,
+            startup_window_ns: 120 * 1_000_000_000,
+            oom_visible: true,
+            abandon_after_ns: 600 * 1_000_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Process {
+    cgroup: CgroupId,
+    comm: String,
+    parent: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Active {
+    started: Mono,
+    stop: Option<Stop>,
+    main: u32,
+    main_comm: String,
+    main_disposition: Option<Disposition>,
+    alive_at_stop: BTreeMap<u32, String>,
+    received: BTreeMap<u32, Received>,
+    kill: Option<Kill>,
+    /// The SIGKILL from outside reached the main process while it was alive.
+    kill_hit_main: bool,
+    exits: BTreeMap<u32, ExitStatus>,
+    oom_victims: BTreeSet<u32>,
+    unknown_because: Option<String>,
+}
+
+impl Active {
+    fn new(
+        started: Mono,
+        stop: Option<Stop>,
+        main: u32,
+        main_comm: String,
+        alive_at_stop: BTreeMap<u32, String>,
+        oom_victims: &BTreeSet<u32>,
+    ) -> Active {
+        Active {
+            started,
+            stop,
+            main,
+            main_comm,
+            main_disposition: None,
+            alive_at_stop,
+            received: BTreeMap::new(),
+            kill: None,
+            kill_hit_main: false,
+            exits: BTreeMap::new(),
+            oom_victims: oom_victims.clone(),
+            unknown_because: None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: BTreeSet<u32>,
+    /// The process the runtime started (first exec whose parent is outside the cgroup).
+    main: Option<u32>,
+    /// Known from the /proc scan at start rather than from events.
+    seeded: bool,
+    /// The last signal from outside that was not a stop (a reload), with when and who.
+    noted: Option<(Signal, Mono, Sender)>,
+    oom_victims: BTreeSet<u32>,
+    active: Option<Active>,
+}
+
+/// `si_code` of a signal the kernel sends on its own behalf (the OOM killer's SIGKILL).
+const SI_KERNEL: i32 = 0x80;
+
+/// The termination tracker. Time is whatever the events carry (CLOCK_MONOTONIC ns).
+#[derive(Debug)]
+pub struct Tracker {
+    config: TrackerConfig,
+    started: Mono,
+    procs: HashMap<u32, Process>,
+    groups: HashMap<CgroupId, Group>,
+    dispositions: HashMap<u32, Disposition>,
+    /// Containers' own stop signals, where known; forgotten when their termination ends.
+    stop_signals: HashMap<CgroupId, Signal>,
+    /// When events were last lost.
+    last_loss: Option<Mono>,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig, now: Mono) -> Tracker {
+        Tracker {
+            config,
+            started: now,
+            procs: HashMap::new(),
+            groups: HashMap::new(),
+            dispositions: HashMap::new(),
+            stop_signals: HashMap::new(),
+            last_loss: None,
+        }
+    }
+
+    /// A process that existed before the tracker started (from a /proc scan).
+    pub fn seed(
+        &mut self,
+        pid: u32,
+        parent: Option<u32>,
+        cgroup: CgroupId,
+        comm: &str,
+        namespace_init: bool,
+    ) {
+        self.fill(pid, parent, cgroup, comm, namespace_init);
+        self.groups.entry(cgroup).or_default().seeded = true;
+    }
+
+    /// A process of a container found in /proc as its stop begins: the kernel reports a running
+    /// container's forks and execs only once it is being stopped. Feed these before the stop.
+    pub fn fill(
+        &mut self,
+        pid: u32,
+        parent: Option<u32>,
+        cgroup: CgroupId,
+        comm: &str,
+        namespace_init: bool,
+    ) {
+        self.join(pid, cgroup, comm, parent, false);
+        if namespace_init {
+            self.groups.entry(cgroup).or_default().main = Some(pid);
+        }
+    }
+
+    /// The container's own stop signal (Kubernetes' stopSignal, the image's STOPSIGNAL): only
+    /// it begins a termination, besides SIGKILL and the OOM killer.
+    pub fn set_stop_signal(&mut self, cgroup: CgroupId, signal: Signal) {
+        self.stop_signals.insert(cgroup, signal);
+    }
+
+    /// Terminations that saw neither the container's end nor a SIGKILL for longer than
+    /// `abandon_after_ns`: the stop signal did not stop it. Dropped without a record; returns
+    /// their cgroups.
+    pub fn abandon(&mut self, now: Mono) -> Vec<CgroupId> {
+        let limit = self.config.abandon_after_ns;
+        let mut dropped = Vec::new();
+        for (cgroup, g) in self.groups.iter_mut() {
+            if g.active
+                .as_ref()
+                .is_some_and(|a| a.kill.is_none() && now.saturating_sub(a.started) > limit)
+            {
+                g.active = None;
+                dropped.push(*cgroup);
+            }
+        }
+        for cgroup in &dropped {
+            self.stop_signals.remove(cgroup);
+        }
+        dropped
+    }
+
+    /// Forgets processes of running containers that `alive` says are gone: the kernel reports a
+    /// running container's exits only once it is stopping. Groups left empty go too.
+    pub fn prune(&mut self, alive: impl Fn(u32) -> bool) {
+        let mut gone = Vec::new();
+        for g in self.groups.values_mut().filter(|g| g.active.is_none()) {
+            g.members.retain(|pid| {
+                let keep = alive(*pid);
+                if !keep {
+                    gone.push(*pid);
+                }
+                keep
+            });
+        }
+        for pid in gone {
+            self.procs.remove(&pid);
+            self.dispositions.remove(&pid);
+        }
+        self.groups
+            .retain(|_, g| g.active.is_some() || !g.members.is_empty());
+    }
+
+    /// How many processes and groups the tracker holds.
+    pub fn size(&self) -> (usize, usize) {
+        (self.procs.len(), self.groups.len())
+    }
+
+    /// The process is known (alive, as far as the tracker has heard).
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// Before a stop: the processes of `cgroup` are exactly `present` (from its cgroup.procs);
+    /// the ones the tracker knew that are gone ended unreported while the container ran.
+    pub fn only_present(&mut self, cgroup: CgroupId, present: &[u32]) {
+        let Some(g) = self.groups.get_mut(&cgroup) else {
+            return;
+        };
+        if g.active.is_some() {
+            return;
+        }
+        let gone: Vec<u32> = g
+            .members
+            .iter()
+            .copied()
+            .filter(|pid| !present.contains(pid))
+            .collect();
+        for pid in gone {
+            g.members.remove(&pid);
+            self.procs.remove(&pid);
+            self.dispositions.remove(&pid);
+        }
+    }
+
+    /// A termination of this cgroup is under way.
+    pub fn stopping(&self, cgroup: CgroupId) -> bool {
+        self.groups.get(&cgroup).is_some_and(|g| g.active.is_some())
+    }
+
+    /// The processes of a cgroup the tracker knows.
+    pub fn members(&self, cgroup: CgroupId) -> Vec<u32> {
+        self.groups
+            .get(&cgroup)
+            .map(|g| g.members.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Processes a termination under way still waits for.
+    pub fn awaited_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups
+            .values()
+            .filter(|g| g.active.is_some())
+            .flat_map(|g| g.members.iter().copied())
+    }
+
+    /// What /proc said about a process just as a stop signal reached it.
+    pub fn observe(&mut self, pid: u32, disposition: Disposition) {
+        self.dispositions.insert(pid, disposition);
+    }
+
+    /// The cgroup a signal's target belongs to.
+    fn target_group(&self, e: &SignalEvent) -> Option<CgroupId> {
+        self.procs
+            .get(&e.target_pid)
+            .map(|p| p.cgroup)
+            .or((e.target_cgroup != 0).then_some(e.target_cgroup))
+    }
+
+    /// `forked`: the process is new (a fork event), not one that was there unseen.
+    fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>, forked: bool) {
+        if let Some(old) = self.procs.get(&pid).map(|p| p.cgroup) {
+            if old != cgroup {
+                if let Some(g) = self.groups.get_mut(&old) {
+                    g.members.remove(&pid);
+                }
+            }
+        }
+        let parent = parent.or_else(|| self.procs.get(&pid).and_then(|p| p.parent));
+        self.procs.insert(
+            pid,
+            Process {
+                cgroup,
+                comm: comm.into(),
+                parent,
+            },
+        );
+        let group = self.groups.entry(cgroup).or_default();
+        let newly = group.members.insert(pid);
+        if group.main.is_none_or(|m| !group.members.contains(&m))
+            && parent.is_none_or(|p| !group.members.contains(&p))
+        {
+            group.main = Some(pid);
+        }
+        // A process that execs during a stop is named by what it runs now. One first heard of
+        // during a stop but not born in it (the kernel reports a running container's forks only
+        // once it is stopping) was there at the stop; one whose fork comes after the stop was
+        // not, even if /proc showed it before its fork event was read.
+        if let Some(a) = group.active.as_mut() {
+            if forked {
+                a.alive_at_stop.remove(&pid);
+            } else if newly {
+                a.alive_at_stop.insert(pid, comm.to_string());
+            }
+            if let Some(name) = a.alive_at_stop.get_mut(&pid) {
+                *name = comm.to_string();
+            }
+            if a.main == pid {
+                a.main_comm = comm.to_string();
+            }
+        }
+    }
+
+    /// Feeds one event; returns the terminations it completed.
+    pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
+        match event {
+            Event::Exec(e) => {
+                self.join(e.pid, e.cgroup, &e.comm, None, false);
+                Vec::new()
+            }
+            Event::Fork(e) => {
+                self.join(e.child_pid, e.cgroup, &e.comm, Some(e.parent_pid), true);
+                Vec::new()
+            }
+            Event::Attach(e) => {
+                // Only moves processes already known: attach reports threads too.
+                if let Some(p) = self.procs.get(&e.tid).cloned() {
+                    self.join(e.tid, e.cgroup, &p.comm, p.parent, false);
+                }
+                Vec::new()
+            }
+            Event::Signal(e) => {
+                self.on_signal(e);
+                Vec::new()
+            }
+            Event::Oom(e) => {
+                let cgroup = self.procs.get(&e.pid).map(|p| p.cgroup).unwrap_or(e.cgroup);
+                if let Some(g) = self.groups.get_mut(&cgroup) {
+                    g.oom_victims.insert(e.pid);
+                    if let Some(a) = g.active.as_mut() {
+                        a.oom_victims.insert(e.pid);
+                    }
+                }
+                Vec::new()
+            }
+            Event::Exit(e) => self.on_exit(e.pid, e.cgroup, e.status, e.ts, &e.comm),
+            Event::Lost(e) => {
+                self.lost(e.ts, e.count);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Events were lost at `ts`: every termination under way can no longer be trusted, and a
+    /// SIGKILL soon after may have had its stop signal among them.
+    fn lost(&mut self, ts: Mono, count: u64) {
+        self.last_loss = Some(ts);
+        for g in self.groups.values_mut() {
+            if let Some(a) = g.active.as_mut() {
+                a.unknown_because.get_or_insert_with(|| {
+                    format!("{count} kernel events were lost while this container was stopping")
+                });
+            }
+        }
+    }
+
+    /// A process vanished without an exit event (found gone in /proc): its exit was lost.
+    pub fn forget(&mut self, pid: u32, now: Mono) -> Vec<Termination> {
+        let Some(p) = self.procs.get(&pid).cloned() else {
+            return Vec::new();
+        };
+        if let Some(a) = self
+            .groups
+            .get_mut(&p.cgroup)
+            .and_then(|g| g.active.as_mut())
+        {
+            a.unknown_because
+                .get_or_insert_with(|| format!("the exit of {} (pid {pid}) was not seen", p.comm));
+        }
+        let status = ExitStatus {
+            code: None,
+            signal: None,
+        };
+        self.on_exit(pid, p.cgroup, status, now, &p.comm)
+    }
+}
+
+#[cfg(test)]
+mod tests;

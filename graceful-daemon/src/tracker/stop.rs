@@ -1,0 +1,208 @@
+//! How signals open and shape a termination, and how exits end it.
+use std::collections::{BTreeMap, HashMap};
+
+use super::{
+    conclude, Active, CgroupId, ExitStatus, Kill, Mono, Process, Received, Sender, SignalEvent,
+    Stop, Termination, Tracker, CONVENTIONAL_STOP_SIGNALS, SI_KERNEL,
+};
+use crate::signals::Signal;
+
+impl Tracker {
+    pub(super) fn on_signal(&mut self, e: &SignalEvent) {
+        // A signal can overtake the exec that made its target known: `comm` changes early in
+        // exec, `sched_process_exec` fires at its end. The kernel's task map knows the cgroup.
+        if !self.procs.contains_key(&e.target_pid)
+            && e.target_cgroup != 0
+            && e.target_cgroup != self.config.root_cgroup
+        {
+            self.join(e.target_pid, e.target_cgroup, &e.target_comm, None, false);
+        }
+        let Some(cgroup) = self.target_group(e) else {
+            return;
+        };
+        let outside = e.sender_cgroup != cgroup;
+        let startup_window = self.started + self.config.startup_window_ns;
+        let comm_of = |procs: &HashMap<u32, Process>, pid: u32| {
+            procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default()
+        };
+        let sender = Sender {
+            pid: e.sender_pid,
+            comm: e.sender_comm.clone(),
+        };
+        let own_stop_signal = self.stop_signals.get(&cgroup).copied();
+        let Some(group) = self.groups.get_mut(&cgroup) else {
+            return;
+        };
+        if !group.members.contains(&e.target_pid) {
+            return;
+        }
+        if group.active.is_none() {
+            if !outside {
+                return;
+            }
+            let is_kill = e.signal == Signal::KILL;
+            let opens = is_kill
+                || match own_stop_signal {
+                    Some(known) => e.signal == known,
+                    None => CONVENTIONAL_STOP_SIGNALS.contains(&e.signal),
+                };
+            if !opens {
+                // A reload (SIGHUP), a log rotation (SIGUSR1): noted, not a stop.
+                group.noted = Some((e.signal, e.ts, sender));
+                return;
+            }
+            let main = group
+                .main
+                .filter(|m| group.members.contains(m))
+                .unwrap_or(e.target_pid);
+            let alive_at_stop = group
+                .members
+                .iter()
+                .map(|&pid| (pid, comm_of(&self.procs, pid)))
+                .collect();
+            let noted = group
+                .noted
+                .take()
+                .filter(|(_, at, _)| e.ts.saturating_sub(*at) < self.config.abandon_after_ns);
+            let loss_before = self
+                .last_loss
+                .map(|at| e.ts.saturating_sub(at))
+                .filter(|ago| *ago < self.config.abandon_after_ns);
+            let unknown_because = if let (true, Some(ago)) = (is_kill, loss_before) {
+                Some(format!(
+                    "kernel events were lost {:.1} s before this SIGKILL: a stop signal may have been among them",
+                    ago as f64 / 1e9
+                ))
+            } else if is_kill && group.seeded && e.ts < startup_window {
+                Some(
+                    "the daemon started while this container was already running and saw only its SIGKILL: \
+                     a stop signal may have come before"
+                        .to_string(),
+                )
+            } else if let (true, Some((signal, at, from))) =
+                (is_kill && own_stop_signal.is_none(), &noted)
+            {
+                Some(format!(
+                    "{signal} came from {} (pid {}) {:.1} s before the SIGKILL, and this container's stop signal is not known: \
+                     if {signal} is its stop signal (STOPSIGNAL), the SIGKILL ended a stop, not a force delete",
+                    from.comm,
+                    from.pid,
+                    e.ts.saturating_sub(*at) as f64 / 1e9
+                ))
+            } else if is_kill && e.code == SI_KERNEL && !self.config.oom_visible {
+                Some(
+                    "the kernel itself sent the SIGKILL (the OOM killer, most likely), and this kernel's \
+                     oom:mark_victim tracepoint could not be attached to tell"
+                        .to_string(),
+                )
+            } else {
+                None
+            };
+            let stop = (!is_kill).then(|| Stop {
+                signal: e.signal,
+                at: e.ts,
+                sender: sender.clone(),
+                result: e.result,
+            });
+            let mut active = Active::new(
+                e.ts,
+                stop,
+                main,
+                comm_of(&self.procs, main),
+                alive_at_stop,
+                &group.oom_victims,
+            );
+            active.unknown_because = unknown_because;
+            group.active = Some(active);
+        }
+        let Some(a) = group.active.as_mut() else {
+            return;
+        };
+        let stop_signal = a.stop.as_ref().map(|s| s.signal);
+        if stop_signal == Some(e.signal) {
+            let comm = match e.target_comm.as_str() {
+                "" => a
+                    .alive_at_stop
+                    .get(&e.target_pid)
+                    .cloned()
+                    .unwrap_or_default(),
+                c => c.to_string(),
+            };
+            a.received.entry(e.target_pid).or_insert_with(|| Received {
+                pid: e.target_pid,
+                comm,
+                result: e.result,
+            });
+            if e.target_pid == a.main && a.main_disposition.is_none() {
+                a.main_disposition = self
+                    .dispositions
+                    .remove(&e.target_pid)
+                    .filter(|d| d.signal == e.signal);
+            }
+        }
+        if e.signal == Signal::KILL && outside {
+            if a.kill.is_none() {
+                a.kill = Some(Kill { at: e.ts, sender });
+            }
+            if e.target_pid == a.main && !a.exits.contains_key(&a.main) {
+                a.kill_hit_main = true;
+            }
+        }
+    }
+
+    pub(super) fn on_exit(
+        &mut self,
+        pid: u32,
+        cgroup: CgroupId,
+        status: ExitStatus,
+        ts: Mono,
+        comm: &str,
+    ) -> Vec<Termination> {
+        let known = self.procs.remove(&pid);
+        let cgroup = known.as_ref().map(|p| p.cgroup).unwrap_or(cgroup);
+        self.dispositions.remove(&pid);
+        let Some(group) = self.groups.get_mut(&cgroup) else {
+            return Vec::new();
+        };
+        // Never seen before its exit, during a stop: it was there, unseen, at the stop.
+        if let (None, Some(a)) = (&known, group.active.as_mut()) {
+            if a.exits.contains_key(&pid) {
+                // Two threads that end together may both report the process's end.
+                return Vec::new();
+            }
+            a.alive_at_stop
+                .entry(pid)
+                .or_insert_with(|| comm.to_string());
+        }
+        group.members.remove(&pid);
+        // A main process that dies after the OOM killer hit the container, with no stop under
+        // way: that is a termination too.
+        if group.active.is_none() && group.main == Some(pid) && !group.oom_victims.is_empty() {
+            let mut alive: BTreeMap<u32, String> =
+                group.members.iter().map(|&p| (p, String::new())).collect();
+            alive.insert(pid, comm.to_string());
+            group.active = Some(Active::new(
+                ts,
+                None,
+                pid,
+                comm.to_string(),
+                alive,
+                &group.oom_victims,
+            ));
+        }
+        let mut done = Vec::new();
+        if let Some(a) = group.active.as_mut() {
+            a.exits.insert(pid, status);
+            if group.members.is_empty() {
+                if let Some(a) = group.active.take() {
+                    done.push(conclude(cgroup, a, ts));
+                    self.stop_signals.remove(&cgroup);
+                }
+            }
+        }
+        if group.members.is_empty() && group.active.is_none() {
+            self.groups.remove(&cgroup);
+        }
+        done
+    }
+}

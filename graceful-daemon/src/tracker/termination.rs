@@ -1,0 +1,129 @@
+//! A stopped container as the tracker saw it end, and its parts.
+use serde::Serialize;
+
+use crate::{
+    events::{CgroupId, ExitStatus, Mono, SignalResult},
+    signals::Signal,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Exited,
+    KilledAfterGrace,
+    Killed,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Graceful,
+    SwallowedByShellPid1,
+    Pid1IgnoresStopSignal,
+    NotForwarded,
+    SlowShutdown,
+    KilledWithoutStopSignal,
+    OomKilled,
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Graceful => "graceful",
+            Verdict::SwallowedByShellPid1 => "swallowed_by_shell_pid1",
+            Verdict::Pid1IgnoresStopSignal => "pid1_ignores_stop_signal",
+            Verdict::NotForwarded => "not_forwarded",
+            Verdict::SlowShutdown => "slow_shutdown",
+            Verdict::KilledWithoutStopSignal => "killed_without_stop_signal",
+            Verdict::OomKilled => "oom_killed",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Exited => "exited",
+            Outcome::KilledAfterGrace => "killed_after_grace",
+            Outcome::Killed => "killed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sender {
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    pub signal: Signal,
+    pub at: Mono,
+    pub sender: Sender,
+    pub result: SignalResult,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kill {
+    pub at: Mono,
+    pub sender: Sender,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Init {
+    pub pid: u32,
+    pub comm: String,
+    pub shell: bool,
+    pub handles_stop_signal: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub pid: u32,
+    pub comm: String,
+    pub result: SignalResult,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proc {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// One stopped container, as the tracker saw it end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Termination {
+    pub cgroup: CgroupId,
+    pub stop: Option<Stop>,
+    pub init: Init,
+    pub received: Vec<Received>,
+    pub never_received: Vec<Proc>,
+    pub kill: Option<Kill>,
+    pub outcome: Outcome,
+    pub exit: Option<ExitStatus>,
+    pub started: Mono,
+    pub ended: Mono,
+    pub verdict: Verdict,
+    pub explanation: String,
+}
+
+impl Termination {
+    pub fn duration_seconds(&self) -> f64 {
+        self.ended.saturating_sub(self.started) as f64 / 1e9
+    }
+}
+
+/// What the enrichment read from /proc about a process when a stop signal reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disposition {
+    pub signal: Signal,
+    /// A handler is installed for the signal.
+    pub handles: bool,
+    /// The kernel drops the signal (SIG_IGN, or a pid-namespace init without a handler).
+    pub drops: bool,
+}
