@@ -45,8 +45,13 @@ impl Pipeline {
         // Inits and parents first, so a container's main process is the one the runtime started.
         seeds.sort_by_key(|(pid, s, _)| (!s.is_namespace_init(), *pid));
         for (pid, status, id) in seeds {
-            let parent = u32::try_from(status.ppid).ok().filter(|p| *p > 0);
-            tracker.seed(pid, parent, id, &status.comm, status.is_namespace_init());
+            tracker.seed(
+                pid,
+                status.parent(),
+                id,
+                &status.comm,
+                status.is_namespace_init(),
+            );
         }
         Pipeline {
             tracker,
@@ -68,23 +73,15 @@ impl Pipeline {
         if !self.filled.insert(cgroup) {
             return;
         }
-        let Some(path) = self.cgroups.path_of(cgroup) else {
-            return;
-        };
-        let procs = std::fs::read_to_string(self.cgroups.dir(&path).join("cgroup.procs"))
-            .unwrap_or_default();
-        let mut found: Vec<(u32, ProcStatus)> = procs
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .filter_map(|pid| ProcStatus::read(pid).ok().map(|s| (pid, s)))
-            .collect();
-        // Inits and parents first, so the main process is the one the runtime started.
-        found.sort_by_key(|(pid, s)| (!s.is_namespace_init(), *pid));
-        for (pid, status) in found {
-            let parent = u32::try_from(status.ppid).ok().filter(|p| *p > 0);
+        // Inits and parents first, so the main process is the one the runtime started; the
+        // processes it knew that are gone ended unreported while the container ran.
+        let present = self.cgroup_processes(cgroup);
+        let pids: Vec<u32> = present.iter().map(|(pid, _)| *pid).collect();
+        self.tracker.only_present(cgroup, &pids);
+        for (pid, status) in present {
             self.tracker.fill(
                 pid,
-                parent,
+                status.parent(),
                 cgroup,
                 &status.comm,
                 status.is_namespace_init(),
@@ -101,10 +98,9 @@ impl Pipeline {
         }
         for (pid, status) in self.cgroup_processes(cgroup) {
             if !self.tracker.knows(pid) {
-                let parent = u32::try_from(status.ppid).ok().filter(|p| *p > 0);
                 self.tracker.fill(
                     pid,
-                    parent,
+                    status.parent(),
                     cgroup,
                     &status.comm,
                     status.is_namespace_init(),

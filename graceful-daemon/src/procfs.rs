@@ -50,6 +50,11 @@ impl ProcStatus {
         fs::read_to_string(format!("/proc/{pid}/status")).map(|t| ProcStatus::parse(&t))
     }
 
+    /// The parent's pid, if it has one (not for the host's init and kernel threads).
+    pub fn parent(&self) -> Option<u32> {
+        u32::try_from(self.ppid).ok().filter(|p| *p > 0)
+    }
+
     /// PID 1 of a pid namespace below the host's.
     pub fn is_namespace_init(&self) -> bool {
         self.nspid.len() > 1 && self.nspid.last() == Some(&1)
