@@ -240,6 +240,29 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     }
     let info: u64 = ctx.arg(1);
     let task: u64 = ctx.arg(2);
+    let sender_cgroup = current_cgroup();
+    let css_off = config!(task_cgroups);
+    // SAFETY: `task` is the live target, the current task is alive; offsets are BTF's.
+    let same_css_set = unsafe {
+        read_kernel::<u64>(task, css_off) == read_kernel::<u64>(bpf_get_current_task(), css_off)
+    };
+    // The same css_set is the same cgroup: no need to follow the target's pointers.
+    let target_cgroup = if same_css_set {
+        sender_cgroup
+    } else {
+        task_cgroup(task)
+    };
+    // From outside the target's cgroup, or the kernel's own SIGKILL (the OOM killer, sent from
+    // whatever task allocated): the container is being stopped from now on. Signals inside a
+    // running container are only counted, and cost no more than this.
+    let kernel_kill = sig == 9 && info == SEND_SIG_PRIV;
+    if sender_cgroup != target_cgroup || kernel_kill {
+        if target_cgroup != 0 && target_cgroup != config!(root_cgroup) {
+            let _ = STOPPING.insert(&target_cgroup, &1, 0);
+        }
+    } else if !stopping(target_cgroup) {
+        return 0;
+    }
     let (pid_off, tgid_off, comm_off) = (config!(task_pid), config!(task_tgid), config!(task_comm));
     // SAFETY: `task` is the live target task_struct; offsets come from the kernel's BTF.
     let (tid, tgid, comm): (i32, i32, [u8; 16]) = unsafe {
@@ -256,19 +279,6 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         _ => unsafe { read_kernel(info, SI_CODE_OFFSET as u32) },
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let target_cgroup = task_cgroup(task);
-    let sender_cgroup = current_cgroup();
-    // From outside the target's cgroup, or the kernel's own SIGKILL (the OOM killer, sent from
-    // whatever task allocated): the container is being stopped from now on. Signals inside a
-    // running container are only counted.
-    let kernel_kill = sig == 9 && info == SEND_SIG_PRIV;
-    if sender_cgroup != target_cgroup || kernel_kill {
-        if target_cgroup != 0 && target_cgroup != config!(root_cgroup) {
-            let _ = STOPPING.insert(&target_cgroup, &1, 0);
-        }
-    } else if !stopping(target_cgroup) {
-        return 0;
-    }
     output(
         &ctx,
         SignalRecord {
