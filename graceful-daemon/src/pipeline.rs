@@ -10,7 +10,7 @@ use crate::{
     events::{CgroupId, Event, SignalResult},
     export::record::Record,
     identity,
-    procfs::{processes, ProcStatus},
+    procfs::{processes, start_time, ProcStatus},
     signals::Signal,
     tracker::{Disposition, Tracker, TrackerConfig},
 };
@@ -24,6 +24,16 @@ pub struct Pipeline {
 
 /// Above this many, the filled set starts afresh (a container is then read again: harmless).
 const FILLED_MAX: usize = 4096;
+
+/// The process is in /proc and, where its start time was recorded, is still that process
+/// rather than a later one that reused its pid.
+fn alive(pid: u32, start: Option<u64>) -> bool {
+    match (start_time(pid), start) {
+        (None, _) => false,
+        (Some(now), Some(known)) => now == known,
+        (Some(_), None) => true,
+    }
+}
 
 impl Pipeline {
     pub fn new(mut cgroups: Cgroup2, config: TrackerConfig) -> Pipeline {
@@ -52,6 +62,9 @@ impl Pipeline {
                 &status.comm,
                 status.is_namespace_init(),
             );
+            if let Some(start) = start_time(pid) {
+                tracker.set_start(pid, start);
+            }
         }
         Pipeline {
             tracker,
@@ -76,9 +89,9 @@ impl Pipeline {
         // Inits and parents first, so the main process is the one the runtime started; the
         // processes it knew that are gone ended unreported while the container ran.
         let present = self.cgroup_processes(cgroup);
-        let pids: Vec<u32> = present.iter().map(|(pid, _)| *pid).collect();
+        let pids: Vec<u32> = present.iter().map(|(pid, ..)| *pid).collect();
         self.tracker.only_present(cgroup, &pids);
-        for (pid, status) in present {
+        for (pid, status, start) in present {
             self.tracker.fill(
                 pid,
                 status.parent(),
@@ -86,6 +99,9 @@ impl Pipeline {
                 &status.comm,
                 status.is_namespace_init(),
             );
+            if let Some(start) = start {
+                self.tracker.set_start(pid, start);
+            }
         }
     }
 
@@ -96,7 +112,7 @@ impl Pipeline {
         if !self.tracker.stopping(cgroup) || self.tracker.members(cgroup) != [pid] {
             return;
         }
-        for (pid, status) in self.cgroup_processes(cgroup) {
+        for (pid, status, start) in self.cgroup_processes(cgroup) {
             if !self.tracker.knows(pid) {
                 self.tracker.fill(
                     pid,
@@ -105,23 +121,30 @@ impl Pipeline {
                     &status.comm,
                     status.is_namespace_init(),
                 );
+                if let Some(start) = start {
+                    self.tracker.set_start(pid, start);
+                }
             }
         }
     }
 
-    /// The processes of a cgroup now, from its `cgroup.procs` and /proc, inits then by pid.
-    fn cgroup_processes(&mut self, cgroup: CgroupId) -> Vec<(u32, ProcStatus)> {
+    /// The processes of a cgroup now, from its `cgroup.procs` and /proc (status and start
+    /// time), inits then by pid.
+    fn cgroup_processes(&mut self, cgroup: CgroupId) -> Vec<(u32, ProcStatus, Option<u64>)> {
         let Some(path) = self.cgroups.path_of(cgroup) else {
             return Vec::new();
         };
         let procs = std::fs::read_to_string(self.cgroups.dir(&path).join("cgroup.procs"))
             .unwrap_or_default();
-        let mut found: Vec<(u32, ProcStatus)> = procs
+        let mut found: Vec<(u32, ProcStatus, Option<u64>)> = procs
             .lines()
             .filter_map(|l| l.trim().parse().ok())
-            .filter_map(|pid| ProcStatus::read(pid).ok().map(|s| (pid, s)))
+            .filter_map(|pid| {
+                let status = ProcStatus::read(pid).ok()?;
+                Some((pid, status, start_time(pid)))
+            })
             .collect();
-        found.sort_by_key(|(pid, s)| (!s.is_namespace_init(), *pid));
+        found.sort_by_key(|(pid, s, _)| (!s.is_namespace_init(), *pid));
         found
     }
 
@@ -147,7 +170,12 @@ impl Pipeline {
                 // "Delivered" can still mean dropped later (it was blocked at the time): what
                 // /proc says of the handlers now is the ground truth. Only for containers: host
                 // processes get terminal signals all day.
-                if let Ok(status) = ProcStatus::read(e.target_pid) {
+                // Only while the pid is still the process the signal reached (not reused).
+                let same = match self.tracker.start_of(e.target_pid) {
+                    Some(known) => start_time(e.target_pid) == Some(known),
+                    None => true,
+                };
+                if let Some(status) = same.then(|| ProcStatus::read(e.target_pid).ok()).flatten() {
                     self.tracker.observe(
                         e.target_pid,
                         Disposition {
@@ -166,6 +194,15 @@ impl Pipeline {
             _ => {}
         }
         let done = self.tracker.on_event(event);
+        // A process born during a stop: its start time tells it apart from a later one that
+        // reuses its pid (the kernel reports only stopping containers' forks).
+        if let Event::Fork(e) = event {
+            if self.tracker.stopping(e.cgroup) {
+                if let Some(start) = start_time(e.child_pid) {
+                    self.tracker.set_start(e.child_pid, start);
+                }
+            }
+        }
         for t in &done {
             self.filled.remove(&t.cgroup);
         }
@@ -176,8 +213,9 @@ impl Pipeline {
     pub fn sweep(&mut self) -> Vec<Record> {
         let gone: Vec<u32> = self
             .tracker
-            .awaited_pids()
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .awaited()
+            .filter(|(pid, start)| !alive(*pid, *start))
+            .map(|(pid, _)| pid)
             .collect();
         let now = clock::monotonic_now();
         for cgroup in self.tracker.abandon(now) {
@@ -187,8 +225,7 @@ impl Pipeline {
             );
             self.filled.remove(&cgroup);
         }
-        self.tracker
-            .prune(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        self.tracker.prune(alive);
         let done: Vec<_> = gone
             .into_iter()
             .flat_map(|pid| self.tracker.forget(pid, now))
@@ -216,5 +253,20 @@ impl Pipeline {
             info: None,
             grace_period_seconds: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alive_means_the_same_process_not_only_the_same_pid() {
+        let me = std::process::id();
+        let start = start_time(me).expect("our own start time");
+        assert!(alive(me, Some(start)));
+        assert!(alive(me, None));
+        assert!(!alive(me, Some(start + 1)), "a reused pid");
+        assert!(!alive(u32::MAX - 1, None));
     }
 }

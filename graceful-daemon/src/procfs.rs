@@ -78,6 +78,20 @@ impl ProcStatus {
     }
 }
 
+/// The start time (clock ticks since boot) in a `/proc/<pid>/stat` line: field 22, counted
+/// after the command name, which may itself hold spaces and parentheses.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    // Fields from the 3rd (state) on: the start time is the 20th of them.
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// When a process started (clock ticks since boot): a pid with another start time is another
+/// process that reused the number.
+pub fn start_time(pid: u32) -> Option<u64> {
+    parse_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// A process on the host with its status and its cgroup2 path.
 #[derive(Debug, Clone)]
 pub struct HostProcess {
@@ -120,6 +134,14 @@ mod tests {
     const SH_INIT: &str = "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4242\nPPid:\t4200\n\
 NSpid:\t4242\t1\nSigQ:\t0/94000\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
 SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\n";
+
+    #[test]
+    fn start_time_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "27425 (a) b (c)) R 27380 27380 1072 0 -1 4194304 99 0 0 0 0 0 0 0 20 0 1 0 51326 3133440 380";
+        assert_eq!(parse_start_time(stat), Some(51326));
+        assert_eq!(parse_start_time("27425 (cat) R 1 2"), None);
+        assert!(start_time(std::process::id()).is_some());
+    }
 
     #[test]
     fn parses_dispositions_and_namespace() {

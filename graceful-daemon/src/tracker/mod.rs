@@ -24,14 +24,19 @@ pub struct TrackerConfig {
     pub root_cgroup: CgroupId,
     /// A SIGKILL without a seen stop signal this soon after the tracker started, to a container
     /// that was already running, may follow a stop signal sent before: the record is `unknown`.
+    /// The container's grace period plus [`GRACE_SLACK_NS`] where it is known.
     pub startup_window_ns: u64,
     /// The OOM killer's victims are seen (`oom:mark_victim` attached). Without it, a SIGKILL
     /// the kernel itself sends may be the OOM killer's: such a record is `unknown`.
     pub oom_visible: bool,
     /// A termination with neither the container's end nor a SIGKILL for this long is abandoned
-    /// without a record (the stop signal was not a stop after all).
+    /// without a record (the stop signal was not a stop after all). The container's grace period
+    /// plus [`GRACE_SLACK_NS`] where it is known.
     pub abandon_after_ns: u64,
 }
+
+/// What a runtime takes beyond the grace period to send its SIGKILL (it polls, then kills).
+pub const GRACE_SLACK_NS: u64 = 60 * 1_000_000_000;
 
 /// What stops a container whose own stop signal is not known: SIGTERM (the default), and the
 /// SIGQUIT and SIGINT that images name as STOPSIGNAL. SIGHUP, SIGUSR1 and the like reload.
@@ -41,7 +46,9 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         TrackerConfig {
             root_cgroup: 1,
-            startup_window_ns: 120 * 1_000_000_000,
+            // The longest grace Kubernetes users set in practice; a longer one only makes such a
+            // record `unknown`, never wrong, once the container's own grace is known.
+            startup_window_ns: 600 * 1_000_000_000,
             oom_visible: true,
             abandon_after_ns: 600 * 1_000_000_000,
         }
@@ -53,6 +60,8 @@ struct Process {
     cgroup: CgroupId,
     comm: String,
     parent: Option<u32>,
+    /// Start time from /proc (clock ticks since boot), where read: tells a reused pid apart.
+    start: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -124,6 +133,8 @@ pub struct Tracker {
     dispositions: HashMap<u32, Disposition>,
     /// Containers' own stop signals, where known; forgotten when their termination ends.
     stop_signals: HashMap<CgroupId, Signal>,
+    /// Containers' grace periods (ns), where known; forgotten with their processes.
+    graces: HashMap<CgroupId, u64>,
     /// When events were last lost.
     last_loss: Option<Mono>,
 }
@@ -137,6 +148,7 @@ impl Tracker {
             groups: HashMap::new(),
             dispositions: HashMap::new(),
             stop_signals: HashMap::new(),
+            graces: HashMap::new(),
             last_loss: None,
         }
     }
@@ -176,34 +188,65 @@ impl Tracker {
         self.stop_signals.insert(cgroup, signal);
     }
 
-    /// Terminations that saw neither the container's end nor a SIGKILL for longer than
-    /// `abandon_after_ns`: the stop signal did not stop it. Dropped without a record; returns
-    /// their cgroups.
+    /// The container's grace period, as its runtime knows it: bounds how long a termination
+    /// may wait for its end and how long after a restart a lone SIGKILL may still end a stop.
+    pub fn set_grace(&mut self, cgroup: CgroupId, seconds: f64) {
+        if seconds.is_finite() && seconds >= 0.0 {
+            self.graces.insert(cgroup, (seconds.min(1e9) * 1e9) as u64);
+        }
+    }
+
+    /// The container's grace period plus slack, else `default`.
+    fn grace_or(&self, cgroup: CgroupId, default: u64) -> u64 {
+        self.graces
+            .get(&cgroup)
+            .map_or(default, |g| g.saturating_add(GRACE_SLACK_NS))
+    }
+
+    /// The /proc start time of a process (clock ticks since boot), telling a reused pid apart.
+    pub fn set_start(&mut self, pid: u32, start: u64) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.start = Some(start);
+        }
+    }
+
+    /// The /proc start time recorded for a process.
+    pub fn start_of(&self, pid: u32) -> Option<u64> {
+        self.procs.get(&pid).and_then(|p| p.start)
+    }
+
+    /// Terminations that saw neither the container's end nor a SIGKILL for longer than its
+    /// grace period (`abandon_after_ns` when unknown): the stop signal did not stop it. Dropped
+    /// without a record; returns their cgroups.
     pub fn abandon(&mut self, now: Mono) -> Vec<CgroupId> {
-        let limit = self.config.abandon_after_ns;
         let mut dropped = Vec::new();
-        for (cgroup, g) in self.groups.iter_mut() {
+        for (cgroup, g) in self.groups.iter() {
+            let limit = self.grace_or(*cgroup, self.config.abandon_after_ns);
             if g.active
                 .as_ref()
                 .is_some_and(|a| a.kill.is_none() && now.saturating_sub(a.started) > limit)
             {
-                g.active = None;
                 dropped.push(*cgroup);
             }
         }
         for cgroup in &dropped {
+            if let Some(g) = self.groups.get_mut(cgroup) {
+                g.active = None;
+            }
             self.stop_signals.remove(cgroup);
         }
         dropped
     }
 
-    /// Forgets processes of running containers that `alive` says are gone: the kernel reports a
-    /// running container's exits only once it is stopping. Groups left empty go too.
-    pub fn prune(&mut self, alive: impl Fn(u32) -> bool) {
+    /// Forgets processes of running containers that `alive` (pid, recorded start time) says
+    /// are gone: the kernel reports a running container's exits only once it is stopping.
+    /// Groups left empty go too, with what was known of them.
+    pub fn prune(&mut self, alive: impl Fn(u32, Option<u64>) -> bool) {
         let mut gone = Vec::new();
+        let procs = &self.procs;
         for g in self.groups.values_mut().filter(|g| g.active.is_none()) {
             g.members.retain(|pid| {
-                let keep = alive(*pid);
+                let keep = alive(*pid, procs.get(pid).and_then(|p| p.start));
                 if !keep {
                     gone.push(*pid);
                 }
@@ -216,11 +259,16 @@ impl Tracker {
         }
         self.groups
             .retain(|_, g| g.active.is_some() || !g.members.is_empty());
+        let groups = &self.groups;
+        self.graces.retain(|cgroup, _| groups.contains_key(cgroup));
+        self.stop_signals
+            .retain(|cgroup, _| groups.contains_key(cgroup));
     }
 
-    /// How many processes and groups the tracker holds.
-    pub fn size(&self) -> (usize, usize) {
-        (self.procs.len(), self.groups.len())
+    /// What the tracker holds: (processes, containers, terminations under way).
+    pub fn size(&self) -> (usize, usize, usize) {
+        let active = self.groups.values().filter(|g| g.active.is_some()).count();
+        (self.procs.len(), self.groups.len(), active)
     }
 
     /// The process is known (alive, as far as the tracker has heard).
@@ -263,12 +311,13 @@ impl Tracker {
             .unwrap_or_default()
     }
 
-    /// Processes a termination under way still waits for.
-    pub fn awaited_pids(&self) -> impl Iterator<Item = u32> + '_ {
+    /// Processes a termination under way still waits for, with their recorded start times.
+    pub fn awaited(&self) -> impl Iterator<Item = (u32, Option<u64>)> + '_ {
         self.groups
             .values()
             .filter(|g| g.active.is_some())
             .flat_map(|g| g.members.iter().copied())
+            .map(|pid| (pid, self.start_of(pid)))
     }
 
     /// What /proc said about a process just as a stop signal reached it.
@@ -293,13 +342,17 @@ impl Tracker {
                 }
             }
         }
-        let parent = parent.or_else(|| self.procs.get(&pid).and_then(|p| p.parent));
+        let known = self.procs.get(&pid);
+        let parent = parent.or_else(|| known.and_then(|p| p.parent));
+        // A fork is a new process: a start time recorded under its pid was another's.
+        let start = known.and_then(|p| p.start).filter(|_| !forked);
         self.procs.insert(
             pid,
             Process {
                 cgroup,
                 comm: comm.into(),
                 parent,
+                start,
             },
         );
         let group = self.groups.entry(cgroup).or_default();

@@ -21,7 +21,7 @@ impl Tracker {
             return;
         };
         let outside = e.sender_cgroup != cgroup;
-        let startup_window = self.started + self.config.startup_window_ns;
+        let startup_window = self.started + self.grace_or(cgroup, self.config.startup_window_ns);
         let comm_of = |procs: &HashMap<u32, Process>, pid: u32| {
             procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default()
         };
@@ -202,6 +202,8 @@ impl Tracker {
         }
         if group.members.is_empty() && group.active.is_none() {
             self.groups.remove(&cgroup);
+            self.graces.remove(&cgroup);
+            self.stop_signals.remove(&cgroup);
         }
         done
     }

@@ -231,11 +231,11 @@ fn a_stop_that_never_ends_is_abandoned_without_a_record() {
 #[test]
 fn pruning_forgets_processes_gone_unseen() {
     let mut s = shell_with_child();
-    assert_eq!(s.t.size(), (2, 1));
-    s.t.prune(|pid| pid == 10);
-    assert_eq!(s.t.size(), (1, 1));
-    s.t.prune(|_| false);
-    assert_eq!(s.t.size(), (0, 0));
+    assert_eq!(s.t.size(), (2, 1, 0));
+    s.t.prune(|pid, _| pid == 10);
+    assert_eq!(s.t.size(), (1, 1, 0));
+    s.t.prune(|_, _| false);
+    assert_eq!(s.t.size(), (0, 0, 0));
 }
 
 #[test]
