@@ -223,6 +223,22 @@ impl Cgroup2 {
         Some(id)
     }
 
+    /// Forgets the paths of cgroups that are gone, unless `keep` still needs them (a record
+    /// that is not yet out names its container's cgroup after it was removed).
+    pub fn prune(&mut self, keep: impl Fn(CgroupId) -> bool) {
+        let mount = &self.mount;
+        self.paths.retain(|id, path| {
+            keep(*id)
+                || fs::metadata(mount.join(path.trim_start_matches('/')))
+                    .is_ok_and(|m| m.ino() == *id)
+        });
+    }
+
+    /// How many cgroup paths are remembered.
+    pub fn remembered(&self) -> usize {
+        self.paths.len()
+    }
+
     /// Walks the hierarchy and records every cgroup's id.
     pub fn rescan(&mut self) {
         let mut stack = vec![(self.mount.clone(), String::from("/"))];

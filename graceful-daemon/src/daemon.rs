@@ -19,12 +19,11 @@ use crate::{
         cri::{CriClient, CriError},
         ContainerInfo,
     },
-    events::{Event, LossReason},
+    events::{CgroupId, Event, LossReason},
     export::{
         http::{lock, router, Shared, SharedState},
         log::{self, LogFormat},
-        metrics::LossKind,
-        metrics::Metrics,
+        metrics::{LossKind, Metrics, Tracked},
         record::{container_labels, Record},
     },
     identity::{self, Identity, Runtime},
@@ -83,10 +82,16 @@ const TICK: Duration = Duration::from_secs(1);
 const HOUSEKEEPING_EVERY: u32 = 5;
 /// Ticks between audits of the running containers (a /proc scan).
 const AUDIT_EVERY: u32 = 10;
+/// Audits between retries of containers the runtime could not name.
+const RETRY_FAILED_EVERY: u32 = 6;
+/// Containers whose runtime answers are kept at most (running ones, and stopped ones whose
+/// record is not out yet): far above what one node runs.
+const CACHE_MAX: usize = 8192;
 
 /// A CRI answer, with the record that waited for it (if one did).
 struct Lookup {
     id: String,
+    cgroup: CgroupId,
     info: Result<ContainerInfo, CriError>,
     record: Option<Box<Record>>,
 }
@@ -98,6 +103,9 @@ struct Daemon {
     cri: Option<CriClient>,
     cache: HashMap<String, ContainerInfo>,
     pending: HashSet<String>,
+    /// Containers the runtime could not name: not asked again by the audit until the next retry.
+    failed: HashSet<String>,
+    audits: u32,
     /// cgroups whose identity was already looked at: one parse and lookup per container.
     seen: HashSet<u64>,
     lookups: mpsc::Sender<Lookup>,
@@ -183,6 +191,8 @@ impl Daemon {
             cri,
             cache: HashMap::new(),
             pending: HashSet::new(),
+            failed: HashSet::new(),
+            audits: 0,
             seen: HashSet::new(),
             lookups,
             cri_warned: false,
@@ -227,6 +237,8 @@ impl Daemon {
                     }
                     lost_seen = lost;
                     if ticks % HOUSEKEEPING_EVERY == 1 {
+                        // An NTP step or a resumed VM moves the wall clock: follow it.
+                        self.clock = WallClock::default();
                         if let Ok(counts) = kernel.signal_counts() {
                             lock(&self.state).metrics.node_signals(counts);
                         }
@@ -234,6 +246,7 @@ impl Daemon {
                             self.finish(record);
                         }
                         lock(&self.state).metrics.prune(Instant::now());
+                        self.report_tracked();
                     }
                     if ticks % AUDIT_EVERY == 1 {
                         self.audit();
@@ -251,7 +264,12 @@ impl Daemon {
             .and_then(identity::parse)
     }
 
-    fn lookup(&mut self, identity: &Identity, record: Option<Box<Record>>) -> Option<Box<Record>> {
+    fn lookup(
+        &mut self,
+        identity: &Identity,
+        cgroup: CgroupId,
+        record: Option<Box<Record>>,
+    ) -> Option<Box<Record>> {
         let Some(cri) = self.cri.clone() else {
             return record;
         };
@@ -265,7 +283,14 @@ impl Daemon {
         tokio::spawn(async move {
             let mut cri = cri;
             let info = cri.container(&id).await;
-            let _ = tx.send(Lookup { id, info, record }).await;
+            let _ = tx
+                .send(Lookup {
+                    id,
+                    cgroup,
+                    info,
+                    record,
+                })
+                .await;
         });
         None
     }
@@ -284,7 +309,7 @@ impl Daemon {
             Event::Exec(e) if self.seen.insert(e.cgroup) => {
                 if let Some(identity) = self.identity(e.cgroup) {
                     if !self.cache.contains_key(&identity.id) {
-                        self.lookup(&identity, None);
+                        self.lookup(&identity, e.cgroup, None);
                     }
                 }
             }
@@ -316,15 +341,24 @@ impl Daemon {
         self.pending.remove(&answer.id);
         match answer.info {
             Ok(info) => {
-                self.cache.insert(answer.id, info);
+                if let Some(grace) = info.grace_period_seconds {
+                    self.pipeline.tracker.set_grace(answer.cgroup, grace);
+                }
+                if self.cache.len() < CACHE_MAX || answer.record.is_some() {
+                    self.cache.insert(answer.id, info);
+                }
             }
             Err(e) if !self.cri_warned => {
+                self.failed.insert(answer.id.clone());
                 tracing::warn!(
                     "{e}; records keep the cgroup identity (further CRI errors at debug level)"
                 );
                 self.cri_warned = true;
             }
-            Err(e) => tracing::debug!("{e}"),
+            Err(e) => {
+                self.failed.insert(answer.id.clone());
+                tracing::debug!("{e}");
+            }
         }
         if let Some(record) = answer.record {
             self.publish(*record);
@@ -338,7 +372,8 @@ impl Daemon {
             match self.cache.get(&identity.id) {
                 Some(info) => record.info = Some(info.clone()),
                 None => {
-                    if let Some(waiting) = self.lookup(&identity, Some(Box::new(record))) {
+                    let cgroup = record.termination.cgroup;
+                    if let Some(waiting) = self.lookup(&identity, cgroup, Some(Box::new(record))) {
                         self.publish(*waiting);
                     }
                     return;
@@ -382,12 +417,26 @@ impl Daemon {
     }
 
     /// The PID 1 risk gauge of every running container; containers gone lose their series
-    /// and are forgotten.
+    /// and are forgotten. Containers the runtime was not asked about yet (running before the
+    /// daemon started) are looked up.
     fn audit(&mut self) {
+        self.audits = self.audits.wrapping_add(1);
+        if self.audits.is_multiple_of(RETRY_FAILED_EVERY) {
+            self.failed.clear();
+        }
         let tracker = &self.pipeline.tracker;
         self.seen
             .retain(|cgroup| !tracker.members(*cgroup).is_empty());
         let entries = audit::scan(Signal::TERM);
+        for e in &entries {
+            let id = &e.identity.id;
+            if !self.cache.contains_key(id) && !self.failed.contains(id) {
+                if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
+                    self.lookup(&e.identity, cgroup, None);
+                }
+            }
+        }
+        self.forget_gone(&entries);
         let running: Vec<_> = entries
             .iter()
             .filter_map(|e| {
@@ -405,6 +454,38 @@ impl Daemon {
             shared.metrics.gone(gone);
         }
         shared.metrics.audit(&running);
+    }
+
+    /// Drops what is kept of containers that are gone: runtime answers (unless a termination
+    /// under way or a lookup still needs them) and cgroup paths (unless the tracker does).
+    fn forget_gone(&mut self, running: &[audit::AuditEntry]) {
+        let mut keep: HashSet<&str> = running.iter().map(|e| e.identity.id.as_str()).collect();
+        let stopping: Vec<String> = self
+            .pipeline
+            .tracker
+            .under_way()
+            .filter_map(|cgroup| self.pipeline.cgroups.cached_path(cgroup))
+            .filter_map(identity::parse)
+            .map(|i| i.id)
+            .collect();
+        keep.extend(stopping.iter().map(String::as_str));
+        keep.extend(self.pending.iter().map(String::as_str));
+        self.cache.retain(|id, _| keep.contains(id.as_str()));
+        let tracker = &self.pipeline.tracker;
+        self.pipeline.cgroups.prune(|cgroup| tracker.tracks(cgroup));
+    }
+
+    /// The sizes of everything the daemon keeps, for `graceful_tracked`.
+    fn report_tracked(&self) {
+        let (processes, containers, terminations) = self.pipeline.tracker.size();
+        let shared = lock(&self.state);
+        let m = &shared.metrics;
+        m.tracked(Tracked::Processes, processes);
+        m.tracked(Tracked::Containers, containers);
+        m.tracked(Tracked::Terminations, terminations);
+        m.tracked(Tracked::CgroupPaths, self.pipeline.cgroups.remembered());
+        m.tracked(Tracked::RuntimeCache, self.cache.len());
+        m.tracked(Tracked::MetricSeries, m.series_count());
     }
 }
 

@@ -248,7 +248,7 @@ async fn trace(args: TraceArgs) -> Result<()> {
         },
     );
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
-    let clock = WallClock::default();
+    let mut clock = WallClock::default();
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(out, "{SIGNAL_HEADER}")?;
@@ -281,6 +281,8 @@ async fn trace(args: TraceArgs) -> Result<()> {
                 print_records(&mut out, &clock, &records, args.json)?;
             }
             _ = sweep.tick() => {
+                // An NTP step or a resumed VM moves the wall clock: follow it.
+                clock = WallClock::default();
                 let records = pipeline.sweep();
                 print_records(&mut out, &clock, &records, args.json)?;
             }

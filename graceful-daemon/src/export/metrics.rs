@@ -96,6 +96,36 @@ struct NamespaceContainer {
     container: String,
 }
 
+/// What the daemon holds in memory: the `kind` of `graceful_tracked`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Tracked {
+    Processes,
+    Containers,
+    Terminations,
+    CgroupPaths,
+    RuntimeCache,
+    MetricSeries,
+}
+
+impl Tracked {
+    fn labels(self) -> KindLabels {
+        let kind = match self {
+            Tracked::Processes => "processes",
+            Tracked::Containers => "containers",
+            Tracked::Terminations => "terminations",
+            Tracked::CgroupPaths => "cgroup_paths",
+            Tracked::RuntimeCache => "runtime_cache",
+            Tracked::MetricSeries => "metric_series",
+        };
+        KindLabels { kind: kind.into() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
@@ -129,6 +159,7 @@ pub struct Metrics {
     grace_used: Family<NamespaceContainer, Histogram, fn() -> Histogram>,
     pid1_ignores: Family<ContainerLabels, Gauge>,
     events_lost: Family<LossLabels, Counter>,
+    tracked: Family<KindLabels, Gauge>,
     node_counts: SignalCounts,
     series: HashMap<ContainerLabels, Series>,
     /// Histogram label sets by (namespace, container): shared by the pods of a workload.
@@ -205,6 +236,12 @@ impl Metrics {
         ] {
             let _ = events_lost.get_or_create(&kind.labels());
         }
+        let tracked = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "graceful_tracked",
+            "Entries the daemon holds in memory, by kind",
+            tracked.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register(
             "graceful_build_info",
@@ -227,6 +264,7 @@ impl Metrics {
             grace_used,
             pid1_ignores,
             events_lost,
+            tracked,
             node_counts: SignalCounts::default(),
             series: HashMap::new(),
             durations: HashMap::new(),
@@ -268,6 +306,17 @@ impl Metrics {
                 .get_or_create(&reason.labels())
                 .inc_by(count);
         }
+    }
+
+    pub fn tracked(&self, kind: Tracked, count: usize) {
+        self.tracked
+            .get_or_create(&kind.labels())
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Containers whose series are kept (until their TTL after they are gone).
+    pub fn series_count(&self) -> usize {
+        self.series.len()
     }
 
     pub fn container_signal(&mut self, who: &ContainerLabels, signal: &str, result: &str) {

@@ -298,6 +298,19 @@ impl Tracker {
         }
     }
 
+    /// The tracker holds state about this cgroup (processes or a termination).
+    pub fn tracks(&self, cgroup: CgroupId) -> bool {
+        self.groups.contains_key(&cgroup)
+    }
+
+    /// The cgroups whose termination is under way.
+    pub fn under_way(&self) -> impl Iterator<Item = CgroupId> + '_ {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.active.is_some())
+            .map(|(cgroup, _)| *cgroup)
+    }
+
     /// A termination of this cgroup is under way.
     pub fn stopping(&self, cgroup: CgroupId) -> bool {
         self.groups.get(&cgroup).is_some_and(|g| g.active.is_some())

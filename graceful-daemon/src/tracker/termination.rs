@@ -102,7 +102,10 @@ pub struct Termination {
     pub stop: Option<Stop>,
     pub init: Init,
     pub received: Vec<Received>,
+    /// Processes that received it beyond the first [`super::verdict::LISTED_MAX`].
+    pub received_more: usize,
     pub never_received: Vec<Proc>,
+    pub never_received_more: usize,
     pub kill: Option<Kill>,
     pub outcome: Outcome,
     pub exit: Option<ExitStatus>,

@@ -27,6 +27,17 @@ fn names(procs: &[Proc]) -> String {
     }
 }
 
+/// Processes a record lists at most; the rest are counted (a fork bomb must not make a record
+/// of megabytes).
+pub const LISTED_MAX: usize = 100;
+
+/// The first [`LISTED_MAX`] and how many more there were.
+fn capped<T>(mut list: Vec<T>) -> (Vec<T>, usize) {
+    let more = list.len().saturating_sub(LISTED_MAX);
+    list.truncate(LISTED_MAX);
+    (list, more)
+}
+
 /// Outcome, verdict and explanation, by the rules of DESIGN.md (first match wins).
 pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
     let main_exit = a.exits.get(&a.main).copied();
@@ -172,6 +183,8 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
                 )
         })
     };
+    let (received, received_more) = capped(received);
+    let (never_received, never_received_more) = capped(never_received);
     Termination {
         cgroup,
         stop: a.stop,
@@ -182,7 +195,9 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
             handles_stop_signal,
         },
         received,
+        received_more,
         never_received,
+        never_received_more,
         kill: a.kill,
         outcome,
         exit: main_exit,

@@ -283,3 +283,25 @@ fn a_lost_stop_signal_never_makes_a_force_delete() {
         .exit(11, None, Some(9));
     assert_eq!(s.one().verdict, Verdict::KilledWithoutStopSignal);
 }
+
+#[test]
+fn a_record_lists_at_most_a_hundred_processes_and_counts_the_rest() {
+    let mut s = Seq::new();
+    s.exec(10, "app");
+    for child in 100..250 {
+        s.fork(10, child, "worker");
+    }
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    s.at(30.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9));
+    for child in 100..250 {
+        s.signal(Signal::KILL, 10, CG, child, SignalResult::Delivered)
+            .exit(child, None, Some(9));
+    }
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::NotForwarded);
+    assert_eq!((r.never_received.len(), r.never_received_more), (100, 50));
+    assert_eq!((r.received.len(), r.received_more), (1, 0));
+    assert!(r.explanation.contains("and 145 more"), "{}", r.explanation);
+}
