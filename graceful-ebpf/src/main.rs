@@ -4,6 +4,7 @@
 //! (and `task_struct.exit_code` from the kernel's BTF) and hands them over in `CONFIG`.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     helpers::{
@@ -74,6 +75,16 @@ static LOSS_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
 /// a running container costs a map lookup per event.
 #[map]
 static STOPPING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(STOPPING_ENTRIES, 0);
+
+/// Goes up whenever a container is newly marked in `STOPPING`: what a CPU found not stopping
+/// under an older value may have become so.
+#[map]
+static STOPS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per CPU, the last cgroup found not stopping and the `STOPS` value then: a running
+/// container's events (a signal flood, a fork storm) check two array slots, not the hash map.
+#[map]
+static RUNNING: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 /// cgroups whose first exec went to userspace: it identifies the container.
 #[map]
@@ -217,8 +228,46 @@ fn task_cgroup(task: u64) -> u64 {
 
 #[inline(always)]
 fn stopping(cgroup: u64) -> bool {
+    // Read before the map: a mark that lands after this read also moves the value on.
+    let stops = STOPS
+        .get_ptr(0)
+        // SAFETY: an array slot, read whole.
+        .map_or(0, |p| unsafe { core::ptr::read_volatile(p) });
+    let last = RUNNING.get_ptr_mut(0);
+    if let Some(last) = last {
+        // SAFETY: this CPU's slot; programs on one CPU do not interleave here.
+        if unsafe { *last } == [cgroup, stops] {
+            return false;
+        }
+    }
     // SAFETY: the value is not used, only its presence.
-    unsafe { STOPPING.get(&cgroup) }.is_some()
+    let is = unsafe { STOPPING.get(&cgroup) }.is_some();
+    if let (false, Some(last)) = (is, last) {
+        // SAFETY: as above.
+        unsafe { *last = [cgroup, stops] };
+    }
+    is
+}
+
+/// The container is being stopped from now on.
+#[inline(always)]
+fn mark_stopping(cgroup: u64) {
+    if cgroup == 0 || cgroup == config!(root_cgroup) {
+        return;
+    }
+    // SAFETY: only the presence of the entry is used.
+    if unsafe { STOPPING.get(&cgroup) }.is_some() {
+        return;
+    }
+    let _ = STOPPING.insert(&cgroup, &1, 0);
+    if let Some(stops) = STOPS.get_ptr_mut(0) {
+        // BPF's oldest atomic (XADD, on every kernel): two CPUs marking at once must both
+        // move the value on, or a CPU could keep a stale "not stopping".
+        // SAFETY: an aligned u64 array slot.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({p} + 0) += {one}", p = in(reg) stops, one = in(reg) 1u64);
+        }
+    }
 }
 
 /// A raw tracepoint: the classic one fills a perf record before the program runs, a cost every
@@ -239,26 +288,27 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     }
     let info: u64 = ctx.arg(1);
     let task: u64 = ctx.arg(2);
-    let sender_cgroup = current_cgroup();
+    // SAFETY: a plain helper call.
+    let current = unsafe { bpf_get_current_task() };
     let css_off = config!(task_cgroups);
+    // A signal to itself, or within one css_set, stays in the sender's cgroup: no need to
+    // follow the target's pointers.
     // SAFETY: `task` is the live target, the current task is alive; offsets are BTF's.
-    let same_css_set = unsafe {
-        read_kernel::<u64>(task, css_off) == read_kernel::<u64>(bpf_get_current_task(), css_off)
-    };
-    // The same css_set is the same cgroup: no need to follow the target's pointers.
+    let same_css_set = task == current
+        || unsafe { read_kernel::<u64>(task, css_off) == read_kernel::<u64>(current, css_off) };
+    let sender_cgroup = current_cgroup();
+    // The kernel's own SIGKILL (the OOM killer, sent from whatever task allocated) stops a
+    // container even from inside it.
+    let kernel_kill = sig == 9 && info == SEND_SIG_PRIV;
     let target_cgroup = if same_css_set {
         sender_cgroup
     } else {
         task_cgroup(task)
     };
-    // From outside the target's cgroup, or the kernel's own SIGKILL (the OOM killer, sent from
-    // whatever task allocated): the container is being stopped from now on. Signals inside a
-    // running container are only counted, and cost no more than this.
-    let kernel_kill = sig == 9 && info == SEND_SIG_PRIV;
+    // From outside the target's cgroup: the container is being stopped from now on. Signals
+    // inside a running container are only counted, and cost little more than that.
     if sender_cgroup != target_cgroup || kernel_kill {
-        if target_cgroup != 0 && target_cgroup != config!(root_cgroup) {
-            let _ = STOPPING.insert(&target_cgroup, &1, 0);
-        }
+        mark_stopping(target_cgroup);
     } else if !stopping(target_cgroup) {
         return 0;
     }

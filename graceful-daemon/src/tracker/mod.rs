@@ -137,6 +137,11 @@ pub struct Tracker {
     graces: HashMap<CgroupId, u64>,
     /// When events were last lost.
     last_loss: Option<Mono>,
+    /// The latest event time seen.
+    now: Mono,
+    /// Terminations completed outside `on_event` (their last process moved away during a
+    /// /proc fill), handed out with the next event's.
+    finished: Vec<Termination>,
 }
 
 impl Tracker {
@@ -150,6 +155,8 @@ impl Tracker {
             stop_signals: HashMap::new(),
             graces: HashMap::new(),
             last_loss: None,
+            now,
+            finished: Vec::new(),
         }
     }
 
@@ -338,21 +345,19 @@ impl Tracker {
         self.dispositions.insert(pid, disposition);
     }
 
-    /// The cgroup a signal's target belongs to.
+    /// The cgroup a signal's target belongs to: the kernel's word at the signal, else what the
+    /// tracker knows of the process.
     fn target_group(&self, e: &SignalEvent) -> Option<CgroupId> {
-        self.procs
-            .get(&e.target_pid)
-            .map(|p| p.cgroup)
-            .or((e.target_cgroup != 0).then_some(e.target_cgroup))
+        (e.target_cgroup != 0)
+            .then_some(e.target_cgroup)
+            .or_else(|| self.procs.get(&e.target_pid).map(|p| p.cgroup))
     }
 
     /// `forked`: the process is new (a fork event), not one that was there unseen.
     fn join(&mut self, pid: u32, cgroup: CgroupId, comm: &str, parent: Option<u32>, forked: bool) {
         if let Some(old) = self.procs.get(&pid).map(|p| p.cgroup) {
             if old != cgroup {
-                if let Some(g) = self.groups.get_mut(&old) {
-                    g.members.remove(&pid);
-                }
+                self.leave(pid, old);
             }
         }
         let known = self.procs.get(&pid);
@@ -394,8 +399,41 @@ impl Tracker {
         }
     }
 
+    /// A process is no longer in `cgroup` without having exited there: it moved, or its pid
+    /// is another process's now (its exit was lost). A stop it leaves cannot be judged.
+    fn leave(&mut self, pid: u32, cgroup: CgroupId) {
+        let Some(g) = self.groups.get_mut(&cgroup) else {
+            return;
+        };
+        g.members.remove(&pid);
+        if let Some(a) = g.active.as_mut() {
+            if !a.exits.contains_key(&pid) {
+                a.unknown_because.get_or_insert_with(|| {
+                    format!("pid {pid} left the container while it was stopping (its exit was not seen, or it was moved out)")
+                });
+            }
+            if g.members.is_empty() {
+                if let Some(a) = g.active.take() {
+                    self.finished.push(conclude(cgroup, a, self.now));
+                }
+            }
+        }
+        if g.members.is_empty() && g.active.is_none() {
+            self.groups.remove(&cgroup);
+            self.graces.remove(&cgroup);
+            self.stop_signals.remove(&cgroup);
+        }
+    }
+
     /// Feeds one event; returns the terminations it completed.
     pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
+        self.now = self.now.max(event.ts());
+        let mut done = self.handle(event);
+        done.append(&mut self.finished);
+        done
+    }
+
+    fn handle(&mut self, event: &Event) -> Vec<Termination> {
         match event {
             Event::Exec(e) => {
                 self.join(e.pid, e.cgroup, &e.comm, None, false);

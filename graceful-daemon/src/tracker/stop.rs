@@ -11,7 +11,9 @@ impl Tracker {
     pub(super) fn on_signal(&mut self, e: &SignalEvent) {
         // A signal can overtake the exec that made its target known: `comm` changes early in
         // exec, `sched_process_exec` fires at its end. The kernel's task map knows the cgroup.
-        if !self.procs.contains_key(&e.target_pid)
+        // A target the tracker placed elsewhere moved, or is another process under a reused pid.
+        let placed = self.procs.get(&e.target_pid).map(|p| p.cgroup);
+        if placed != Some(e.target_cgroup)
             && e.target_cgroup != 0
             && e.target_cgroup != self.config.root_cgroup
         {

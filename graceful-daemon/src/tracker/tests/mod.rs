@@ -496,5 +496,6 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);
 }
 
+mod properties;
 mod restarts_and_reuse;
 mod since_filtering;
