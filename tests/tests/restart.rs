@@ -1,0 +1,49 @@
+//! A daemon (re)started while pods already run, as after every rollout of its DaemonSet: their
+//! containers get their Kubernetes names from CRI, and a stop seen whole is judged as usual.
+use graceful_tests::{
+    cri::{Containerd, PodSpec},
+    daemon::{eventually, http_get, Daemon},
+};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_running_before_the_daemon_get_their_names() {
+    let ctd = Containerd::start().await;
+    let mut cri = ctd.client().await;
+    let pod = PodSpec {
+        namespace: "restart",
+        name: "early",
+        uid: "5e1f0c2a-7b3d-4e4f-9a8b-0c1d2e3f4a5b",
+        grace_seconds: 1,
+    };
+    let (sandbox, id) = cri
+        .start_pod(&pod, "app", "sleep 1000; true", None, &ctd.dir)
+        .await;
+    // Running, with its shell and its child, before the daemon starts.
+    let cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+    let procs = cgroups
+        .dir(&format!("/kubepods/besteffort/pod{}/{id}", pod.uid))
+        .join("cgroup.procs");
+    eventually("sh and sleep in the container", || {
+        let n = std::fs::read_to_string(&procs).ok()?.lines().count();
+        (n == 2).then_some(())
+    });
+    let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
+    eventually("the audit gauge with the pod's CRI names", || {
+        let (_, m) = http_get(daemon.addr, "/metrics")?;
+        m.contains(r#"graceful_pid1_ignores_stop_signal{namespace="restart",pod="early",container="app"} 1"#)
+            .then_some(())
+    });
+    cri.stop_container(&id, 1).await;
+    let record = eventually("the record of the stop", || {
+        let (_, body) = http_get(daemon.addr, "/terminations")?;
+        let list: Vec<Value> = serde_json::from_str(&body).ok()?;
+        list.into_iter()
+            .find(|r| r["container"]["id"] == id.as_str())
+    });
+    assert_eq!(record["verdict"], "swallowed_by_shell_pid1", "{record:#}");
+    assert_eq!(record["container"]["pod"], "early", "{record:#}");
+    assert_eq!(record["grace_period_seconds"], 1.0, "{record:#}");
+    cri.remove_pod(&sandbox).await;
+    assert!(daemon.stop().success());
+}
