@@ -165,7 +165,6 @@ pub struct Config {
     pub attach_pid: u32,
     pub oom_pid: u32,
     pub task_exit_code: u32,
-    pub task_pid: u32,
     pub task_tgid: u32,
     pub task_comm: u32,
     pub task_signal: u32,

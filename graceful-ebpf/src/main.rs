@@ -37,7 +37,6 @@ static CONFIG: Config = Config {
     attach_pid: 0,
     oom_pid: 0,
     task_exit_code: 0,
-    task_pid: 0,
     task_tgid: 0,
     task_comm: 0,
     task_signal: 0,
@@ -96,10 +95,12 @@ static SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(SEEN_ENTRIES, 0)
 static ENTERED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(ENTERED_ENTRIES, 0);
 
 macro_rules! config {
-    ($field:ident) => {
+    ($field:ident) => {{
         // SAFETY: CONFIG is a frozen read-only global written by the loader.
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$field)) }
-    };
+        #[allow(unused_unsafe)]
+        let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$field)) };
+        value
+    }};
 }
 
 /// A tracepoint's fixed record, copied to the stack with one helper call.
@@ -312,15 +313,10 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     } else if !stopping(target_cgroup) {
         return 0;
     }
-    let (pid_off, tgid_off, comm_off) = (config!(task_pid), config!(task_tgid), config!(task_comm));
+    let (tgid_off, comm_off) = (config!(task_tgid), config!(task_comm));
     // SAFETY: `task` is the live target task_struct; offsets come from the kernel's BTF.
-    let (tid, tgid, comm): (i32, i32, [u8; 16]) = unsafe {
-        (
-            read_kernel(task, pid_off),
-            read_kernel(task, tgid_off),
-            read_kernel(task, comm_off),
-        )
-    };
+    let (tgid, comm): (i32, [u8; 16]) =
+        unsafe { (read_kernel(task, tgid_off), read_kernel(task, comm_off)) };
     let code = match info {
         0 => SI_USER,
         SEND_SIG_PRIV => SI_KERNEL,

@@ -90,6 +90,24 @@ fn main() -> Result<()> {
                 "-D",
                 "warnings",
             ])?;
+            // The product alone, without the benchmark's test utilities.
+            cargo(&[
+                "clippy",
+                "-p",
+                "graceful-daemon",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            // Without the BPF toolchain the daemon still checks, with a stand-in object.
+            run(
+                Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .args(["check", "-p", "graceful-daemon", "--target-dir"])
+                    .arg(root().join("target/stand-in"))
+                    .env("GRACEFUL_NO_EBPF", "1")
+                    .current_dir(root()),
+            )?;
             // The end-to-end tests run the real binary.
             cargo(&["build", "-p", "graceful-daemon"])?;
             cargo(&["test", "--workspace"])?;

@@ -1,11 +1,13 @@
 //! Loads and attaches the kernel programs and turns the ring buffer into an event stream.
 pub mod btf;
+#[cfg(feature = "test-utils")]
 mod floor;
 pub mod tracefs;
 
+#[cfg(feature = "test-utils")]
 pub use floor::{BpfStats, FloorProbe};
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
@@ -73,6 +75,8 @@ pub enum ProbeError {
     Privileges(#[from] crate::privileges::PrivilegeError),
     #[error("graceful must run in the host's pid namespace (hostPID: true in Kubernetes, --pid=host in podman): the kernel reports host pids, which this /proc cannot see")]
     NotHostPidNamespace,
+    #[error("this build has no eBPF programs (it was built without the BPF toolchain): run `cargo xtask setup` and build again")]
+    NoObject,
     #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing): build it with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf,
     #[error("BTF: {0}")]
@@ -154,6 +158,9 @@ fn in_host_pid_namespace() -> bool {
 }
 
 fn check_prerequisites() -> Result<(), ProbeError> {
+    if OBJECT.is_empty() {
+        return Err(ProbeError::NoObject);
+    }
     if !in_host_pid_namespace() {
         return Err(ProbeError::NotHostPidNamespace);
     }
@@ -216,7 +223,6 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         attach_pid: field(&attach, "pid"),
         oom_pid: field(&oom, "pid"),
         task_exit_code: btf::member_offset(&btf, "task_struct", "exit_code")?,
-        task_pid: btf::member_offset(&btf, "task_struct", "pid")?,
         task_tgid: btf::member_offset(&btf, "task_struct", "tgid")?,
         task_comm: btf::member_offset(&btf, "task_struct", "comm")?,
         task_signal: btf::member_offset(&btf, "task_struct", "signal")?,
@@ -384,7 +390,8 @@ impl Probes {
     }
 
     /// Kernel-side run time and run count of each program (needs BPF stats enabled).
-    pub fn program_stats(&self) -> Vec<(String, Duration, u64)> {
+    #[cfg(feature = "test-utils")]
+    pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
         self.ebpf
             .programs()
             .filter_map(|(name, p)| {
