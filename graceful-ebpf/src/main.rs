@@ -242,7 +242,7 @@ fn stopping(cgroup: u64) -> bool {
         }
     }
     // SAFETY: the value is not used, only its presence.
-    let is = unsafe { STOPPING.get(&cgroup) }.is_some();
+    let is = unsafe { STOPPING.get(cgroup) }.is_some();
     if let (false, Some(last)) = (is, last) {
         // SAFETY: as above.
         unsafe { *last = [cgroup, stops] };
@@ -257,10 +257,10 @@ fn mark_stopping(cgroup: u64) {
         return;
     }
     // SAFETY: only the presence of the entry is used.
-    if unsafe { STOPPING.get(&cgroup) }.is_some() {
+    if unsafe { STOPPING.get(cgroup) }.is_some() {
         return;
     }
-    let _ = STOPPING.insert(&cgroup, &1, 0);
+    let _ = STOPPING.insert(cgroup, 1, 0);
     if let Some(stops) = STOPS.get_ptr_mut(0) {
         // BPF's oldest atomic (XADD, on every kernel): two CPUs marking at once must both
         // move the value on, or a CPU could keep a stale "not stopping".
@@ -431,11 +431,11 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: only the presence of the entries is used.
-    let first = unsafe { SEEN.get(&cgroup) }.is_none();
+    let first = unsafe { SEEN.get(cgroup) }.is_none();
     if first {
-        let _ = SEEN.insert(&cgroup, &1, 0);
+        let _ = SEEN.insert(cgroup, 1, 0);
     }
-    let entered = ENTERED.remove(&(pid_tgid as u32)).is_ok();
+    let entered = ENTERED.remove(pid_tgid as u32).is_ok();
     if first || entered || stopping(cgroup) {
         output(
             &ctx,
@@ -464,7 +464,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         // Born into another cgroup (clone3): like a thread that attaches, its exec is reported.
         // SAFETY: as above.
         let child: i32 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_pid)) };
-        let _ = ENTERED.insert(&(child as u32), &1, 0);
+        let _ = ENTERED.insert(child as u32, 1, 0);
         return 0;
     }
     let cgroup = current_cgroup();
@@ -502,7 +502,7 @@ pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // Its next exec says what entered; a container being stopped hears of the move at once.
-    let _ = ENTERED.insert(&(tid as u32), &1, 0);
+    let _ = ENTERED.insert(tid as u32, 1, 0);
     if !stopping(cgroup) {
         return 0;
     }

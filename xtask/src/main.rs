@@ -45,6 +45,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",
+    // clippy for that compiler: the eBPF crate is linted too.
+    "rust-web-clippy",
     "libzstd-dev",
     "busybox-static",
     "bpftrace",
@@ -82,6 +84,7 @@ fn main() -> Result<()> {
             run(Command::new("cargo")
                 .args(["fmt", "--check"])
                 .current_dir(root().join("graceful-ebpf")))?;
+            clippy_ebpf()?;
             cargo(&[
                 "clippy",
                 "--workspace",
@@ -130,6 +133,29 @@ fn main() -> Result<()> {
             ))
         }
     }
+}
+
+/// clippy on the eBPF crate, with Debian's compiler and its clippy (rustup's has no `core` for
+/// the BPF target).
+fn clippy_ebpf() -> Result<()> {
+    run(Command::new("cargo")
+        .args([
+            "check",
+            "--release",
+            "--locked",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .arg("--target-dir")
+        .arg(root().join("target/ebpf-clippy"))
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTC_WORKSPACE_WRAPPER", "/usr/bin/clippy-driver")
+        .env(
+            "CLIPPY_ARGS",
+            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+        )
+        .current_dir(root().join("graceful-ebpf")))
 }
 
 pub(crate) fn root() -> PathBuf {
