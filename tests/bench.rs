@@ -12,8 +12,8 @@ use std::{
 use graceful::{
     cgroup::Cgroup2,
     probes::{BpfStats, FloorProbe, ProbeOptions, Probes},
-    sandbox::Sandbox,
     signals::Signal,
+    throwaway::Throwaway,
 };
 
 const KILLS: u32 = 1_000_000;
@@ -303,7 +303,7 @@ impl Watcher {
 /// Runs `argv` as a throwaway container to its end; the seconds it took.
 fn run_container(cgroups: &mut Cgroup2, parent: &str, name: &str, argv: &[&str]) -> f64 {
     let start = Instant::now();
-    let mut sb = Sandbox::spawn(cgroups, parent, name, argv).expect("sandbox");
+    let mut sb = Throwaway::spawn(cgroups, parent, name, argv).expect("sandbox");
     sb.wait(Duration::from_secs(600))
         .expect("wait")
         .expect("the storm ended");
@@ -546,9 +546,9 @@ fn daemon_bench() {
     let parent = format!("/graceful-bench/{}", std::process::id());
 
     // 100 containers SIGKILLed at once; each record's latency from its kill.
-    let batch: Vec<Sandbox> = (0..LATENCY_SAMPLES)
+    let batch: Vec<Throwaway> = (0..LATENCY_SAMPLES)
         .map(|i| {
-            Sandbox::spawn(
+            Throwaway::spawn(
                 &mut cgroups,
                 &parent,
                 &format!("lat-{i}"),
@@ -620,7 +620,7 @@ fn daemon_bench() {
     let mut idle = Vec::new();
     for i in 0..IDLE_CONTAINERS {
         idle.push(
-            Sandbox::spawn(
+            Throwaway::spawn(
                 &mut cgroups,
                 &parent,
                 &format!("idle-{i}"),

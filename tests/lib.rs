@@ -11,8 +11,8 @@ use graceful::{
     cgroup::Cgroup2,
     events::{CgroupId, Event, ExecEvent, ExitEvent, SignalEvent},
     probes::{ProbeOptions, Probes},
-    sandbox::Sandbox,
     signals::Signal,
+    throwaway::Throwaway,
 };
 use tokio::sync::mpsc::Receiver;
 
@@ -127,7 +127,7 @@ impl Drop for Kernel {
 
 /// Waits until a process of the sandbox runs `program` (its comm, from /proc) and returns its
 /// pid: a running container's forks and execs do not reach the event stream.
-pub fn wait_for_program(sb: &Sandbox, program: &str) -> u32 {
+pub fn wait_for_program(sb: &Throwaway, program: &str) -> u32 {
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     loop {
         for pid in sb.pids() {

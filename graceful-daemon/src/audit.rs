@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use crate::{
     identity::{self, Identity},
-    procfs::{is_shell, processes, ProcStatus},
-    signals::Signal,
+    procfs::{processes, ProcStatus},
+    signals::{is_shell, Signal},
 };
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     demo::{self, DemoError, Ready, Scenario},
-    export::record::Record,
+    record::TerminationRecord,
     signals::Signal,
     tracker::Verdict,
 };
@@ -56,7 +56,10 @@ pub struct CheckOptions {
 }
 
 /// Runs `command` as PID 1 of a throwaway container, stops it and returns its record.
-pub async fn run(command: &[String], options: &CheckOptions) -> Result<Record, CheckError> {
+pub async fn run(
+    command: &[String],
+    options: &CheckOptions,
+) -> Result<TerminationRecord, CheckError> {
     let program = command
         .first()
         .ok_or_else(|| CheckError::NotFound(String::new()))?;
@@ -89,7 +92,7 @@ fn xml(s: &str) -> String {
 }
 
 /// A JUnit report of one check: a failure unless the verdict is `graceful`.
-pub fn junit(command: &[String], record: &Record) -> String {
+pub fn junit(command: &[String], record: &TerminationRecord) -> String {
     let t = &record.termination;
     let name = xml(&command.join(" "));
     let time = t.duration_seconds();

@@ -19,17 +19,18 @@ use crate::{
         cri::{CriClient, CriError},
         ContainerInfo,
     },
+    events::SignalCounts,
     events::{CgroupId, Event, LossReason},
     export::{
         http::{lock, router, Shared, SharedState},
         log::{self, LogFormat},
         metrics::{LossKind, Metrics, Tracked},
-        record::{container_labels, Record},
     },
     identity::{self, Identity, Runtime},
     pipeline::Pipeline,
     privileges,
-    probes::{ProbeError, ProbeOptions, Probes, SignalCounts},
+    probes::{ProbeError, ProbeOptions, Probes},
+    record::{container_labels, TerminationRecord},
     signals::Signal,
     tracker::TrackerConfig,
 };
@@ -93,7 +94,7 @@ struct Lookup {
     id: String,
     cgroup: CgroupId,
     info: Result<ContainerInfo, CriError>,
-    record: Option<Box<Record>>,
+    record: Option<Box<TerminationRecord>>,
 }
 
 struct Daemon {
@@ -268,8 +269,8 @@ impl Daemon {
         &mut self,
         identity: &Identity,
         cgroup: CgroupId,
-        record: Option<Box<Record>>,
-    ) -> Option<Box<Record>> {
+        record: Option<Box<TerminationRecord>>,
+    ) -> Option<Box<TerminationRecord>> {
         let Some(cri) = self.cri.clone() else {
             return record;
         };
@@ -367,7 +368,7 @@ impl Daemon {
 
     /// Completes a record with the runtime's view (asking it now if nothing is cached) and
     /// publishes it.
-    fn finish(&mut self, mut record: Record) {
+    fn finish(&mut self, mut record: TerminationRecord) {
         if let Some(identity) = record.identity.clone() {
             match self.cache.get(&identity.id) {
                 Some(info) => record.info = Some(info.clone()),
@@ -383,7 +384,7 @@ impl Daemon {
         self.publish(record);
     }
 
-    fn publish(&mut self, mut record: Record) {
+    fn publish(&mut self, mut record: TerminationRecord) {
         if record.info.is_none() {
             record.info = record
                 .identity

@@ -7,11 +7,11 @@ use tokio::time::Instant;
 
 use crate::{
     cgroup::{Cgroup2, CgroupError},
-    export::record::Record,
     pipeline::Pipeline,
     probes::{ProbeError, ProbeOptions, Probes, DEFAULT_STOP_SIGNALS},
-    sandbox::Sandbox,
+    record::TerminationRecord,
     signals::Signal,
+    throwaway::Throwaway,
     tracker::{TrackerConfig, Verdict},
 };
 
@@ -32,7 +32,7 @@ pub enum Ready {
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// What /proc shows of a container's processes: (pid, name, state).
-fn snapshot(sb: &Sandbox) -> Vec<(i32, String, char)> {
+fn snapshot(sb: &Throwaway) -> Vec<(i32, String, char)> {
     let mut v: Vec<(i32, String, char)> = sb
         .pids()
         .into_iter()
@@ -69,7 +69,7 @@ impl Readiness {
         }
     }
 
-    fn ready(&mut self, how: &Ready, sb: &Sandbox) -> bool {
+    fn ready(&mut self, how: &Ready, sb: &Throwaway) -> bool {
         match how {
             Ready::Programs(programs) => runs_all(&sb.programs(), programs),
             Ready::After(d) => self.started.elapsed() >= *d,
@@ -273,7 +273,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the scenarios at once and returns one record per scenario, in the same order.
-pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>, DemoError> {
+pub async fn run(
+    scenarios: &[Scenario],
+    grace: Duration,
+) -> Result<Vec<TerminationRecord>, DemoError> {
     let mut cgroups = Cgroup2::discover()?;
     let mut signals = DEFAULT_STOP_SIGNALS.to_vec();
     signals.extend(
@@ -305,7 +308,7 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
     let mut sandboxes = Vec::new();
     for s in scenarios {
         let argv: Vec<&str> = s.argv.iter().map(String::as_str).collect();
-        let sb = Sandbox::spawn_limited(
+        let sb = Throwaway::spawn_limited(
             &mut pipeline.cgroups,
             &parent,
             &s.name,
@@ -322,7 +325,7 @@ pub async fn run(scenarios: &[Scenario], grace: Duration) -> Result<Vec<Record>,
         sandboxes.push(sb);
     }
     let ids: Vec<u64> = sandboxes.iter().map(|s| s.cgroup_id).collect();
-    let mut records: Vec<Option<Record>> = vec![None; scenarios.len()];
+    let mut records: Vec<Option<TerminationRecord>> = vec![None; scenarios.len()];
 
     // Wait until every container is ready. A busybox applet names itself without an exec, so
     // no event says so: look at /proc between events.
@@ -432,7 +435,7 @@ fn collect(
     pipeline: &mut Pipeline,
     event: &crate::events::Event,
     ids: &[u64],
-    records: &mut [Option<Record>],
+    records: &mut [Option<TerminationRecord>],
 ) {
     for record in pipeline.handle(event) {
         if let Some(i) = ids.iter().position(|id| *id == record.termination.cgroup) {

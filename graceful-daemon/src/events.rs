@@ -8,6 +8,19 @@ use serde::Serialize;
 
 use crate::signals::Signal;
 
+/// Per-(signal, result) counts summed over CPUs, since the programs were attached.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SignalCounts(pub Vec<(Signal, SignalResult, u64)>);
+
+impl SignalCounts {
+    pub fn get(&self, signal: Signal, result: SignalResult) -> u64 {
+        self.0
+            .iter()
+            .find(|(s, r, _)| *s == signal && *r == result)
+            .map_or(0, |e| e.2)
+    }
+}
+
 /// CLOCK_MONOTONIC nanoseconds, as `bpf_ktime_get_ns` reports them.
 pub type Mono = u64;
 

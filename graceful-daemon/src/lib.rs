@@ -1,6 +1,7 @@
 //! graceful: watches, with eBPF, how containers are stopped, and says why they were SIGKILLed.
 //!
-//! Data flows one way: [`probes`] (kernel) -> [`events`] -> tracker -> enrichment -> [`export`].
+//! Data flows one way: [`probes`] (kernel) -> [`events`] -> [`pipeline`] -> [`tracker`] ->
+//! [`record`] -> [`enrich`] -> [`export`].
 pub mod audit;
 pub mod cgroup;
 pub mod check;
@@ -15,7 +16,8 @@ pub mod pipeline;
 pub mod privileges;
 pub mod probes;
 pub mod procfs;
-pub mod sandbox;
+pub mod record;
 pub mod shutdown;
 pub mod signals;
+pub mod throwaway;
 pub mod tracker;

@@ -9,10 +9,10 @@ use graceful::{
     demo::Scenario,
     events::Event,
     export::log::{self, LogFormat},
-    export::record::Record,
     export::trace::{count_deltas, signal_json, signal_line, ResolvedSignal, SIGNAL_HEADER},
     pipeline::Pipeline,
     probes::{ProbeOptions, Probes, DEFAULT_STOP_SIGNALS},
+    record::TerminationRecord,
     signals::Signal,
     tracker::TrackerConfig,
 };
@@ -358,7 +358,7 @@ async fn check(args: CheckArgs) -> i32 {
 fn print_records(
     out: &mut impl Write,
     clock: &WallClock,
-    records: &[Record],
+    records: &[TerminationRecord],
     json: bool,
 ) -> Result<()> {
     for r in records {

@@ -8,9 +8,9 @@ use crate::{
     cgroup::Cgroup2,
     clock,
     events::{CgroupId, Event, SignalResult},
-    export::record::Record,
     identity,
     procfs::{processes, start_time, ProcStatus},
+    record::TerminationRecord,
     signals::Signal,
     tracker::{Disposition, Tracker, TrackerConfig},
 };
@@ -149,7 +149,7 @@ impl Pipeline {
     }
 
     /// Feeds one event; returns the records it completed.
-    pub fn handle(&mut self, event: &Event) -> Vec<Record> {
+    pub fn handle(&mut self, event: &Event) -> Vec<TerminationRecord> {
         match event {
             Event::Exec(e) => {
                 self.cgroups.path_of(e.cgroup);
@@ -210,7 +210,7 @@ impl Pipeline {
     }
 
     /// Processes the tracker still counts that /proc no longer has: their exits were lost.
-    pub fn sweep(&mut self) -> Vec<Record> {
+    pub fn sweep(&mut self) -> Vec<TerminationRecord> {
         let gone: Vec<u32> = self
             .tracker
             .awaited()
@@ -238,7 +238,7 @@ impl Pipeline {
 
     /// A record for containers and services; the ends of other cgroups (login sessions,
     /// slices) are no one's finding.
-    fn record(&mut self, termination: crate::tracker::Termination) -> Option<Record> {
+    fn record(&mut self, termination: crate::tracker::Termination) -> Option<TerminationRecord> {
         let cgroup = self.cgroups.path_of(termination.cgroup);
         let identity = cgroup.as_deref().and_then(identity::parse);
         if let (Some(path), None) = (&cgroup, &identity) {
@@ -246,7 +246,7 @@ impl Pipeline {
             return None;
         }
         // An unknown path (a cgroup gone before it was ever seen) still gets its record.
-        Some(Record {
+        Some(TerminationRecord {
             termination,
             cgroup,
             identity,

@@ -119,14 +119,6 @@ pub fn processes() -> impl Iterator<Item = HostProcess> {
         })
 }
 
-/// Shells that, as PID 1, neither handle nor forward signals unless told to (`trap`).
-pub fn is_shell(comm: &str) -> bool {
-    matches!(
-        comm,
-        "sh" | "bash" | "dash" | "ash" | "zsh" | "busybox" | "ksh" | "mksh"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +156,5 @@ SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\
         let s = ProcStatus::parse("Name:\tsleep\nNSpid:\t77\nSigCgt:\t0\n");
         assert!(!s.is_namespace_init());
         assert!(!s.drops(Signal::TERM), "default action: it dies");
-        assert!(is_shell("bash") && !is_shell("sleep"));
     }
 }

@@ -96,9 +96,22 @@ impl FromStr for Signal {
     }
 }
 
+/// Shells that, as PID 1, neither handle nor forward signals unless told to (`trap`).
+pub fn is_shell(comm: &str) -> bool {
+    matches!(
+        comm,
+        "sh" | "bash" | "dash" | "ash" | "zsh" | "busybox" | "ksh" | "mksh"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shells_are_known_by_name() {
+        assert!(is_shell("bash") && !is_shell("sleep"));
+    }
 
     #[test]
     fn names_round_trip() {

@@ -104,11 +104,11 @@ macro_rules! config {
 }
 
 /// A tracepoint's fixed record, copied to the stack with one helper call.
-struct Record([u8; RECORD_BUF]);
+struct TracepointFields([u8; RECORD_BUF]);
 
-impl Record {
+impl TracepointFields {
     #[inline(always)]
-    fn read(ctx: &TracePointContext, size: u32) -> Option<Record> {
+    fn read(ctx: &TracePointContext, size: u32) -> Option<TracepointFields> {
         if size as usize > RECORD_BUF {
             return None;
         }
@@ -118,7 +118,7 @@ impl Record {
             gen::bpf_probe_read_kernel(buf.as_mut_ptr().cast(), size, ctx.as_ptr().cast_const())
         };
         // SAFETY: the helper filled `size` bytes; fields are read only below that size.
-        (rc == 0).then(|| Record(unsafe { buf.assume_init() }))
+        (rc == 0).then(|| TracepointFields(unsafe { buf.assume_init() }))
     }
 
     /// A field at an offset from the format file; zero when outside the buffer.
@@ -357,7 +357,7 @@ pub fn signal_generate_floor(ctx: RawTracePointContext) -> i32 {
 fn group_dead(ctx: &TracePointContext) -> bool {
     let field = config!(exit_group_dead);
     if field != NO_FIELD {
-        return match Record::read(ctx, config!(exit_size)) {
+        return match TracepointFields::read(ctx, config!(exit_size)) {
             Some(rec) => rec.get::<u8>(field) != 0,
             None => {
                 count_lost(LOST_READ_FAILED);
@@ -488,7 +488,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
-    let Some(rec) = Record::read(&ctx, config!(attach_size)) else {
+    let Some(rec) = TracepointFields::read(&ctx, config!(attach_size)) else {
         count_lost(LOST_READ_FAILED);
         return 0;
     };
@@ -520,7 +520,7 @@ pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
-    let Some(rec) = Record::read(&ctx, config!(oom_size)) else {
+    let Some(rec) = TracepointFields::read(&ctx, config!(oom_size)) else {
         count_lost(LOST_READ_FAILED);
         return 0;
     };

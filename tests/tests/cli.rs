@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use graceful::{cgroup::Cgroup2, sandbox::Sandbox, signals::Signal};
+use graceful::{cgroup::Cgroup2, signals::Signal, throwaway::Throwaway};
 use graceful_tests::daemon::{daemon_binary, eventually, http_get, Daemon, TIMEOUT};
 use serde_json::Value;
 
@@ -150,7 +150,7 @@ fn trace_stops_at_the_first_ctrl_c_or_sigterm() {
 fn record_one_kill(daemon: &Daemon, name: &str) -> String {
     let mut cgroups = Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/cli-{}", std::process::id());
-    let sb = Sandbox::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"]).unwrap();
+    let sb = Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"]).unwrap();
     eventually("the container to run sleep", || {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
         (comm.trim() == "sleep").then_some(())

@@ -20,7 +20,7 @@ fn kill_marker(addr: SocketAddr, name: &str) -> Vec<Value> {
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/marker-{}", std::process::id());
     let sb =
-        graceful::sandbox::Sandbox::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"])
+        graceful::throwaway::Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"])
             .unwrap();
     eventually("the marker to run sleep", || {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
@@ -287,9 +287,13 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     let daemon = Daemon::start(&socket, dir.join("daemon.log"));
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/garbage-{}", std::process::id());
-    let sb =
-        graceful::sandbox::Sandbox::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"])
-            .unwrap();
+    let sb = graceful::throwaway::Throwaway::spawn(
+        &mut cgroups,
+        &parent,
+        "victim",
+        &["/bin/sleep", "1000"],
+    )
+    .unwrap();
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
     eventually("the container to run sleep", || {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;

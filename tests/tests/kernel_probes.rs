@@ -4,8 +4,8 @@ use std::time::Duration;
 use graceful::{
     events::{Event, ExitStatus, SignalResult},
     probes::PROGRAMS,
-    sandbox::Sandbox,
     signals::Signal,
+    throwaway::Throwaway,
 };
 use graceful_tests::{wait_for_program, wait_until_quiescent, Kernel};
 
@@ -31,7 +31,7 @@ async fn every_program_passes_the_verifier_and_attaches() {
 async fn shell_init_ignores_sigterm_then_sigkill_tears_the_namespace_down() {
     let mut k = Kernel::start("shell-init").await;
     let parent = k.parent.clone();
-    let mut sb = Sandbox::spawn(
+    let mut sb = Throwaway::spawn(
         &mut k.cgroups,
         &parent,
         "sh",
@@ -71,7 +71,7 @@ async fn a_handler_makes_sigterm_delivered_and_exit_code_3_is_reported() {
     let parent = k.parent.clone();
     let script = "trap 'exit 3' TERM; sleep 1000 & wait";
     let mut sb =
-        Sandbox::spawn(&mut k.cgroups, &parent, "trap", &["/bin/sh", "-c", script]).unwrap();
+        Throwaway::spawn(&mut k.cgroups, &parent, "trap", &["/bin/sh", "-c", script]).unwrap();
     let init = sb.init as u32;
     wait_for_program(&sb, "sleep");
     sb.signal(Signal::TERM).unwrap();
@@ -91,7 +91,8 @@ async fn a_handler_makes_sigterm_delivered_and_exit_code_3_is_reported() {
 async fn target_cgroup_is_known_after_the_process_and_its_cgroup_are_gone() {
     let mut k = Kernel::start("gone").await;
     let parent = k.parent.clone();
-    let mut sb = Sandbox::spawn(&mut k.cgroups, &parent, "gone", &["/bin/sleep", "1000"]).unwrap();
+    let mut sb =
+        Throwaway::spawn(&mut k.cgroups, &parent, "gone", &["/bin/sleep", "1000"]).unwrap();
     let (id, init) = (sb.cgroup_id, sb.init as u32);
     k.expect_exec(id, "sleep").await;
     sb.signal(Signal::KILL).unwrap();
@@ -105,7 +106,7 @@ async fn target_cgroup_is_known_after_the_process_and_its_cgroup_are_gone() {
 async fn processes_older_than_the_probes_have_their_cgroup() {
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/old-{}", std::process::id());
-    let sb = Sandbox::spawn(&mut cgroups, &parent, "old", &["/bin/sleep", "1000"]).unwrap();
+    let sb = Throwaway::spawn(&mut cgroups, &parent, "old", &["/bin/sleep", "1000"]).unwrap();
     // The init has joined its cgroup and exec'd before the probes exist.
     let comm = || std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).unwrap_or_default();
     let deadline = std::time::Instant::now() + graceful_tests::EVENT_TIMEOUT;
@@ -134,7 +135,7 @@ async fn processes_older_than_the_probes_have_their_cgroup() {
 async fn sigurg_storm_is_counted_in_kernel_and_never_reaches_the_ring_buffer() {
     let mut k = Kernel::start("sigurg").await;
     let parent = k.parent.clone();
-    let mut sb = Sandbox::spawn(&mut k.cgroups, &parent, "urg", &["/bin/sleep", "1000"]).unwrap();
+    let mut sb = Throwaway::spawn(&mut k.cgroups, &parent, "urg", &["/bin/sleep", "1000"]).unwrap();
     let pid = sb.init;
     wait_for_program(&sb, "sleep");
     let before = k
@@ -184,7 +185,7 @@ async fn a_running_container_reaches_userspace_only_once_it_is_stopped() {
         .unwrap()
         .get(Signal::USR1, SignalResult::Ignored);
     let mut sb =
-        Sandbox::spawn(&mut k.cgroups, &parent, "quiet", &["/bin/sh", "-c", script]).unwrap();
+        Throwaway::spawn(&mut k.cgroups, &parent, "quiet", &["/bin/sh", "-c", script]).unwrap();
     let (id, init) = (sb.cgroup_id, sb.init as u32);
     wait_for_program(&sb, "sleep");
     wait_until_quiescent(sb.init);

@@ -1,6 +1,6 @@
 //! Least privilege, proven by running: `graceful-daemon run` as a non-root user holding only
 //! the capabilities the README lists becomes ready, drops them all, and records a stop.
-use graceful::{cgroup::Cgroup2, privileges::effective_in, sandbox::Sandbox, signals::Signal};
+use graceful::{cgroup::Cgroup2, privileges::effective_in, signals::Signal, throwaway::Throwaway};
 use graceful_tests::daemon::{eventually, http_get, Daemon};
 
 /// What `run` needs as a non-root user: BPF and PERFMON load and attach the programs,
@@ -43,7 +43,8 @@ fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str
 
     let mut cgroups = Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/{name}-{}", std::process::id());
-    let mut sb = Sandbox::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
+    let mut sb =
+        Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     eventually("the container to run sleep", || {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
         (comm.trim() == "sleep").then_some(())
@@ -125,7 +126,8 @@ fn works_in_a_private_cgroup_namespace() {
     let parent = format!("/graceful-tests/cgroupns-{}", std::process::id());
     // Running before the daemon starts, so it is known from /proc (paths relative to the
     // daemon's namespace), not from the kernel's events.
-    let mut sb = Sandbox::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
+    let mut sb =
+        Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     eventually("the container to run sleep", || {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
         (comm.trim() == "sleep").then_some(())

@@ -5,14 +5,14 @@ use std::time::Duration;
 use graceful::{
     demo::{run, Scenario},
     events::SignalResult,
-    export::record::Record,
+    record::TerminationRecord,
     signals::Signal,
     tracker::Outcome,
 };
 
 const GRACE: Duration = Duration::from_secs(2);
 
-async fn one(s: Scenario) -> Record {
+async fn one(s: Scenario) -> TerminationRecord {
     let mut records = run(std::slice::from_ref(&s), GRACE)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", s.name));
@@ -21,7 +21,7 @@ async fn one(s: Scenario) -> Record {
     r
 }
 
-fn assert_verdict(s: &Scenario, r: &Record) {
+fn assert_verdict(s: &Scenario, r: &TerminationRecord) {
     assert_eq!(
         r.termination.verdict,
         s.expect,
@@ -182,9 +182,9 @@ async fn fifty_containers_stopped_at_once() {
 async fn neighbours_flooding_themselves_cost_no_record() {
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/flood-{}", std::process::id());
-    let floods: Vec<graceful::sandbox::Sandbox> = (0..4)
+    let floods: Vec<graceful::throwaway::Throwaway> = (0..4)
         .map(|i| {
-            graceful::sandbox::Sandbox::spawn(
+            graceful::throwaway::Throwaway::spawn(
                 &mut cgroups,
                 &parent,
                 &format!("flood-{i}"),
@@ -218,7 +218,7 @@ async fn a_lost_stop_signal_makes_the_record_unknown_never_a_force_delete() {
     use graceful::{
         pipeline::Pipeline,
         probes::{ProbeOptions, Probes},
-        sandbox::Sandbox,
+        throwaway::Throwaway,
         tracker::{TrackerConfig, Verdict},
     };
     use graceful_tests::wait_for_program;
@@ -230,13 +230,14 @@ async fn a_lost_stop_signal_makes_the_record_unknown_never_a_force_delete() {
     let mut probes = Probes::load(&options, &mut cgroups).unwrap();
     let parent = format!("/graceful-tests/tiny-ring-{}", std::process::id());
     let mut victim =
-        Sandbox::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
+        Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     let script =
         "trap 'i=0; while [ $i -lt 100 ]; do /bin/sleep 0; i=$((i+1)); done; exit 0' TERM; \
                   sleep 1000 & wait";
     let mut noisy =
-        Sandbox::spawn(&mut cgroups, &parent, "noisy", &["/bin/sh", "-c", script]).unwrap();
-    let marker = Sandbox::spawn(&mut cgroups, &parent, "marker", &["/bin/sleep", "1000"]).unwrap();
+        Throwaway::spawn(&mut cgroups, &parent, "noisy", &["/bin/sh", "-c", script]).unwrap();
+    let marker =
+        Throwaway::spawn(&mut cgroups, &parent, "marker", &["/bin/sleep", "1000"]).unwrap();
     wait_for_program(&victim, "sleep");
     wait_for_program(&noisy, "sleep");
     wait_for_program(&marker, "sleep");

@@ -12,12 +12,11 @@ use prometheus_client::{
 };
 
 use crate::{
-    export::record::Record,
-    probes::SignalCounts,
+    events::SignalCounts,
+    record::{ContainerLabels, TerminationRecord},
     tracker::{Outcome, Verdict},
 };
 
-/// Who a series is about: Kubernetes names, or (without Kubernetes) the short id or unit name.
 /// Why events were lost: the `reason` of `graceful_events_lost_total`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum LossKind {
@@ -42,13 +41,6 @@ impl LossKind {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LossLabels {
     reason: String,
-}
-
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-pub struct ContainerLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -335,7 +327,7 @@ impl Metrics {
             .insert(labels);
     }
 
-    pub fn termination(&mut self, who: &ContainerLabels, record: &Record) {
+    pub fn termination(&mut self, who: &ContainerLabels, record: &TerminationRecord) {
         let t = &record.termination;
         let (outcome, verdict) = (
             t.outcome.as_str().to_string(),

@@ -1,7 +1,6 @@
-//! Where records and events leave the daemon: the live trace view, records (JSON and text),
-//! Prometheus metrics and the HTTP endpoints.
+//! Where records and events leave the daemon: the live trace view, JSON logs, Prometheus
+//! metrics and the HTTP endpoints.
 pub mod http;
 pub mod log;
 pub mod metrics;
-pub mod record;
 pub mod trace;

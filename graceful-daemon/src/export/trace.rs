@@ -1,7 +1,7 @@
 //! The `trace` view: one line per stop-relevant signal, for a person or (`--json`) a program.
 use serde_json::{json, Value};
 
-use crate::{clock::WallClock, events::SignalEvent, probes::SignalCounts, signals::Signal};
+use crate::{clock::WallClock, events::SignalCounts, events::SignalEvent, signals::Signal};
 
 /// A signal event with its cgroups resolved to paths below the cgroup2 root.
 pub struct ResolvedSignal<'a> {

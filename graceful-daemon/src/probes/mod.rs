@@ -21,7 +21,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
     cgroup::Cgroup2,
-    events::{decode, Event, LossPlacer, LossReason, LostEvent, SignalResult},
+    events::{decode, Event, LossPlacer, LossReason, LostEvent, SignalCounts, SignalResult},
     signals::Signal,
 };
 
@@ -134,19 +134,6 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
     /// Optional programs this kernel could not take.
     unavailable: Vec<&'static str>,
-}
-
-/// Per-(signal, result) counts summed over CPUs, since the programs were attached.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SignalCounts(pub Vec<(Signal, SignalResult, u64)>);
-
-impl SignalCounts {
-    pub fn get(&self, signal: Signal, result: SignalResult) -> u64 {
-        self.0
-            .iter()
-            .find(|(s, r, _)| *s == signal && *r == result)
-            .map_or(0, |e| e.2)
-    }
 }
 
 /// The initial pid namespace has a fixed inode number (PROC_PID_INIT_INO).

@@ -90,7 +90,7 @@ pub struct Received {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Proc {
+pub struct NamedProcess {
     pub pid: u32,
     pub comm: String,
 }
@@ -104,7 +104,7 @@ pub struct Termination {
     pub received: Vec<Received>,
     /// Processes that received it beyond the first [`super::verdict::LISTED_MAX`].
     pub received_more: usize,
-    pub never_received: Vec<Proc>,
+    pub never_received: Vec<NamedProcess>,
     pub never_received_more: usize,
     pub kill: Option<Kill>,
     pub outcome: Outcome,

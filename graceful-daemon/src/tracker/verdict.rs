@@ -1,11 +1,11 @@
 //! Outcome, verdict and explanation of a termination, by the rules of DESIGN.md in their order.
 use super::{Active, CgroupId, ExitStatus, Mono, Signal};
-use crate::{events::SignalResult, procfs::is_shell};
+use crate::{events::SignalResult, signals::is_shell};
 
 use super::termination::*;
 
 /// "was" or "were", as many as `procs` are.
-fn were(procs: &[Proc]) -> &'static str {
+fn were(procs: &[NamedProcess]) -> &'static str {
     if procs.len() == 1 {
         "was"
     } else {
@@ -13,7 +13,7 @@ fn were(procs: &[Proc]) -> &'static str {
     }
 }
 
-fn names(procs: &[Proc]) -> String {
+fn names(procs: &[NamedProcess]) -> String {
     let list: Vec<String> = procs
         .iter()
         .take(5)
@@ -58,16 +58,16 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         _ => None,
     };
     let received: Vec<Received> = a.received.values().cloned().collect();
-    let never_received: Vec<Proc> = a
+    let never_received: Vec<NamedProcess> = a
         .alive_at_stop
         .iter()
         .filter(|(pid, _)| a.stop.is_some() && !a.received.contains_key(pid))
-        .map(|(&pid, comm)| Proc {
+        .map(|(&pid, comm)| NamedProcess {
             pid,
             comm: comm.clone(),
         })
         .collect();
-    let never_received_killed: Vec<Proc> = never_received
+    let never_received_killed: Vec<NamedProcess> = never_received
         .iter()
         .filter(|p| p.pid != a.main && died_of(a.exits.get(&p.pid).copied(), Signal::KILL))
         .cloned()
@@ -165,10 +165,10 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         )
     } else {
         (Verdict::SlowShutdown, {
-            let ignoring: Vec<Proc> = received
+            let ignoring: Vec<NamedProcess> = received
                 .iter()
                 .filter(|r| r.pid != a.main && r.result == SignalResult::Ignored)
-                .map(|r| Proc {
+                .map(|r| NamedProcess {
                     pid: r.pid,
                     comm: r.comm.clone(),
                 })

@@ -155,7 +155,7 @@ fn shell_pid1_swallows_sigterm() {
     assert_eq!(r.received[0].result, SignalResult::Ignored);
     assert_eq!(
         r.never_received,
-        vec![Proc {
+        vec![NamedProcess {
             pid: 11,
             comm: "sleep".into()
         }]
@@ -212,7 +212,7 @@ fn a_child_that_execs_after_the_stop_is_named_by_its_program() {
     kill_after_grace(&mut s, 2.0);
     assert_eq!(
         s.one().never_received,
-        vec![Proc {
+        vec![NamedProcess {
             pid: 11,
             comm: "sleep".into()
         }]
@@ -243,7 +243,7 @@ fn handler_that_does_not_forward() {
     assert_eq!(r.outcome, Outcome::KilledAfterGrace);
     assert_eq!(
         r.never_received,
-        vec![Proc {
+        vec![NamedProcess {
             pid: 11,
             comm: "sleep".into()
         }]

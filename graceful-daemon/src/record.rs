@@ -1,14 +1,21 @@
 //! The termination record: JSON (the contract of DESIGN.md) and a short timeline for a person.
+use prometheus_client::encoding::EncodeLabelSet;
 use serde_json::{json, Value};
 
-use crate::{
-    clock::WallClock, enrich::ContainerInfo, export::metrics::ContainerLabels, identity::Identity,
-    tracker::Termination,
-};
+use crate::{clock::WallClock, enrich::ContainerInfo, identity::Identity, tracker::Termination};
+
+/// Who a record or a series is about: Kubernetes names, or (without Kubernetes) the short id or
+/// unit name.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ContainerLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
 
 /// A termination with what enrichment knows of its container.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub struct TerminationRecord {
     pub termination: Termination,
     /// Path below the cgroup2 root.
     pub cgroup: Option<String>,
@@ -18,7 +25,7 @@ pub struct Record {
     pub grace_period_seconds: Option<f64>,
 }
 
-impl Record {
+impl TerminationRecord {
     /// The name people know the container by: short id or unit name, else the cgroup.
     pub fn display_name(&self) -> String {
         match (&self.identity, &self.cgroup) {

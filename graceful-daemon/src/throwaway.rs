@@ -16,7 +16,7 @@ use crate::{
 
 /// A running throwaway container. Dropping it kills what is left and removes its cgroup.
 #[derive(Debug)]
-pub struct Sandbox {
+pub struct Throwaway {
     /// Path below the cgroup2 root.
     pub cgroup: String,
     /// A cgroup v1 memory cgroup the init joined too (hybrid hosts), removed on drop.
@@ -61,15 +61,15 @@ fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
 }
 
-impl Sandbox {
+impl Throwaway {
     /// Starts `argv` as PID 1 of a new pid namespace inside a new cgroup `parent/name`.
     pub fn spawn(
         cgroups: &mut Cgroup2,
         parent: &str,
         name: &str,
         argv: &[&str],
-    ) -> io::Result<Sandbox> {
-        Sandbox::spawn_limited(cgroups, parent, name, argv, None)
+    ) -> io::Result<Throwaway> {
+        Throwaway::spawn_limited(cgroups, parent, name, argv, None)
     }
 
     /// As `spawn`, with a memory limit in bytes (cgroup2 `memory.max`, or the v1 memory
@@ -80,7 +80,7 @@ impl Sandbox {
         name: &str,
         argv: &[&str],
         memory_limit: Option<u64>,
-    ) -> io::Result<Sandbox> {
+    ) -> io::Result<Throwaway> {
         let cgroup = format!("{}/{}", parent.trim_end_matches('/'), name);
         let dir = cgroups.dir(&cgroup);
         fs::create_dir_all(&dir)?;
@@ -145,7 +145,7 @@ impl Sandbox {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Sandbox {
+        Ok(Throwaway {
             cgroup,
             memory_v1,
             cgroup_id,
@@ -267,7 +267,7 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
+impl Drop for Throwaway {
     fn drop(&mut self) {
         let _ = fs::write(self.dir.join("cgroup.kill"), "1");
         if self.status.is_none() {
