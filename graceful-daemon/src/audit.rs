@@ -1,13 +1,35 @@
 //! `audit`: the PID 1 stop-signal risk of every running container, from /proc.
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::{
     identity::{self, Identity},
     procfs::{processes, ProcStatus},
+    record::ContainerJson,
     signals::{is_shell, Signal},
 };
+
+/// The audit record of DESIGN.md.
+#[derive(Serialize)]
+struct AuditJson<'a> {
+    kind: &'static str,
+    container: ContainerJson<'a>,
+    init: AuditInit<'a>,
+    risk: &'static str,
+    explanation: String,
+}
+
+#[derive(Serialize)]
+struct AuditInit<'a> {
+    pid: u32,
+    comm: &'a str,
+    shell: bool,
+    stop_signal: Signal,
+    handles_stop_signal: bool,
+    ignores_stop_signal: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
@@ -40,24 +62,26 @@ impl AuditEntry {
     }
 
     pub fn to_json(&self) -> Value {
-        let i = &self.identity;
-        json!({
-            "kind": "audit",
-            "container": {
-                "id": i.id, "runtime": i.runtime.as_str(), "cgroup": self.cgroup, "pod_uid": i.pod_uid,
-                "namespace": Value::Null, "pod": Value::Null, "name": Value::Null, "workload": Value::Null, "qos": i.qos,
+        let json = AuditJson {
+            kind: "audit",
+            container: ContainerJson::new(Some(&self.identity), Some(&self.cgroup), None),
+            init: AuditInit {
+                pid: self.pid,
+                comm: &self.status.comm,
+                shell: is_shell(&self.status.comm),
+                stop_signal: self.stop_signal,
+                handles_stop_signal: self.status.handles(self.stop_signal),
+                ignores_stop_signal: self.status.ignores(self.stop_signal),
             },
-            "init": {
-                "pid": self.pid,
-                "comm": self.status.comm,
-                "shell": is_shell(&self.status.comm),
-                "stop_signal": self.stop_signal.to_string(),
-                "handles_stop_signal": self.status.handles(self.stop_signal),
-                "ignores_stop_signal": self.status.ignores(self.stop_signal),
+            risk: if self.stop_signal_dropped() {
+                "stop_signal_dropped"
+            } else {
+                "none"
             },
-            "risk": if self.stop_signal_dropped() { "stop_signal_dropped" } else { "none" },
-            "explanation": self.explanation(),
-        })
+            explanation: self.explanation(),
+        };
+        // Plain data with string keys: serializing it cannot fail.
+        serde_json::to_value(json).unwrap_or(Value::Null)
     }
 }
 

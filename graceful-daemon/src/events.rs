@@ -25,8 +25,7 @@ impl SignalCounts {
 pub type Mono = u64;
 
 /// The kernel's verdict on a generated signal (`signal_generate`'s `result`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SignalResult {
     Delivered,
     Ignored,
@@ -35,6 +34,8 @@ pub enum SignalResult {
     LoseInfo,
     Unknown,
 }
+
+serialize_by_name!(SignalResult);
 
 impl SignalResult {
     pub fn from_raw(v: i32) -> SignalResult {

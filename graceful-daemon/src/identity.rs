@@ -1,8 +1,6 @@
 //! Container identity from a cgroup2 path: runtime, container id, pod uid and QoS class.
-use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
     Containerd,
     CriO,
@@ -10,6 +8,8 @@ pub enum Runtime {
     Systemd,
     Unknown,
 }
+
+serialize_by_name!(Runtime);
 
 impl Runtime {
     pub fn as_str(self) -> &'static str {
@@ -23,7 +23,7 @@ impl Runtime {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub runtime: Runtime,
     /// Container id (full), systemd unit name, or the cgroup's last component.

@@ -2,6 +2,18 @@
 //!
 //! Data flows one way: [`probes`] (kernel) -> [`events`] -> [`pipeline`] -> [`tracker`] ->
 //! [`record`] -> [`enrich`] -> [`export`].
+/// Serializes an enum that names itself (`as_str`) by that name: one source for every name in
+/// JSON, metric labels and text.
+macro_rules! serialize_by_name {
+    ($($t:ty),* $(,)?) => {
+        $(impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        })*
+    };
+}
+
 pub mod audit;
 pub mod cgroup;
 pub mod check;

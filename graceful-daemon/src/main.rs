@@ -9,7 +9,9 @@ use graceful::{
     demo::Scenario,
     events::Event,
     export::log::{self, LogFormat},
-    export::trace::{count_deltas, signal_json, signal_line, ResolvedSignal, SIGNAL_HEADER},
+    export::trace::{
+        count_deltas, signal_json, signal_line, ResolvedSignal, SignalCountsJson, SIGNAL_HEADER,
+    },
     pipeline::Pipeline,
     probes::{ProbeOptions, Probes, DEFAULT_STOP_SIGNALS},
     record::TerminationRecord,
@@ -291,12 +293,16 @@ async fn trace(args: TraceArgs) -> Result<()> {
                 let counts = count_deltas(&last_counts, &now, &stop_signals);
                 last_counts = now;
                 if !counts.is_empty() {
-                    let v = serde_json::json!({"kind": "signal_counts", "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true), "counts": counts});
                     if args.json {
-                        writeln!(out, "{v}")?;
+                        let line = SignalCountsJson {
+                            kind: "signal_counts",
+                            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                            counts: &counts,
+                        };
+                        writeln!(out, "{}", serde_json::to_string(&line)?)?;
                     } else {
                         for c in &counts {
-                            writeln!(out, "{:<16} {:<9} {:<16} x{} (counted only)", "", c["signal"].as_str().unwrap_or("?"), c["result"].as_str().unwrap_or("?"), c["count"])?;
+                            writeln!(out, "{:<16} {:<9} {:<16} x{} (counted only)", "", c.signal.to_string(), c.result.as_str(), c.count)?;
                         }
                     }
                 }

@@ -1,8 +1,87 @@
 //! The termination record: JSON (the contract of DESIGN.md) and a short timeline for a person.
 use prometheus_client::encoding::EncodeLabelSet;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::{clock::WallClock, enrich::ContainerInfo, identity::Identity, tracker::Termination};
+use crate::{
+    clock::WallClock,
+    enrich::ContainerInfo,
+    events::{ExitStatus, SignalResult},
+    identity::Identity,
+    signals::Signal,
+    tracker::{Init, NamedProcess, Outcome, Received, Sender, Termination, Verdict},
+};
+
+/// The termination record of DESIGN.md, field for field.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    kind: &'static str,
+    container: ContainerJson<'a>,
+    stop: Option<StopJson<'a>>,
+    init: &'a Init,
+    received: &'a [Received],
+    received_more: usize,
+    never_received: &'a [NamedProcess],
+    never_received_more: usize,
+    kill: Option<KillJson<'a>>,
+    outcome: Outcome,
+    exit: Option<ExitStatus>,
+    duration_seconds: f64,
+    grace_period_seconds: Option<f64>,
+    verdict: Verdict,
+    explanation: &'a str,
+}
+
+/// The `container` object that records and audits share.
+#[derive(Serialize)]
+pub struct ContainerJson<'a> {
+    id: Option<&'a str>,
+    runtime: &'static str,
+    cgroup: Option<&'a str>,
+    pod_uid: Option<&'a str>,
+    namespace: Option<&'a str>,
+    pod: Option<&'a str>,
+    name: Option<&'a str>,
+    workload: Option<&'a str>,
+    qos: Option<&'a str>,
+}
+
+impl<'a> ContainerJson<'a> {
+    pub fn new(
+        identity: Option<&'a Identity>,
+        cgroup: Option<&'a str>,
+        info: Option<&'a ContainerInfo>,
+    ) -> ContainerJson<'a> {
+        ContainerJson {
+            id: identity.map(|i| i.id.as_str()),
+            runtime: identity.map_or("unknown", |i| i.runtime.as_str()),
+            cgroup,
+            pod_uid: info
+                .and_then(|i| i.pod_uid.as_deref())
+                .or_else(|| identity.and_then(|i| i.pod_uid.as_deref())),
+            namespace: info.and_then(|i| i.namespace.as_deref()),
+            pod: info.and_then(|i| i.pod.as_deref()),
+            name: info.and_then(|i| i.name.as_deref()),
+            workload: None,
+            qos: identity.and_then(|i| i.qos.as_deref()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StopJson<'a> {
+    signal: Signal,
+    signo: i32,
+    at: String,
+    sender: &'a Sender,
+    result: SignalResult,
+}
+
+#[derive(Serialize)]
+struct KillJson<'a> {
+    at: String,
+    sender: &'a Sender,
+}
 
 /// Who a record or a series is about: Kubernetes names, or (without Kubernetes) the short id or
 /// unit name.
@@ -47,46 +126,38 @@ impl TerminationRecord {
 
     pub fn to_json(&self, clock: &WallClock) -> Value {
         let t = &self.termination;
-        let id = self.identity.as_ref();
-        let info = self.info.as_ref();
-        json!({
-            "kind": "termination",
-            "container": {
-                "id": id.map(|i| i.id.clone()),
-                "runtime": id.map_or("unknown", |i| i.runtime.as_str()),
-                "cgroup": self.cgroup,
-                "pod_uid": info.and_then(|i| i.pod_uid.clone()).or_else(|| id.and_then(|i| i.pod_uid.clone())),
-                "namespace": info.and_then(|i| i.namespace.clone()),
-                "pod": info.and_then(|i| i.pod.clone()),
-                "name": info.and_then(|i| i.name.clone()),
-                "workload": Value::Null,
-                "qos": id.and_then(|i| i.qos.clone()),
-            },
-            "stop": t.stop.as_ref().map(|s| json!({
-                "signal": s.signal.to_string(),
-                "signo": s.signal.0,
-                "at": clock.rfc3339(s.at),
-                "sender": {"pid": s.sender.pid, "comm": s.sender.comm},
-                "result": s.result.as_str(),
-            })),
-            "init": {
-                "pid": t.init.pid,
-                "comm": t.init.comm,
-                "shell": t.init.shell,
-                "handles_stop_signal": t.init.handles_stop_signal,
-            },
-            "received": t.received.iter().map(|r| json!({"pid": r.pid, "comm": r.comm, "result": r.result.as_str()})).collect::<Vec<_>>(),
-            "received_more": t.received_more,
-            "never_received": t.never_received.iter().map(|p| json!({"pid": p.pid, "comm": p.comm})).collect::<Vec<_>>(),
-            "never_received_more": t.never_received_more,
-            "kill": t.kill.as_ref().map(|k| json!({"at": clock.rfc3339(k.at), "sender": {"pid": k.sender.pid, "comm": k.sender.comm}})),
-            "outcome": t.outcome.as_str(),
-            "exit": t.exit.map(|e| json!({"code": e.code, "signal": e.signal})),
-            "duration_seconds": (t.duration_seconds() * 1e6).round() / 1e6,
-            "grace_period_seconds": self.grace_period_seconds,
-            "verdict": t.verdict.as_str(),
-            "explanation": t.explanation,
-        })
+        let json = RecordJson {
+            kind: "termination",
+            container: ContainerJson::new(
+                self.identity.as_ref(),
+                self.cgroup.as_deref(),
+                self.info.as_ref(),
+            ),
+            stop: t.stop.as_ref().map(|s| StopJson {
+                signal: s.signal,
+                signo: s.signal.0,
+                at: clock.rfc3339(s.at),
+                sender: &s.sender,
+                result: s.result,
+            }),
+            init: &t.init,
+            received: &t.received,
+            received_more: t.received_more,
+            never_received: &t.never_received,
+            never_received_more: t.never_received_more,
+            kill: t.kill.as_ref().map(|k| KillJson {
+                at: clock.rfc3339(k.at),
+                sender: &k.sender,
+            }),
+            outcome: t.outcome,
+            exit: t.exit,
+            duration_seconds: (t.duration_seconds() * 1e6).round() / 1e6,
+            grace_period_seconds: self.grace_period_seconds,
+            verdict: t.verdict,
+            explanation: &t.explanation,
+        };
+        // Plain data with string keys: serializing it cannot fail.
+        serde_json::to_value(json).unwrap_or(Value::Null)
     }
 
     /// A few lines for a person: what happened, in order, and why.

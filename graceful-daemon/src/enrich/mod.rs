@@ -4,10 +4,9 @@ pub mod cri;
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 
 /// Kubernetes names and settings of one container, from kubelet's labels and annotations.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerInfo {
     pub namespace: Option<String>,
     pub pod: Option<String>,

@@ -1,7 +1,12 @@
 //! The `trace` view: one line per stop-relevant signal, for a person or (`--json`) a program.
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::{clock::WallClock, events::SignalCounts, events::SignalEvent, signals::Signal};
+use crate::{
+    clock::WallClock,
+    events::{SignalCounts, SignalEvent, SignalResult},
+    signals::Signal,
+};
 
 /// A signal event with its cgroups resolved to paths below the cgroup2 root.
 pub struct ResolvedSignal<'a> {
@@ -10,18 +15,57 @@ pub struct ResolvedSignal<'a> {
     pub target_cgroup: Option<String>,
 }
 
+/// The signal event of DESIGN.md (`trace --json`).
+#[derive(Serialize)]
+struct SignalJson<'a> {
+    kind: &'static str,
+    ts: String,
+    signal: Signal,
+    signo: i32,
+    code: i32,
+    result: SignalResult,
+    sender: SenderJson<'a>,
+    target: TargetJson<'a>,
+}
+
+#[derive(Serialize)]
+struct SenderJson<'a> {
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    cgroup: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TargetJson<'a> {
+    pid: u32,
+    comm: &'a str,
+    cgroup: Option<&'a str>,
+}
+
 pub fn signal_json(clock: &WallClock, s: &ResolvedSignal<'_>) -> Value {
     let e = s.event;
-    json!({
-        "kind": "signal",
-        "ts": clock.rfc3339(e.ts),
-        "signal": e.signal.to_string(),
-        "signo": e.signal.0,
-        "code": e.code,
-        "result": e.result.as_str(),
-        "sender": {"pid": e.sender_pid, "tid": e.sender_tid, "comm": e.sender_comm, "cgroup": s.sender_cgroup},
-        "target": {"pid": e.target_pid, "comm": e.target_comm, "cgroup": s.target_cgroup},
-    })
+    let json = SignalJson {
+        kind: "signal",
+        ts: clock.rfc3339(e.ts),
+        signal: e.signal,
+        signo: e.signal.0,
+        code: e.code,
+        result: e.result,
+        sender: SenderJson {
+            pid: e.sender_pid,
+            tid: e.sender_tid,
+            comm: &e.sender_comm,
+            cgroup: s.sender_cgroup.as_deref(),
+        },
+        target: TargetJson {
+            pid: e.target_pid,
+            comm: &e.target_comm,
+            cgroup: s.target_cgroup.as_deref(),
+        },
+    };
+    // Plain data with string keys: serializing it cannot fail.
+    serde_json::to_value(json).unwrap_or(Value::Null)
 }
 
 pub const SIGNAL_HEADER: &str =
@@ -40,16 +84,38 @@ pub fn signal_line(clock: &WallClock, s: &ResolvedSignal<'_>) -> String {
     )
 }
 
+/// How often a counted-only signal was generated with one result (`trace --all-signals`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SignalCount {
+    pub signal: Signal,
+    pub result: SignalResult,
+    pub count: u64,
+}
+
+/// The periodic `signal_counts` line of `trace --json --all-signals`.
+#[derive(Serialize)]
+pub struct SignalCountsJson<'a> {
+    pub kind: &'static str,
+    pub ts: String,
+    pub counts: &'a [SignalCount],
+}
+
 /// Counts of the counted-only signals that grew since `before`.
-pub fn count_deltas(before: &SignalCounts, now: &SignalCounts, stop: &[Signal]) -> Vec<Value> {
+pub fn count_deltas(
+    before: &SignalCounts,
+    now: &SignalCounts,
+    stop: &[Signal],
+) -> Vec<SignalCount> {
     now.0
         .iter()
         .filter(|(sig, _, _)| !stop.contains(sig))
-        .filter_map(|&(sig, result, n)| {
-            let delta = n.saturating_sub(before.get(sig, result));
-            (delta > 0).then(
-                || json!({"signal": sig.to_string(), "result": result.as_str(), "count": delta}),
-            )
+        .filter_map(|&(signal, result, n)| {
+            let count = n.saturating_sub(before.get(signal, result));
+            (count > 0).then_some(SignalCount {
+                signal,
+                result,
+                count,
+            })
         })
         .collect()
 }
@@ -57,7 +123,6 @@ pub fn count_deltas(before: &SignalCounts, now: &SignalCounts, stop: &[Signal]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::SignalResult;
 
     #[test]
     fn signal_json_has_the_contract_fields() {
@@ -102,8 +167,8 @@ mod tests {
         ]);
         let d = count_deltas(&before, &now, &[Signal::TERM]);
         assert_eq!(
-            d,
-            vec![json!({"signal": "SIGURG", "result": "ignored", "count": 3})]
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!([{"signal": "SIGURG", "result": "ignored", "count": 3}])
         );
     }
 }

@@ -6,8 +6,7 @@ use crate::{
     signals::Signal,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Exited,
     KilledAfterGrace,
@@ -15,8 +14,7 @@ pub enum Outcome {
     Unknown,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Graceful,
     SwallowedByShellPid1,
@@ -27,6 +25,8 @@ pub enum Verdict {
     OomKilled,
     Unknown,
 }
+
+serialize_by_name!(Outcome, Verdict);
 
 impl Verdict {
     pub fn as_str(self) -> &'static str {
@@ -54,7 +54,7 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sender {
     pub pid: u32,
     pub comm: String,
@@ -74,7 +74,7 @@ pub struct Kill {
     pub sender: Sender,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Init {
     pub pid: u32,
     pub comm: String,
@@ -82,14 +82,14 @@ pub struct Init {
     pub handles_stop_signal: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Received {
     pub pid: u32,
     pub comm: String,
     pub result: SignalResult,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NamedProcess {
     pub pid: u32,
     pub comm: String,
