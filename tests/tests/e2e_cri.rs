@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     io::Write,
     net::SocketAddr,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -209,7 +209,7 @@ async fn pods_through_cri_end_to_end() {
         .collect();
     assert_eq!(ends.len(), CASES.len());
 
-    // A real scrape passes promtool.
+    // A real scrape is OpenMetrics that Prometheus reads.
     let (_, scrape) = http_get(daemon.addr, "/metrics").unwrap();
     assert!(scrape.contains("graceful_sigkill_after_grace_total{namespace=\"e2e\",pod=\"shell\""));
     assert!(scrape.contains(
@@ -221,23 +221,26 @@ async fn pods_through_cri_end_to_end() {
     );
     assert!(scrape
         .contains("graceful_grace_period_used_ratio_count{namespace=\"e2e\",container=\"app\"}"));
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    // Prometheus's own OpenMetrics parser (HELP, TYPE, UNIT suffixes, `# EOF`) reads the scrape:
+    // promtool imports it into a TSDB block, which wants a timestamp on every sample.
+    let stamped: String = scrape
+        .lines()
+        .map(|l| match l.starts_with('#') {
+            true => format!("{l}\n"),
+            false => format!("{l} 1700000000\n"),
+        })
+        .collect();
+    let file = ctd.dir.join("scrape.om");
+    std::fs::write(&file, stamped).unwrap();
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(ctd.dir.join("tsdb"))
+        .output()
         .expect("promtool (Debian package prometheus)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "promtool check metrics: {}{}",
+        "promtool tsdb create-blocks-from openmetrics: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -4,7 +4,6 @@ pub mod cri;
 
 use std::collections::HashMap;
 
-
 /// Kubernetes names and settings of one container, from kubelet's labels and annotations.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerInfo {

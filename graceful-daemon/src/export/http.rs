@@ -8,7 +8,7 @@ use std::{
 
 use axum::{
     extract::State,
-    http::{header, HeaderMap, StatusCode},
+    http::{header, StatusCode},
     response::IntoResponse,
     routing::get,
     Router,
@@ -55,30 +55,15 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-/// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format otherwise.
-async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> impl IntoResponse {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let shared = lock(&state);
-    if accept.contains("application/openmetrics-text") {
-        (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            shared.metrics.encode(),
-        )
-    } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            shared.metrics.encode_text(),
-        )
-    }
+/// OpenMetrics text, what the client library writes and Prometheus asks for.
+async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        lock(&state).metrics.encode(),
+    )
 }
 
 async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {

@@ -8,7 +8,7 @@ use std::{
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
+    registry::{Registry, Unit},
 };
 
 use crate::{
@@ -140,18 +140,133 @@ fn ratio_histogram() -> Histogram {
     Histogram::new([0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1])
 }
 
-pub struct Metrics {
-    registry: Registry,
+/// Node-wide: every signal by the kernel's result, lost events, what the daemon holds.
+struct NodeMetrics {
     signals: Family<SignalLabels, Counter>,
-    container_signals: Family<ContainerSignalLabels, Counter>,
+    events_lost: Family<LossLabels, Counter>,
+    tracked: Family<KindLabels, Gauge>,
+}
+
+impl NodeMetrics {
+    fn register(registry: &mut Registry) -> NodeMetrics {
+        let m = NodeMetrics {
+            signals: Family::default(),
+            events_lost: Family::default(),
+            tracked: Family::default(),
+        };
+        registry.register(
+            "signals",
+            "Signals generated on the node, by signal and the kernel's result",
+            m.signals.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "Events lost on their way from the kernel, by reason",
+            m.events_lost.clone(),
+        );
+        for kind in [
+            LossKind::RingFull,
+            LossKind::ReadFailed,
+            LossKind::DecodeFailed,
+        ] {
+            let _ = m.events_lost.get_or_create(&kind.labels());
+        }
+        registry.register(
+            "tracked",
+            "Entries the daemon holds in memory, by kind",
+            m.tracked.clone(),
+        );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        registry.register("build_info", "Version of graceful", build_info.clone());
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        m
+    }
+}
+
+/// Running containers: the stop-relevant signals they get and their PID 1's risk.
+struct ContainerMetrics {
+    signals: Family<ContainerSignalLabels, Counter>,
+    pid1_ignores: Family<ContainerLabels, Gauge>,
+}
+
+impl ContainerMetrics {
+    fn register(registry: &mut Registry) -> ContainerMetrics {
+        let m = ContainerMetrics {
+            signals: Family::default(),
+            pid1_ignores: Family::default(),
+        };
+        registry.register(
+            "container_signals",
+            "Stop-relevant signals that reached a container's processes, by the kernel's result",
+            m.signals.clone(),
+        );
+        registry.register(
+            "pid1_ignores_stop_signal",
+            "1 when a running container's PID 1 would have its stop signal dropped by the kernel",
+            m.pid1_ignores.clone(),
+        );
+        m
+    }
+}
+
+/// Stopped containers: outcomes and verdicts, SIGKILLs after the grace, durations.
+struct TerminationMetrics {
     terminations: Family<TerminationLabels, Counter>,
     sigkill_after_grace: Family<VerdictLabels, Counter>,
     stop_signal_ignored: Family<ContainerLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     grace_used: Family<NamespaceContainer, Histogram, fn() -> Histogram>,
-    pid1_ignores: Family<ContainerLabels, Gauge>,
-    events_lost: Family<LossLabels, Counter>,
-    tracked: Family<KindLabels, Gauge>,
+}
+
+impl TerminationMetrics {
+    fn register(registry: &mut Registry) -> TerminationMetrics {
+        let m = TerminationMetrics {
+            terminations: Family::default(),
+            sigkill_after_grace: Family::default(),
+            stop_signal_ignored: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            grace_used: Family::new_with_constructor(ratio_histogram),
+        };
+        registry.register(
+            "terminations",
+            "Containers stopped, by outcome and verdict",
+            m.terminations.clone(),
+        );
+        registry.register(
+            "sigkill_after_grace",
+            "Containers the runtime had to SIGKILL after the grace period, by verdict",
+            m.sigkill_after_grace.clone(),
+        );
+        registry.register(
+            "stop_signal_ignored",
+            "Stops whose stop signal the kernel dropped at PID 1",
+            m.stop_signal_ignored.clone(),
+        );
+        registry.register_with_unit(
+            "termination_duration",
+            "From the stop signal to the last process gone",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        registry.register_with_unit(
+            "grace_period_used",
+            "Termination duration over the grace period the container had",
+            Unit::Other("ratio".into()),
+            m.grace_used.clone(),
+        );
+        m
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    node: NodeMetrics,
+    containers: ContainerMetrics,
+    stops: TerminationMetrics,
     node_counts: SignalCounts,
     series: HashMap<ContainerLabels, Series>,
     /// Histogram label sets by (namespace, container): shared by the pods of a workload.
@@ -161,102 +276,12 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(ttl: Duration) -> Metrics {
-        let mut registry = Registry::default();
-        let signals = Family::<SignalLabels, Counter>::default();
-        registry.register(
-            "graceful_signals",
-            "Signals generated on the node, by signal and the kernel's result",
-            signals.clone(),
-        );
-        let container_signals = Family::<ContainerSignalLabels, Counter>::default();
-        registry.register(
-            "graceful_container_signals",
-            "Stop-relevant signals that reached a container's processes, by the kernel's result",
-            container_signals.clone(),
-        );
-        let terminations = Family::<TerminationLabels, Counter>::default();
-        registry.register(
-            "graceful_terminations",
-            "Containers stopped, by outcome and verdict",
-            terminations.clone(),
-        );
-        let sigkill_after_grace = Family::<VerdictLabels, Counter>::default();
-        registry.register(
-            "graceful_sigkill_after_grace",
-            "Containers the runtime had to SIGKILL after the grace period, by verdict",
-            sigkill_after_grace.clone(),
-        );
-        let stop_signal_ignored = Family::<ContainerLabels, Counter>::default();
-        registry.register(
-            "graceful_stop_signal_ignored",
-            "Stops whose stop signal the kernel dropped at PID 1",
-            stop_signal_ignored.clone(),
-        );
-        let duration = Family::<DurationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
-        registry.register(
-            "graceful_termination_duration_seconds",
-            "From the stop signal to the last process gone",
-            duration.clone(),
-        );
-        let grace_used =
-            Family::<NamespaceContainer, Histogram, fn() -> Histogram>::new_with_constructor(
-                ratio_histogram,
-            );
-        registry.register(
-            "graceful_grace_period_used_ratio",
-            "Termination duration over the grace period the container had",
-            grace_used.clone(),
-        );
-        let pid1_ignores = Family::<ContainerLabels, Gauge>::default();
-        registry.register(
-            "graceful_pid1_ignores_stop_signal",
-            "1 when a running container's PID 1 would have its stop signal dropped by the kernel",
-            pid1_ignores.clone(),
-        );
-        let events_lost = Family::<LossLabels, Counter>::default();
-        registry.register(
-            "graceful_events_lost",
-            "Events lost on their way from the kernel, by reason",
-            events_lost.clone(),
-        );
-        for kind in [
-            LossKind::RingFull,
-            LossKind::ReadFailed,
-            LossKind::DecodeFailed,
-        ] {
-            let _ = events_lost.get_or_create(&kind.labels());
-        }
-        let tracked = Family::<KindLabels, Gauge>::default();
-        registry.register(
-            "graceful_tracked",
-            "Entries the daemon holds in memory, by kind",
-            tracked.clone(),
-        );
-        let build_info = Family::<VersionLabels, Gauge>::default();
-        registry.register(
-            "graceful_build_info",
-            "Version of graceful",
-            build_info.clone(),
-        );
-        build_info
-            .get_or_create(&VersionLabels {
-                version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .set(1);
+        let mut registry = Registry::with_prefix("graceful");
         Metrics {
+            node: NodeMetrics::register(&mut registry),
+            containers: ContainerMetrics::register(&mut registry),
+            stops: TerminationMetrics::register(&mut registry),
             registry,
-            signals,
-            container_signals,
-            terminations,
-            sigkill_after_grace,
-            stop_signal_ignored,
-            duration,
-            grace_used,
-            pid1_ignores,
-            events_lost,
-            tracked,
             node_counts: SignalCounts::default(),
             series: HashMap::new(),
             durations: HashMap::new(),
@@ -272,11 +297,6 @@ impl Metrics {
         out
     }
 
-    /// The classic Prometheus text format (0.0.4), for clients that do not ask for OpenMetrics.
-    pub fn encode_text(&self) -> String {
-        openmetrics_to_text(&self.encode())
-    }
-
     /// Brings the node-wide counters up to the kernel's per-CPU totals.
     pub fn node_signals(&mut self, now: SignalCounts) {
         for &(signal, result, total) in &now.0 {
@@ -286,7 +306,7 @@ impl Metrics {
                     signal: signal.to_string(),
                     result: result.as_str().into(),
                 };
-                self.signals.get_or_create(&labels).inc_by(delta);
+                self.node.signals.get_or_create(&labels).inc_by(delta);
             }
         }
         self.node_counts = now;
@@ -294,14 +314,16 @@ impl Metrics {
 
     pub fn events_lost(&self, reason: LossKind, count: u64) {
         if count > 0 {
-            self.events_lost
+            self.node
+                .events_lost
                 .get_or_create(&reason.labels())
                 .inc_by(count);
         }
     }
 
     pub fn tracked(&self, kind: Tracked, count: usize) {
-        self.tracked
+        self.node
+            .tracked
             .get_or_create(&kind.labels())
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
@@ -319,7 +341,7 @@ impl Metrics {
             signal: signal.into(),
             result: result.into(),
         };
-        self.container_signals.get_or_create(&labels).inc();
+        self.containers.signals.get_or_create(&labels).inc();
         self.series
             .entry(who.clone())
             .or_default()
@@ -341,7 +363,7 @@ impl Metrics {
             outcome: outcome.clone(),
             verdict: verdict.clone(),
         };
-        self.terminations.get_or_create(&labels).inc();
+        self.stops.terminations.get_or_create(&labels).inc();
         series.terminations.insert(labels);
         if t.outcome == Outcome::KilledAfterGrace {
             let labels = VerdictLabels {
@@ -350,14 +372,14 @@ impl Metrics {
                 container: who.container.clone(),
                 verdict,
             };
-            self.sigkill_after_grace.get_or_create(&labels).inc();
+            self.stops.sigkill_after_grace.get_or_create(&labels).inc();
             series.after_grace.insert(labels);
         }
         if matches!(
             t.verdict,
             Verdict::SwallowedByShellPid1 | Verdict::Pid1IgnoresStopSignal
         ) {
-            self.stop_signal_ignored.get_or_create(who).inc();
+            self.stops.stop_signal_ignored.get_or_create(who).inc();
         }
         series.gone_at.get_or_insert_with(Instant::now);
         let labels = DurationLabels {
@@ -365,7 +387,8 @@ impl Metrics {
             container: who.container.clone(),
             outcome,
         };
-        self.duration
+        self.stops
+            .duration
             .get_or_create(&labels)
             .observe(t.duration_seconds());
         let name = NamespaceContainer {
@@ -377,7 +400,8 @@ impl Metrics {
             .or_default()
             .insert(labels);
         if let Some(grace) = record.grace_period_seconds.filter(|g| *g > 0.0) {
-            self.grace_used
+            self.stops
+                .grace_used
                 .get_or_create(&name)
                 .observe(t.duration_seconds() / grace);
         }
@@ -393,10 +417,11 @@ impl Metrics {
             .cloned()
             .collect();
         for k in &stale {
-            self.pid1_ignores.remove(k);
+            self.containers.pid1_ignores.remove(k);
         }
         for (labels, ignores) in running {
-            self.pid1_ignores
+            self.containers
+                .pid1_ignores
                 .get_or_create(labels)
                 .set(i64::from(*ignores));
             self.series.entry(labels.clone()).or_default();
@@ -408,7 +433,7 @@ impl Metrics {
         if let Some(s) = self.series.get_mut(who) {
             s.gone_at.get_or_insert_with(Instant::now);
         }
-        self.pid1_ignores.remove(who);
+        self.containers.pid1_ignores.remove(who);
     }
 
     /// Containers known to the metrics that are not marked gone.
@@ -433,16 +458,16 @@ impl Metrics {
                 continue;
             };
             s.signals.iter().for_each(|l| {
-                self.container_signals.remove(l);
+                self.containers.signals.remove(l);
             });
             s.terminations.iter().for_each(|l| {
-                self.terminations.remove(l);
+                self.stops.terminations.remove(l);
             });
             s.after_grace.iter().for_each(|l| {
-                self.sigkill_after_grace.remove(l);
+                self.stops.sigkill_after_grace.remove(l);
             });
-            self.stop_signal_ignored.remove(&key);
-            self.pid1_ignores.remove(&key);
+            self.stops.stop_signal_ignored.remove(&key);
+            self.containers.pid1_ignores.remove(&key);
             // Histograms are per (namespace, container): drop them when no pod uses the name.
             let shared =
                 |k: &ContainerLabels| k.namespace == key.namespace && k.container == key.container;
@@ -452,59 +477,17 @@ impl Metrics {
                     container: key.container.clone(),
                 };
                 for l in self.durations.remove(&name).unwrap_or_default() {
-                    self.duration.remove(&l);
+                    self.stops.duration.remove(&l);
                 }
-                self.grace_used.remove(&name);
+                self.stops.grace_used.remove(&name);
             }
         }
     }
-}
-
-/// OpenMetrics names a counter family without `_total` in HELP/TYPE; the classic text format
-/// names it as its samples are named, and has no `# EOF`.
-pub fn openmetrics_to_text(openmetrics: &str) -> String {
-    let counters: HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let name = if counters.contains(name) {
-                    format!("{name}_total")
-                } else {
-                    name.to_string()
-                };
-                out.push_str(&format!("{prefix}{name} {tail}\n"));
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_format_names_counter_families_like_their_samples() {
-        let om = "# HELP a_b Help.\n# TYPE a_b counter\na_b_total{x=\"1\"} 2\n# HELP g G.\n# TYPE g gauge\ng 1\n# EOF\n";
-        let text = openmetrics_to_text(om);
-        assert_eq!(text, "# HELP a_b_total Help.\n# TYPE a_b_total counter\na_b_total{x=\"1\"} 2\n# HELP g G.\n# TYPE g gauge\ng 1\n");
-    }
 
     #[test]
     fn series_of_a_gone_container_are_dropped_after_the_ttl() {
