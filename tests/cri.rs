@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerConfig, ContainerMetadata,
     ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
@@ -19,7 +18,7 @@ use k8s_cri::v1::{
 };
 use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.6";
 pub const APP_IMAGE: &str = "graceful.test/busybox:1";
@@ -160,18 +159,9 @@ impl Containerd {
     }
 
     pub async fn client(&self) -> Cri {
-        let socket = self.socket.clone();
-        let channel: Channel =
-            Endpoint::try_from("http://[::]:50051")
-                .unwrap()
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let socket = socket.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?))
-                    }
-                }))
-                .await
-                .expect("connect to containerd's CRI");
+        let channel = graceful::enrich::cri::channel(&self.socket, None)
+            .await
+            .expect("connect to containerd's CRI");
         Cri {
             client: RuntimeServiceClient::new(channel),
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use graceful::{
     cgroup::Cgroup2,
     events::{CgroupId, Event, ExecEvent, ExitEvent, SignalEvent},
+    pipeline::Session,
     probes::{ProbeOptions, Probes},
     signals::Signal,
     throwaway::Throwaway,
@@ -37,12 +38,15 @@ impl Kernel {
     }
 
     pub async fn start_with(test: &str, options: ProbeOptions) -> Kernel {
-        let mut cgroups =
-            Cgroup2::discover().unwrap_or_else(|e| panic!("cgroup2 is required: {e}"));
-        let mut probes = Probes::load(&options, &mut cgroups).unwrap_or_else(|e| {
-            panic!("kernel tests need root and BPF; loading the probes failed: {e}")
+        let Session {
+            probes,
+            events,
+            pipeline,
+        } = Session::start(&options).unwrap_or_else(|e| {
+            panic!("kernel tests need root, BPF and cgroup2; loading the probes failed: {e}")
         });
-        let events = probes.events().expect("ring buffer reader");
+        // These tests read the raw event stream themselves.
+        let cgroups = pipeline.into_cgroups();
         let parent = format!("/graceful-tests/{test}-{}", std::process::id());
         Kernel {
             probes,

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     audit,
-    cgroup::{Cgroup2, CgroupError},
+    cgroup::CgroupError,
     clock::WallClock,
     enrich::{
         cri::{CriClient, CriError},
@@ -27,12 +27,11 @@ use crate::{
         metrics::{LossKind, Metrics, Tracked},
     },
     identity::{self, Identity, Runtime},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Session},
     privileges,
     probes::{ProbeError, ProbeOptions, Probes},
     record::{container_labels, TerminationRecord},
     signals::Signal,
-    tracker::TrackerConfig,
 };
 
 #[derive(Debug, Clone)]
@@ -135,9 +134,11 @@ pub async fn run(
         let _ = http_stopped.await;
     }));
 
-    let mut cgroups = Cgroup2::discover()?;
-    let mut probes = Probes::load(&options.probes, &mut cgroups)?;
-    let mut events = probes.events()?;
+    let Session {
+        probes,
+        mut events,
+        pipeline,
+    } = Session::start(&options.probes)?;
     tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
 
     let cri = match CriClient::connect(options.cri_socket.as_deref()).await {
@@ -155,18 +156,7 @@ pub async fn run(
     privileges::drop_all()?;
     tracing::info!("all capabilities dropped");
     lock(&state).ready = true;
-    let (mut daemon, answers) = Daemon::new(
-        state.clone(),
-        Pipeline::new(
-            cgroups,
-            TrackerConfig {
-                oom_visible: probes.sees_oom(),
-                ..TrackerConfig::default()
-            },
-        ),
-        cri,
-        options.log_format,
-    );
+    let (mut daemon, answers) = Daemon::new(state.clone(), pipeline, cri, options.log_format);
     let traced = daemon.serve(&mut events, answers, &probes, shutdown).await;
     tracing::info!("shutting down: detaching probes");
     lock(&state).ready = false;
@@ -493,6 +483,7 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{cgroup::Cgroup2, tracker::TrackerConfig};
 
     /// Counters of a kernel where nothing happens.
     struct Quiet;

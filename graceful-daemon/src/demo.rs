@@ -6,13 +6,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::{
-    cgroup::{Cgroup2, CgroupError},
-    pipeline::Pipeline,
-    probes::{ProbeError, ProbeOptions, Probes, DEFAULT_STOP_SIGNALS},
+    cgroup::CgroupError,
+    pipeline::{Pipeline, Session},
+    probes::{ProbeError, ProbeOptions, DEFAULT_STOP_SIGNALS},
     record::TerminationRecord,
     signals::Signal,
     throwaway::Throwaway,
-    tracker::{TrackerConfig, Verdict},
+    tracker::Verdict,
 };
 
 /// When a throwaway container has started and may be stopped.
@@ -277,7 +277,6 @@ pub async fn run(
     scenarios: &[Scenario],
     grace: Duration,
 ) -> Result<Vec<TerminationRecord>, DemoError> {
-    let mut cgroups = Cgroup2::discover()?;
     let mut signals = DEFAULT_STOP_SIGNALS.to_vec();
     signals.extend(
         scenarios
@@ -285,21 +284,14 @@ pub async fn run(
             .filter_map(|s| s.stop_signal)
             .filter(|s| !DEFAULT_STOP_SIGNALS.contains(s)),
     );
-    let mut probes = Probes::load(
-        &ProbeOptions {
-            stop_signals: signals,
-            ..ProbeOptions::default()
-        },
-        &mut cgroups,
-    )?;
-    let mut events = probes.events()?;
-    let mut pipeline = Pipeline::new(
-        cgroups,
-        TrackerConfig {
-            oom_visible: probes.sees_oom(),
-            ..TrackerConfig::default()
-        },
-    );
+    let Session {
+        probes: _probes,
+        mut events,
+        mut pipeline,
+    } = Session::start(&ProbeOptions {
+        stop_signals: signals,
+        ..ProbeOptions::default()
+    })?;
     // One parent per run: runs in one process (tests in parallel) never share a cgroup.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -4,7 +4,6 @@ use std::{io::Write, time::Duration};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use graceful::{
-    cgroup::Cgroup2,
     clock::WallClock,
     demo::Scenario,
     events::Event,
@@ -12,11 +11,10 @@ use graceful::{
     export::trace::{
         count_deltas, signal_json, signal_line, ResolvedSignal, SignalCountsJson, SIGNAL_HEADER,
     },
-    pipeline::Pipeline,
-    probes::{ProbeOptions, Probes, DEFAULT_STOP_SIGNALS},
+    pipeline::Session,
+    probes::{ProbeOptions, DEFAULT_STOP_SIGNALS},
     record::TerminationRecord,
     signals::Signal,
-    tracker::TrackerConfig,
 };
 
 #[derive(Parser)]
@@ -233,22 +231,14 @@ async fn trace(args: TraceArgs) -> Result<()> {
     let shutdown = graceful::shutdown::requested();
     tokio::pin!(shutdown);
     let stop_signals = args.stop_signals.clone();
-    let mut cgroups = Cgroup2::discover()?;
-    let mut probes = Probes::load(
-        &ProbeOptions {
-            stop_signals: stop_signals.clone(),
-            ..ProbeOptions::default()
-        },
-        &mut cgroups,
-    )?;
-    let mut events = probes.events()?;
-    let mut pipeline = Pipeline::new(
-        cgroups,
-        TrackerConfig {
-            oom_visible: probes.sees_oom(),
-            ..TrackerConfig::default()
-        },
-    );
+    let Session {
+        probes,
+        mut events,
+        mut pipeline,
+    } = Session::start(&ProbeOptions {
+        stop_signals: stop_signals.clone(),
+        ..ProbeOptions::default()
+    })?;
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let mut clock = WallClock::default();
     let mut out = std::io::stdout().lock();

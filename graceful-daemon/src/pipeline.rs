@@ -4,16 +4,47 @@
 
 use std::collections::HashSet;
 
+use tokio::sync::mpsc;
+
 use crate::{
     cgroup::Cgroup2,
     clock,
     events::{CgroupId, Event, SignalResult},
     identity,
+    probes::{ProbeError, ProbeOptions, Probes},
     procfs::{processes, start_time, ProcStatus},
     record::TerminationRecord,
     signals::Signal,
     tracker::{Disposition, Tracker, TrackerConfig},
 };
+
+/// The kernel side of every traced run, written once: the probes attached, their event stream
+/// open, and the pipeline that turns its events into records.
+pub struct Session {
+    pub probes: Probes,
+    pub events: mpsc::Receiver<Event>,
+    pub pipeline: Pipeline,
+}
+
+impl Session {
+    pub fn start(options: &ProbeOptions) -> Result<Session, ProbeError> {
+        let mut cgroups = Cgroup2::discover()?;
+        let mut probes = Probes::load(options, &mut cgroups)?;
+        let events = probes.events()?;
+        let pipeline = Pipeline::new(
+            cgroups,
+            TrackerConfig {
+                oom_visible: probes.sees_oom(),
+                ..TrackerConfig::default()
+            },
+        );
+        Ok(Session {
+            probes,
+            events,
+            pipeline,
+        })
+    }
+}
 
 pub struct Pipeline {
     pub tracker: Tracker,
@@ -71,6 +102,11 @@ impl Pipeline {
             cgroups,
             filled: HashSet::new(),
         }
+    }
+
+    /// The cgroup2 tree it knows, for callers that read the raw event stream themselves.
+    pub fn into_cgroups(self) -> Cgroup2 {
+        self.cgroups
     }
 
     /// The kernel reports a running container's processes only once it is being stopped: at

@@ -38,6 +38,28 @@ pub enum CriError {
     Timeout { call: &'static str, path: PathBuf },
 }
 
+/// A gRPC channel to a runtime's unix socket (gRPC needs an authority: the one given is unused).
+/// With a timeout, connecting and every call are bounded by it.
+pub async fn channel(path: &Path, timeout: Option<Duration>) -> Result<Channel, CriError> {
+    let failed = |error: String| CriError::Connect {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut endpoint =
+        Endpoint::try_from("http://[::]:50051").map_err(|e| failed(e.to_string()))?;
+    if let Some(t) = timeout {
+        endpoint = endpoint.connect_timeout(t).timeout(t);
+    }
+    let socket = path.to_path_buf();
+    endpoint
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .map_err(|e| failed(e.to_string()))
+}
+
 #[derive(Clone)]
 pub struct CriClient {
     path: PathBuf,
@@ -55,24 +77,7 @@ impl CriClient {
                 .find(|p| p.exists())
                 .ok_or(CriError::NoSocket)?,
         };
-        let connect_path = path.clone();
-        let endpoint = Endpoint::try_from("http://[::]:50051")
-            .map_err(|e| CriError::Connect {
-                path: path.clone(),
-                error: e.to_string(),
-            })?
-            .connect_timeout(TIMEOUT)
-            .timeout(TIMEOUT);
-        let channel = endpoint
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let p = connect_path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
-            }))
-            .await
-            .map_err(|e| CriError::Connect {
-                path: path.clone(),
-                error: e.to_string(),
-            })?;
+        let channel = channel(&path, Some(TIMEOUT)).await?;
         let mut client = CriClient {
             path,
             client: RuntimeServiceClient::new(channel),
