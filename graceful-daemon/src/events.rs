@@ -246,70 +246,83 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: Header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let kind = Kind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     Ok(match kind {
-        Kind::Signal => {
-            let r: SignalRecord = read(bytes, kind)?;
-            Event::Signal(SignalEvent {
-                ts: r.header.ts_ns,
-                signal: Signal(r.signo),
-                code: r.code,
-                result: SignalResult::from_raw(r.result),
-                group: r.group != 0,
-                sender_pid: r.sender_tgid,
-                sender_tid: r.sender_tid,
-                sender_comm: comm(&r.sender_comm),
-                sender_cgroup: r.sender_cgroup,
-                target_pid: r.target_pid as u32,
-                target_comm: comm(&r.target_comm),
-                target_cgroup: r.target_cgroup,
-            })
-        }
-        Kind::Exit => {
-            let r: ExitRecord = read(bytes, kind)?;
-            Event::Exit(ExitEvent {
-                ts: r.header.ts_ns,
-                pid: r.tgid,
-                tid: r.tid,
-                status: ExitStatus::from_raw(r.exit_code),
-                cgroup: r.cgroup,
-                comm: comm(&r.comm),
-            })
-        }
-        Kind::Exec => {
-            let r: ExecRecord = read(bytes, kind)?;
-            Event::Exec(ExecEvent {
-                ts: r.header.ts_ns,
-                pid: r.tgid,
-                cgroup: r.cgroup,
-                comm: comm(&r.comm),
-            })
-        }
-        Kind::Fork => {
-            let r: ForkRecord = read(bytes, kind)?;
-            Event::Fork(ForkEvent {
-                ts: r.header.ts_ns,
-                parent_pid: r.parent_tgid,
-                child_pid: r.child_pid,
-                cgroup: r.cgroup,
-                comm: comm(&r.comm),
-            })
-        }
-        Kind::Attach => {
-            let r: AttachRecord = read(bytes, kind)?;
-            Event::Attach(AttachEvent {
-                ts: r.header.ts_ns,
-                tid: r.tid,
-                cgroup: r.cgroup,
-            })
-        }
-        Kind::Oom => {
-            let r: OomRecord = read(bytes, kind)?;
-            Event::Oom(OomEvent {
-                ts: r.header.ts_ns,
-                pid: r.pid,
-                cgroup: r.cgroup,
-            })
-        }
+        Kind::Signal => Event::Signal(read::<SignalRecord>(bytes, kind)?.into()),
+        Kind::Exit => Event::Exit(read::<ExitRecord>(bytes, kind)?.into()),
+        Kind::Exec => Event::Exec(read::<ExecRecord>(bytes, kind)?.into()),
+        Kind::Fork => Event::Fork(read::<ForkRecord>(bytes, kind)?.into()),
+        Kind::Attach => Event::Attach(read::<AttachRecord>(bytes, kind)?.into()),
+        Kind::Oom => Event::Oom(read::<OomRecord>(bytes, kind)?.into()),
     })
+}
+
+impl From<SignalRecord> for SignalEvent {
+    fn from(r: SignalRecord) -> SignalEvent {
+        SignalEvent {
+            ts: r.header.ts_ns,
+            signal: Signal(r.signo),
+            code: r.code,
+            result: SignalResult::from_raw(r.result),
+            group: r.group != 0,
+            sender_pid: r.sender_tgid,
+            sender_tid: r.sender_tid,
+            sender_comm: comm(&r.sender_comm),
+            sender_cgroup: r.sender_cgroup,
+            target_pid: r.target_pid as u32,
+            target_comm: comm(&r.target_comm),
+            target_cgroup: r.target_cgroup,
+        }
+    }
+}
+
+impl From<ExitRecord> for ExitEvent {
+    fn from(r: ExitRecord) -> ExitEvent {
+        ExitEvent {
+            ts: r.header.ts_ns,
+            pid: r.tgid,
+            tid: r.tid,
+            status: ExitStatus::from_raw(r.exit_code),
+            cgroup: r.cgroup,
+            comm: comm(&r.comm),
+        }
+    }
+}
+
+impl From<ExecRecord> for ExecEvent {
+    fn from(r: ExecRecord) -> ExecEvent {
+        let (ts, pid, cgroup) = (r.header.ts_ns, r.tgid, r.cgroup);
+        ExecEvent {
+            comm: comm(&r.comm),
+            ts,
+            pid,
+            cgroup,
+        }
+    }
+}
+
+impl From<ForkRecord> for ForkEvent {
+    fn from(r: ForkRecord) -> ForkEvent {
+        ForkEvent {
+            comm: comm(&r.comm),
+            cgroup: r.cgroup,
+            child_pid: r.child_pid,
+            parent_pid: r.parent_tgid,
+            ts: r.header.ts_ns,
+        }
+    }
+}
+
+impl From<AttachRecord> for AttachEvent {
+    fn from(r: AttachRecord) -> AttachEvent {
+        let (ts, tid, cgroup) = (r.header.ts_ns, r.tid, r.cgroup);
+        AttachEvent { ts, tid, cgroup }
+    }
+}
+
+impl From<OomRecord> for OomEvent {
+    fn from(r: OomRecord) -> OomEvent {
+        let (ts, pid, cgroup) = (r.header.ts_ns, r.pid, r.cgroup);
+        OomEvent { ts, pid, cgroup }
+    }
 }
 
 #[cfg(test)]

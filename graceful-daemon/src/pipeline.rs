@@ -15,7 +15,7 @@ use crate::{
     procfs::{processes, start_time, ProcStatus},
     record::TerminationRecord,
     signals::Signal,
-    tracker::{Disposition, Tracker, TrackerConfig},
+    tracker::{Disposition, Found, Tracker, TrackerConfig},
 };
 
 /// The kernel side of every traced run, written once: the probes attached, their event stream
@@ -56,6 +56,18 @@ pub struct Pipeline {
 /// Above this many, the filled set starts afresh (a container is then read again: harmless).
 const FILLED_MAX: usize = 4096;
 
+/// What /proc says of a process, as the tracker takes it.
+fn found(pid: u32, status: &ProcStatus, cgroup: CgroupId, start: Option<u64>) -> Found<'_> {
+    Found {
+        pid,
+        parent: status.parent(),
+        cgroup,
+        comm: &status.comm,
+        namespace_init: status.is_namespace_init(),
+        start,
+    }
+}
+
 /// The process is in /proc and, where its start time was recorded, is still that process
 /// rather than a later one that reused its pid.
 fn alive(pid: u32, start: Option<u64>) -> bool {
@@ -86,16 +98,7 @@ impl Pipeline {
         // Inits and parents first, so a container's main process is the one the runtime started.
         seeds.sort_by_key(|(pid, s, _)| (!s.is_namespace_init(), *pid));
         for (pid, status, id) in seeds {
-            tracker.seed(
-                pid,
-                status.parent(),
-                id,
-                &status.comm,
-                status.is_namespace_init(),
-            );
-            if let Some(start) = start_time(pid) {
-                tracker.set_start(pid, start);
-            }
+            tracker.seed(found(pid, &status, id, start_time(pid)));
         }
         Pipeline {
             tracker,
@@ -128,16 +131,7 @@ impl Pipeline {
         let pids: Vec<u32> = present.iter().map(|(pid, ..)| *pid).collect();
         self.tracker.only_present(cgroup, &pids);
         for (pid, status, start) in present {
-            self.tracker.fill(
-                pid,
-                status.parent(),
-                cgroup,
-                &status.comm,
-                status.is_namespace_init(),
-            );
-            if let Some(start) = start {
-                self.tracker.set_start(pid, start);
-            }
+            self.tracker.fill(found(pid, &status, cgroup, start));
         }
     }
 
@@ -150,16 +144,7 @@ impl Pipeline {
         }
         for (pid, status, start) in self.cgroup_processes(cgroup) {
             if !self.tracker.knows(pid) {
-                self.tracker.fill(
-                    pid,
-                    status.parent(),
-                    cgroup,
-                    &status.comm,
-                    status.is_namespace_init(),
-                );
-                if let Some(start) = start {
-                    self.tracker.set_start(pid, start);
-                }
+                self.tracker.fill(found(pid, &status, cgroup, start));
             }
         }
     }

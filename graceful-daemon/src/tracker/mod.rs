@@ -55,6 +55,19 @@ impl Default for TrackerConfig {
     }
 }
 
+/// A process as /proc shows it, for [`Tracker::seed`] and [`Tracker::fill`].
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    pub pid: u32,
+    pub parent: Option<u32>,
+    pub cgroup: CgroupId,
+    pub comm: &'a str,
+    /// PID 1 of a pid namespace below the host's: the container's main process.
+    pub namespace_init: bool,
+    /// Start time (clock ticks since boot), where it could be read.
+    pub start: Option<u64>,
+}
+
 #[derive(Debug, Clone)]
 struct Process {
     cgroup: CgroupId,
@@ -161,31 +174,21 @@ impl Tracker {
     }
 
     /// A process that existed before the tracker started (from a /proc scan).
-    pub fn seed(
-        &mut self,
-        pid: u32,
-        parent: Option<u32>,
-        cgroup: CgroupId,
-        comm: &str,
-        namespace_init: bool,
-    ) {
-        self.fill(pid, parent, cgroup, comm, namespace_init);
+    pub fn seed(&mut self, p: Found<'_>) {
+        let cgroup = p.cgroup;
+        self.fill(p);
         self.groups.entry(cgroup).or_default().seeded = true;
     }
 
     /// A process of a container found in /proc as its stop begins: the kernel reports a running
     /// container's forks and execs only once it is being stopped. Feed these before the stop.
-    pub fn fill(
-        &mut self,
-        pid: u32,
-        parent: Option<u32>,
-        cgroup: CgroupId,
-        comm: &str,
-        namespace_init: bool,
-    ) {
-        self.join(pid, cgroup, comm, parent, false);
-        if namespace_init {
-            self.groups.entry(cgroup).or_default().main = Some(pid);
+    pub fn fill(&mut self, p: Found<'_>) {
+        self.join(p.pid, p.cgroup, p.comm, p.parent, false);
+        if let Some(start) = p.start {
+            self.set_start(p.pid, start);
+        }
+        if p.namespace_init {
+            self.groups.entry(p.cgroup).or_default().main = Some(p.pid);
         }
     }
 

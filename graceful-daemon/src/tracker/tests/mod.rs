@@ -33,6 +33,33 @@ fn signal_event(
     }
 }
 
+/// A process of the container `CG` as /proc shows it.
+fn found(pid: u32, parent: Option<u32>, comm: &str, namespace_init: bool) -> Found<'_> {
+    Found {
+        pid,
+        parent,
+        cgroup: CG,
+        comm,
+        namespace_init,
+        start: None,
+    }
+}
+
+/// `pid` of the container `CG` ends, killed by SIGKILL.
+fn killed_exit(ts: Mono, pid: u32) -> Event {
+    Event::Exit(ExitEvent {
+        ts,
+        pid,
+        tid: pid,
+        status: ExitStatus {
+            code: None,
+            signal: Some(9),
+        },
+        cgroup: CG,
+        comm: String::new(),
+    })
+}
+
 struct Seq {
     t: Tracker,
     now: Mono,
@@ -378,38 +405,6 @@ fn a_lost_exit_found_by_the_sweep_ends_the_record_as_unknown() {
     let out = s.t.forget(11, s.now);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].verdict, Verdict::Unknown);
-}
-
-#[test]
-fn started_mid_termination_is_unknown() {
-    let mut t = Tracker::new(TrackerConfig::default(), 1000 * S);
-    t.seed(10, None, CG, "sh", true);
-    t.seed(11, Some(10), CG, "sleep", false);
-    let kill = signal_event(
-        1001 * S,
-        Signal::KILL,
-        (RUNC, "runc", HOST),
-        (10, "sh", CG),
-        SignalResult::Delivered,
-    );
-    t.on_event(&Event::Signal(kill));
-    let exit = |pid| {
-        Event::Exit(ExitEvent {
-            ts: 1001 * S,
-            pid,
-            tid: pid,
-            status: ExitStatus {
-                code: None,
-                signal: Some(9),
-            },
-            cgroup: CG,
-            comm: String::new(),
-        })
-    };
-    assert!(t.on_event(&exit(10)).is_empty());
-    let r = t.on_event(&exit(11));
-    assert_eq!(r[0].verdict, Verdict::Unknown);
-    assert!(r[0].explanation.contains("already running"));
 }
 
 #[test]

@@ -4,8 +4,8 @@ use super::*;
 /// A daemon started while sh (10) and sleep (11) ran: the SIGKILL comes `after` seconds later.
 fn seeded_then_killed(grace: Option<f64>, after: u64) -> Termination {
     let mut t = Tracker::new(TrackerConfig::default(), 1000 * S);
-    t.seed(10, None, CG, "sh", true);
-    t.seed(11, Some(10), CG, "sleep", false);
+    t.seed(found(10, None, "sh", true));
+    t.seed(found(11, Some(10), "sleep", false));
     if let Some(g) = grace {
         t.set_grace(CG, g);
     }
@@ -18,23 +18,21 @@ fn seeded_then_killed(grace: Option<f64>, after: u64) -> Termination {
         SignalResult::Delivered,
     );
     t.on_event(&Event::Signal(kill));
-    let exit = |pid| {
-        Event::Exit(ExitEvent {
-            ts: at,
-            pid,
-            tid: pid,
-            status: ExitStatus {
-                code: None,
-                signal: Some(9),
-            },
-            cgroup: CG,
-            comm: String::new(),
-        })
-    };
-    assert!(t.on_event(&exit(10)).is_empty());
-    let mut done = t.on_event(&exit(11));
+    assert!(t.on_event(&killed_exit(at, 10)).is_empty());
+    let mut done = t.on_event(&killed_exit(at, 11));
     assert_eq!(done.len(), 1, "{done:#?}");
     done.remove(0)
+}
+
+#[test]
+fn started_mid_termination_is_unknown() {
+    let r = seeded_then_killed(None, 1);
+    assert_eq!(r.verdict, Verdict::Unknown);
+    assert!(
+        r.explanation.contains("already running"),
+        "{}",
+        r.explanation
+    );
 }
 
 #[test]

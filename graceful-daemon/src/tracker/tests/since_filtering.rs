@@ -75,17 +75,7 @@ fn kernel_kill(t: &mut Tracker, now: Mono) -> Vec<Termination> {
     kill.code = SI_KERNEL;
     let mut done = t.on_event(&Event::Signal(kill));
     for pid in [10, 11] {
-        done.extend(t.on_event(&Event::Exit(ExitEvent {
-            ts: now,
-            pid,
-            tid: pid,
-            status: ExitStatus {
-                code: None,
-                signal: Some(9),
-            },
-            cgroup: CG,
-            comm: String::new(),
-        })));
+        done.extend(t.on_event(&killed_exit(now, pid)));
     }
     done
 }
@@ -118,7 +108,7 @@ fn processes_first_seen_during_a_stop_were_there_at_the_stop() {
     // The app (10) handles SIGTERM and does not forward it; after the grace the runtime kills
     // it and its child (11), which the tracker first hears of through that SIGKILL.
     let mut s = Seq::new();
-    s.t.fill(10, Some(1), CG, "app", true);
+    s.t.fill(found(10, Some(1), "app", true));
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
         .at(2.0)
         .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
@@ -134,7 +124,7 @@ fn processes_first_seen_during_a_stop_were_there_at_the_stop() {
 
     // A process seen only at its exit was there too, and a forked one was not.
     let mut s = Seq::new();
-    s.t.fill(10, Some(1), CG, "app", true);
+    s.t.fill(found(10, Some(1), "app", true));
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
         .fork(10, 12, "app")
         .exit(12, Some(0), None)
@@ -154,8 +144,8 @@ fn processes_first_seen_during_a_stop_were_there_at_the_stop() {
 #[test]
 fn a_child_forked_after_the_stop_was_not_there_at_the_stop() {
     let mut s = Seq::new();
-    s.t.fill(10, Some(1), CG, "sh", true);
-    s.t.fill(12, Some(10), CG, "sh", false); // the trap's `sleep 60`, read from /proc early
+    s.t.fill(found(10, Some(1), "sh", true));
+    s.t.fill(found(12, Some(10), "sh", false)); // the trap's `sleep 60`, read from /proc early
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
         .fork(10, 12, "sh")
         .exec(12, "sleep")
