@@ -6,122 +6,17 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
+use super::metric_labels::*;
 use crate::{
     events::SignalCounts,
     record::{ContainerLabels, TerminationRecord},
     tracker::{Outcome, Verdict},
 };
-
-/// Why events were lost: the `reason` of `graceful_events_lost_total`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum LossKind {
-    RingFull,
-    ReadFailed,
-    DecodeFailed,
-}
-
-impl LossKind {
-    fn labels(self) -> LossLabels {
-        let reason = match self {
-            LossKind::RingFull => "ring_full",
-            LossKind::ReadFailed => "read_failed",
-            LossKind::DecodeFailed => "decode_failed",
-        };
-        LossLabels {
-            reason: reason.into(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LossLabels {
-    reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SignalLabels {
-    signal: String,
-    result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ContainerSignalLabels {
-    namespace: String,
-    pod: String,
-    container: String,
-    signal: String,
-    result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TerminationLabels {
-    namespace: String,
-    pod: String,
-    container: String,
-    outcome: String,
-    verdict: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VerdictLabels {
-    namespace: String,
-    pod: String,
-    container: String,
-    verdict: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DurationLabels {
-    namespace: String,
-    container: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NamespaceContainer {
-    namespace: String,
-    container: String,
-}
-
-/// What the daemon holds in memory: the `kind` of `graceful_tracked`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Tracked {
-    Processes,
-    Containers,
-    Terminations,
-    CgroupPaths,
-    RuntimeCache,
-    MetricSeries,
-}
-
-impl Tracked {
-    fn labels(self) -> KindLabels {
-        let kind = match self {
-            Tracked::Processes => "processes",
-            Tracked::Containers => "containers",
-            Tracked::Terminations => "terminations",
-            Tracked::CgroupPaths => "cgroup_paths",
-            Tracked::RuntimeCache => "runtime_cache",
-            Tracked::MetricSeries => "metric_series",
-        };
-        KindLabels { kind: kind.into() }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabels {
-    version: String,
-}
 
 /// The label sets one container used, so they can all be dropped together.
 #[derive(Debug, Default)]

@@ -2,5 +2,6 @@
 //! metrics and the HTTP endpoints.
 pub mod http;
 pub mod log;
+pub mod metric_labels;
 pub mod metrics;
 pub mod trace;

@@ -1,5 +1,5 @@
 //! `run`: the node daemon. One loop owns the tracker; enrichment lookups run beside it and
-//! report back, so the tracing path never waits for the runtime.
+//! report back, so the tracing path never waits for the runtime or a /proc scan.
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
@@ -11,8 +11,10 @@ use std::{
 
 use tokio::sync::mpsc;
 
+mod housekeeping;
+
 use crate::{
-    audit,
+    audit::AuditEntry,
     cgroup::CgroupError,
     clock::WallClock,
     enrich::{
@@ -24,14 +26,14 @@ use crate::{
     export::{
         http::{lock, router, Shared, SharedState},
         log::{self, LogFormat},
-        metrics::{LossKind, Metrics, Tracked},
+        metric_labels::LossKind,
+        metrics::Metrics,
     },
     identity::{self, Identity, Runtime},
     pipeline::{Pipeline, Session},
     privileges,
     probes::{ProbeError, ProbeOptions, Probes},
     record::{container_labels, TerminationRecord},
-    signals::Signal,
 };
 
 #[derive(Debug, Clone)]
@@ -96,6 +98,12 @@ struct Lookup {
     record: Option<Box<TerminationRecord>>,
 }
 
+/// What work beside the loop reports back: CRI answers and audit scans.
+struct Replies {
+    answers: mpsc::Receiver<Lookup>,
+    scanned: mpsc::Receiver<Vec<AuditEntry>>,
+}
+
 struct Daemon {
     state: SharedState,
     pipeline: Pipeline,
@@ -109,6 +117,9 @@ struct Daemon {
     /// cgroups whose identity was already looked at: one parse and lookup per container.
     seen: HashSet<u64>,
     lookups: mpsc::Sender<Lookup>,
+    /// Audit scans of /proc run beside the loop and report here; one at a time.
+    scans: mpsc::Sender<Vec<AuditEntry>>,
+    scanning: bool,
     cri_warned: bool,
     log_format: LogFormat,
 }
@@ -156,8 +167,8 @@ pub async fn run(
     privileges::drop_all()?;
     tracing::info!("all capabilities dropped");
     lock(&state).ready = true;
-    let (mut daemon, answers) = Daemon::new(state.clone(), pipeline, cri, options.log_format);
-    let traced = daemon.serve(&mut events, answers, &probes, shutdown).await;
+    let (mut daemon, replies) = Daemon::new(state.clone(), pipeline, cri, options.log_format);
+    let traced = daemon.serve(&mut events, replies, &probes, shutdown).await;
     tracing::info!("shutting down: detaching probes");
     lock(&state).ready = false;
     drop(events);
@@ -173,8 +184,9 @@ impl Daemon {
         pipeline: Pipeline,
         cri: Option<CriClient>,
         log_format: LogFormat,
-    ) -> (Daemon, mpsc::Receiver<Lookup>) {
+    ) -> (Daemon, Replies) {
         let (lookups, answers) = mpsc::channel(1024);
+        let (scans, scanned) = mpsc::channel(1);
         let daemon = Daemon {
             state,
             pipeline,
@@ -186,10 +198,12 @@ impl Daemon {
             audits: 0,
             seen: HashSet::new(),
             lookups,
+            scans,
+            scanning: false,
             cri_warned: false,
             log_format,
         };
-        (daemon, answers)
+        (daemon, Replies { answers, scanned })
     }
 
     /// The event loop, until shutdown (Ok) or until the kernel's event stream ends (an error: a
@@ -197,7 +211,7 @@ impl Daemon {
     async fn serve(
         &mut self,
         events: &mut mpsc::Receiver<Event>,
-        mut answers: mpsc::Receiver<Lookup>,
+        mut replies: Replies,
         kernel: &impl KernelCounters,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), DaemonError> {
@@ -216,7 +230,11 @@ impl Daemon {
                     };
                     self.on_event(&event);
                 }
-                Some(answer) = answers.recv() => self.on_lookup(answer),
+                Some(answer) = replies.answers.recv() => self.on_lookup(answer),
+                Some(entries) = replies.scanned.recv() => {
+                    self.scanning = false;
+                    self.audit(entries);
+                }
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
                     // The tracker hears of losses in the stream; the counters are for metrics.
@@ -240,7 +258,7 @@ impl Daemon {
                         self.report_tracked();
                     }
                     if ticks % AUDIT_EVERY == 1 {
-                        self.audit();
+                        self.start_audit();
                     }
                 }
             }
@@ -406,78 +424,6 @@ impl Daemon {
             self.cache.remove(&identity.id);
         }
     }
-
-    /// The PID 1 risk gauge of every running container; containers gone lose their series
-    /// and are forgotten. Containers the runtime was not asked about yet (running before the
-    /// daemon started) are looked up.
-    fn audit(&mut self) {
-        self.audits = self.audits.wrapping_add(1);
-        if self.audits.is_multiple_of(RETRY_FAILED_EVERY) {
-            self.failed.clear();
-        }
-        let tracker = &self.pipeline.tracker;
-        self.seen
-            .retain(|cgroup| !tracker.members(*cgroup).is_empty());
-        let entries = audit::scan(Signal::TERM);
-        for e in &entries {
-            let id = &e.identity.id;
-            if !self.cache.contains_key(id) && !self.failed.contains(id) {
-                if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
-                    self.lookup(&e.identity, cgroup, None);
-                }
-            }
-        }
-        self.forget_gone(&entries);
-        let running: Vec<_> = entries
-            .iter()
-            .filter_map(|e| {
-                let info = self.cache.get(&e.identity.id);
-                if info.is_some_and(|i| i.sandbox) {
-                    return None; // the pod's pause container
-                }
-                container_labels(Some(&e.identity), info).map(|l| (l, e.stop_signal_dropped()))
-            })
-            .collect();
-        let mut shared = lock(&self.state);
-        let live = shared.metrics.live();
-        let running_set: HashSet<_> = running.iter().map(|(l, _)| l.clone()).collect();
-        for gone in live.iter().filter(|l| !running_set.contains(l)) {
-            shared.metrics.gone(gone);
-        }
-        shared.metrics.audit(&running);
-    }
-
-    /// Drops what is kept of containers that are gone: runtime answers (unless a termination
-    /// under way or a lookup still needs them) and cgroup paths (unless the tracker does).
-    fn forget_gone(&mut self, running: &[audit::AuditEntry]) {
-        let mut keep: HashSet<&str> = running.iter().map(|e| e.identity.id.as_str()).collect();
-        let stopping: Vec<String> = self
-            .pipeline
-            .tracker
-            .under_way()
-            .filter_map(|cgroup| self.pipeline.cgroups.cached_path(cgroup))
-            .filter_map(identity::parse)
-            .map(|i| i.id)
-            .collect();
-        keep.extend(stopping.iter().map(String::as_str));
-        keep.extend(self.pending.iter().map(String::as_str));
-        self.cache.retain(|id, _| keep.contains(id.as_str()));
-        let tracker = &self.pipeline.tracker;
-        self.pipeline.cgroups.prune(|cgroup| tracker.tracks(cgroup));
-    }
-
-    /// The sizes of everything the daemon keeps, for `graceful_tracked`.
-    fn report_tracked(&self) {
-        let (processes, containers, terminations) = self.pipeline.tracker.size();
-        let shared = lock(&self.state);
-        let m = &shared.metrics;
-        m.tracked(Tracked::Processes, processes);
-        m.tracked(Tracked::Containers, containers);
-        m.tracked(Tracked::Terminations, terminations);
-        m.tracked(Tracked::CgroupPaths, self.pipeline.cgroups.remembered());
-        m.tracked(Tracked::RuntimeCache, self.cache.len());
-        m.tracked(Tracked::MetricSeries, m.series_count());
-    }
 }
 
 #[cfg(test)]
@@ -497,7 +443,7 @@ mod tests {
         }
     }
 
-    fn daemon() -> (Daemon, mpsc::Receiver<Lookup>) {
+    fn daemon() -> (Daemon, Replies) {
         let state: SharedState = Arc::new(Mutex::new(Shared {
             metrics: Metrics::new(Duration::from_secs(60)),
             terminations: Default::default(),
@@ -510,11 +456,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_ended_event_stream_is_an_error() {
-        let (mut d, answers) = daemon();
+        let (mut d, replies) = daemon();
         let (tx, mut events) = mpsc::channel(1);
         drop(tx);
         let served = d
-            .serve(&mut events, answers, &Quiet, std::future::pending())
+            .serve(&mut events, replies, &Quiet, std::future::pending())
             .await;
         assert!(
             matches!(served, Err(DaemonError::EventStreamEnded)),
@@ -524,10 +470,10 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_is_a_clean_end() {
-        let (mut d, answers) = daemon();
+        let (mut d, replies) = daemon();
         let (_tx, mut events) = mpsc::channel(1);
         let served = d
-            .serve(&mut events, answers, &Quiet, std::future::ready(()))
+            .serve(&mut events, replies, &Quiet, std::future::ready(()))
             .await;
         assert!(served.is_ok(), "{served:?}");
     }

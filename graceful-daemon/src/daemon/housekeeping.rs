@@ -1,0 +1,97 @@
+//! The loop's housekeeping: the audit of running containers (its /proc scan off the loop),
+//! forgetting what is gone, and the sizes behind `graceful_tracked`.
+use std::collections::HashSet;
+
+use super::{Daemon, RETRY_FAILED_EVERY};
+use crate::{
+    audit::{self, AuditEntry},
+    export::{http::lock, metric_labels::Tracked},
+    identity,
+    record::container_labels,
+    signals::Signal,
+};
+
+impl Daemon {
+    /// Scans /proc for the running containers beside the loop; `audit` gets the result.
+    pub(super) fn start_audit(&mut self) {
+        if self.scanning {
+            return;
+        }
+        self.scanning = true;
+        let scans = self.scans.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = scans.blocking_send(audit::scan(Signal::TERM));
+        });
+    }
+
+    /// The PID 1 risk gauge of every running container; containers gone lose their series
+    /// and are forgotten. Containers the runtime was not asked about yet (running before the
+    /// daemon started) are looked up.
+    pub(super) fn audit(&mut self, entries: Vec<AuditEntry>) {
+        self.audits = self.audits.wrapping_add(1);
+        if self.audits.is_multiple_of(RETRY_FAILED_EVERY) {
+            self.failed.clear();
+        }
+        let tracker = &self.pipeline.tracker;
+        self.seen
+            .retain(|cgroup| !tracker.members(*cgroup).is_empty());
+        for e in &entries {
+            let id = &e.identity.id;
+            if !self.cache.contains_key(id) && !self.failed.contains(id) {
+                if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
+                    self.lookup(&e.identity, cgroup, None);
+                }
+            }
+        }
+        self.forget_gone(&entries);
+        let running: Vec<_> = entries
+            .iter()
+            .filter_map(|e| {
+                let info = self.cache.get(&e.identity.id);
+                if info.is_some_and(|i| i.sandbox) {
+                    return None; // the pod's pause container
+                }
+                container_labels(Some(&e.identity), info).map(|l| (l, e.stop_signal_dropped()))
+            })
+            .collect();
+        let mut shared = lock(&self.state);
+        let live = shared.metrics.live();
+        let running_set: HashSet<_> = running.iter().map(|(l, _)| l.clone()).collect();
+        for gone in live.iter().filter(|l| !running_set.contains(l)) {
+            shared.metrics.gone(gone);
+        }
+        shared.metrics.audit(&running);
+    }
+
+    /// Drops what is kept of containers that are gone: runtime answers (unless a termination
+    /// under way or a lookup still needs them) and cgroup paths (unless the tracker does).
+    fn forget_gone(&mut self, running: &[AuditEntry]) {
+        let mut keep: HashSet<&str> = running.iter().map(|e| e.identity.id.as_str()).collect();
+        let stopping: Vec<String> = self
+            .pipeline
+            .tracker
+            .under_way()
+            .filter_map(|cgroup| self.pipeline.cgroups.cached_path(cgroup))
+            .filter_map(identity::parse)
+            .map(|i| i.id)
+            .collect();
+        keep.extend(stopping.iter().map(String::as_str));
+        keep.extend(self.pending.iter().map(String::as_str));
+        self.cache.retain(|id, _| keep.contains(id.as_str()));
+        let tracker = &self.pipeline.tracker;
+        self.pipeline.cgroups.prune(|cgroup| tracker.tracks(cgroup));
+    }
+
+    /// The sizes of everything the daemon keeps, for `graceful_tracked`.
+    pub(super) fn report_tracked(&self) {
+        let (processes, containers, terminations) = self.pipeline.tracker.size();
+        let shared = lock(&self.state);
+        let m = &shared.metrics;
+        m.tracked(Tracked::Processes, processes);
+        m.tracked(Tracked::Containers, containers);
+        m.tracked(Tracked::Terminations, terminations);
+        m.tracked(Tracked::CgroupPaths, self.pipeline.cgroups.remembered());
+        m.tracked(Tracked::RuntimeCache, self.cache.len());
+        m.tracked(Tracked::MetricSeries, m.series_count());
+    }
+}

@@ -1,0 +1,108 @@
+//! The label sets of the daemon's metrics, and the enums that name some of their values.
+use prometheus_client::encoding::EncodeLabelSet;
+
+/// Why events were lost: the `reason` of `graceful_events_lost_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum LossKind {
+    RingFull,
+    ReadFailed,
+    DecodeFailed,
+}
+
+impl LossKind {
+    pub(super) fn labels(self) -> LossLabels {
+        let reason = match self {
+            LossKind::RingFull => "ring_full",
+            LossKind::ReadFailed => "read_failed",
+            LossKind::DecodeFailed => "decode_failed",
+        };
+        LossLabels {
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct LossLabels {
+    pub(super) reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct SignalLabels {
+    pub(super) signal: String,
+    pub(super) result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ContainerSignalLabels {
+    pub(super) namespace: String,
+    pub(super) pod: String,
+    pub(super) container: String,
+    pub(super) signal: String,
+    pub(super) result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TerminationLabels {
+    pub(super) namespace: String,
+    pub(super) pod: String,
+    pub(super) container: String,
+    pub(super) outcome: String,
+    pub(super) verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct VerdictLabels {
+    pub(super) namespace: String,
+    pub(super) pod: String,
+    pub(super) container: String,
+    pub(super) verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DurationLabels {
+    pub(super) namespace: String,
+    pub(super) container: String,
+    pub(super) outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct NamespaceContainer {
+    pub(super) namespace: String,
+    pub(super) container: String,
+}
+
+/// What the daemon holds in memory: the `kind` of `graceful_tracked`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Tracked {
+    Processes,
+    Containers,
+    Terminations,
+    CgroupPaths,
+    RuntimeCache,
+    MetricSeries,
+}
+
+impl Tracked {
+    pub(super) fn labels(self) -> KindLabels {
+        let kind = match self {
+            Tracked::Processes => "processes",
+            Tracked::Containers => "containers",
+            Tracked::Terminations => "terminations",
+            Tracked::CgroupPaths => "cgroup_paths",
+            Tracked::RuntimeCache => "runtime_cache",
+            Tracked::MetricSeries => "metric_series",
+        };
+        KindLabels { kind: kind.into() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct KindLabels {
+    pub(super) kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct VersionLabels {
+    pub(super) version: String,
+}

@@ -1,0 +1,162 @@
+//! What the tracker is told from outside the event stream (stop signals, grace periods, start
+//! times, dispositions), the sweep's housekeeping, and what the pipeline asks of it.
+use super::{CgroupId, Disposition, Mono, Tracker, GRACE_SLACK_NS};
+use crate::signals::Signal;
+
+impl Tracker {
+    /// The container's own stop signal (Kubernetes' stopSignal, the image's STOPSIGNAL): only
+    /// it begins a termination, besides SIGKILL and the OOM killer.
+    pub fn set_stop_signal(&mut self, cgroup: CgroupId, signal: Signal) {
+        self.stop_signals.insert(cgroup, signal);
+    }
+
+    /// The container's grace period, as its runtime knows it: bounds how long a termination
+    /// may wait for its end and how long after a restart a lone SIGKILL may still end a stop.
+    pub fn set_grace(&mut self, cgroup: CgroupId, seconds: f64) {
+        if seconds.is_finite() && seconds >= 0.0 {
+            self.graces.insert(cgroup, (seconds.min(1e9) * 1e9) as u64);
+        }
+    }
+
+    /// The container's grace period plus slack, else `default`.
+    pub(super) fn grace_or(&self, cgroup: CgroupId, default: u64) -> u64 {
+        self.graces
+            .get(&cgroup)
+            .map_or(default, |g| g.saturating_add(GRACE_SLACK_NS))
+    }
+
+    /// The /proc start time of a process (clock ticks since boot), telling a reused pid apart.
+    pub fn set_start(&mut self, pid: u32, start: u64) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.start = Some(start);
+        }
+    }
+
+    /// The /proc start time recorded for a process.
+    pub fn start_of(&self, pid: u32) -> Option<u64> {
+        self.procs.get(&pid).and_then(|p| p.start)
+    }
+
+    /// Terminations that saw neither the container's end nor a SIGKILL for longer than its
+    /// grace period (`abandon_after_ns` when unknown): the stop signal did not stop it. Dropped
+    /// without a record; returns their cgroups.
+    pub fn abandon(&mut self, now: Mono) -> Vec<CgroupId> {
+        let mut dropped = Vec::new();
+        for (cgroup, g) in self.groups.iter() {
+            let limit = self.grace_or(*cgroup, self.config.abandon_after_ns);
+            if g.active
+                .as_ref()
+                .is_some_and(|a| a.kill.is_none() && now.saturating_sub(a.started) > limit)
+            {
+                dropped.push(*cgroup);
+            }
+        }
+        for cgroup in &dropped {
+            if let Some(g) = self.groups.get_mut(cgroup) {
+                g.active = None;
+            }
+            self.stop_signals.remove(cgroup);
+        }
+        dropped
+    }
+
+    /// Forgets processes of running containers that `alive` (pid, recorded start time) says
+    /// are gone: the kernel reports a running container's exits only once it is stopping.
+    /// Groups left empty go too, with what was known of them.
+    pub fn prune(&mut self, alive: impl Fn(u32, Option<u64>) -> bool) {
+        let mut gone = Vec::new();
+        let procs = &self.procs;
+        for g in self.groups.values_mut().filter(|g| g.active.is_none()) {
+            g.members.retain(|pid| {
+                let keep = alive(*pid, procs.get(pid).and_then(|p| p.start));
+                if !keep {
+                    gone.push(*pid);
+                }
+                keep
+            });
+        }
+        for pid in gone {
+            self.procs.remove(&pid);
+            self.dispositions.remove(&pid);
+        }
+        self.groups
+            .retain(|_, g| g.active.is_some() || !g.members.is_empty());
+        let groups = &self.groups;
+        self.graces.retain(|cgroup, _| groups.contains_key(cgroup));
+        self.stop_signals
+            .retain(|cgroup, _| groups.contains_key(cgroup));
+    }
+
+    /// What the tracker holds: (processes, containers, terminations under way).
+    pub fn size(&self) -> (usize, usize, usize) {
+        let active = self.groups.values().filter(|g| g.active.is_some()).count();
+        (self.procs.len(), self.groups.len(), active)
+    }
+
+    /// The process is known (alive, as far as the tracker has heard).
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// Before a stop: the processes of `cgroup` are exactly `present` (from its cgroup.procs);
+    /// the ones the tracker knew that are gone ended unreported while the container ran.
+    pub fn only_present(&mut self, cgroup: CgroupId, present: &[u32]) {
+        let Some(g) = self.groups.get_mut(&cgroup) else {
+            return;
+        };
+        if g.active.is_some() {
+            return;
+        }
+        let gone: Vec<u32> = g
+            .members
+            .iter()
+            .copied()
+            .filter(|pid| !present.contains(pid))
+            .collect();
+        for pid in gone {
+            g.members.remove(&pid);
+            self.procs.remove(&pid);
+            self.dispositions.remove(&pid);
+        }
+    }
+
+    /// The tracker holds state about this cgroup (processes or a termination).
+    pub fn tracks(&self, cgroup: CgroupId) -> bool {
+        self.groups.contains_key(&cgroup)
+    }
+
+    /// The cgroups whose termination is under way.
+    pub fn under_way(&self) -> impl Iterator<Item = CgroupId> + '_ {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.active.is_some())
+            .map(|(cgroup, _)| *cgroup)
+    }
+
+    /// A termination of this cgroup is under way.
+    pub fn stopping(&self, cgroup: CgroupId) -> bool {
+        self.groups.get(&cgroup).is_some_and(|g| g.active.is_some())
+    }
+
+    /// The processes of a cgroup the tracker knows.
+    pub fn members(&self, cgroup: CgroupId) -> Vec<u32> {
+        self.groups
+            .get(&cgroup)
+            .map(|g| g.members.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Processes a termination under way still waits for, with their recorded start times.
+    pub fn awaited(&self) -> impl Iterator<Item = (u32, Option<u64>)> + '_ {
+        self.groups
+            .values()
+            .filter(|g| g.active.is_some())
+            .flat_map(|g| g.members.iter().copied())
+            .map(|pid| (pid, self.start_of(pid)))
+    }
+
+    /// What /proc said about a process just as a stop signal reached it.
+    pub fn observe(&mut self, pid: u32, disposition: Disposition) {
+        self.dispositions.insert(pid, disposition);
+    }
+}
