@@ -27,6 +27,16 @@ fn sha(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
+/// This machine's architecture as OCI names it (the image holds this machine's busybox).
+fn oci_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
 /// An OCI image layout tarball: one layer with busybox-static as /bin/busybox and its applets.
 pub fn busybox_image(name: &str, entrypoint: &[&str]) -> Vec<u8> {
     let busybox =
@@ -59,7 +69,7 @@ pub fn busybox_image(name: &str, entrypoint: &[&str]) -> Vec<u8> {
     }
     let layer = layer.into_inner().unwrap();
     let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": oci_architecture(), "os": "linux",
         "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&layer))]},
     })

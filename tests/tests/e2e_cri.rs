@@ -62,8 +62,40 @@ fn uid(i: usize) -> String {
     format!("8dbd0d3c-4b1e-4c39-9b32-{:012x}", 0x5b6b0f7a3c00 + i)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pods_through_cri_end_to_end() {
+/// What one run of the pods through containerd left to check: each concern is its own test,
+/// so one failure does not hide the rest. The run happens once, for every test of this file
+/// that reads it; containerd and the daemon are gone before any test looks.
+struct PodsRun {
+    /// (pod sandbox id, container id) of each case, in CASES order.
+    started: Vec<(String, String)>,
+    /// /metrics while the containers ran, once the audit had named them.
+    running_metrics: String,
+    /// The record of each container, by container id.
+    records: HashMap<String, Value>,
+    /// /metrics once every record was out.
+    stopped_metrics: String,
+    /// /terminations after the pods (and their sandboxes) were removed.
+    after_sandboxes: Vec<Value>,
+    /// The daemon's log and every record it served.
+    log: String,
+    terminations: String,
+    /// Prometheus's OpenMetrics parser on the scrape: Ok, or what it said.
+    prometheus_reads_scrape: Result<(), String>,
+    /// e2e series still there once the TTL had passed (bounded wait).
+    series_left_after_ttl: Vec<String>,
+}
+
+static PODS_RUN: std::sync::OnceLock<PodsRun> = std::sync::OnceLock::new();
+
+fn pods_run() -> &'static PodsRun {
+    PODS_RUN.get_or_init(|| {
+        tokio::runtime::Runtime::new()
+            .expect("tokio runtime")
+            .block_on(run_pods())
+    })
+}
+
+async fn run_pods() -> PodsRun {
     let ctd = Containerd::start().await;
     let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
     let mut cri = ctd.client().await;
@@ -77,10 +109,10 @@ async fn pods_through_cri_end_to_end() {
             grace_seconds: 2,
         };
         let pre_stop = (case.pod == "forwards").then_some("echo token=Bearer-s3cr3t > /dev/null");
-        let (sandbox, id) = cri
-            .start_pod(&pod, "app", case.script, pre_stop, &ctd.dir)
-            .await;
-        started.push((sandbox, id));
+        started.push(
+            cri.start_pod(&pod, "app", case.script, pre_stop, &ctd.dir)
+                .await,
+        );
     }
     // Every container runs all its programs (its processes' names, read from its cgroup) before
     // it is stopped: a forked child is a copy of its shell until it execs.
@@ -102,16 +134,13 @@ async fn pods_through_cri_end_to_end() {
             (running == wanted).then_some(())
         });
     }
-    // The audit gauge, for running containers, with CRI names.
-    let metrics = eventually("audit gauges", || {
+    let running_metrics = eventually("audit gauges with CRI names", || {
         let (_, m) = http_get(daemon.addr, "/metrics")?;
-        (m.contains(r#"graceful_pid1_ignores_stop_signal{namespace="e2e",pod="shell",container="app"} 1"#)
-            && m.contains(r#"graceful_pid1_ignores_stop_signal{namespace="e2e",pod="forwards",container="app"} 0"#))
-        .then_some(m)
+        CASES
+            .iter()
+            .all(|c| m.contains(&format!(r#"pod="{}",container="app"}} "#, c.pod)))
+            .then_some(m)
     });
-    assert!(metrics.contains(
-        r#"graceful_pid1_ignores_stop_signal{namespace="e2e",pod="exec-sleep",container="app"} 1"#
-    ));
 
     // StopContainer, all at once, as kubelet does on a node drain.
     let mut stops = Vec::new();
@@ -124,7 +153,6 @@ async fn pods_through_cri_end_to_end() {
     for s in stops {
         s.await.unwrap();
     }
-
     let records: HashMap<String, Value> = eventually("a record for every container", || {
         let (_, body) = http_get(daemon.addr, "/terminations")?;
         let list: Vec<Value> = serde_json::from_str(&body).ok()?;
@@ -137,8 +165,80 @@ async fn pods_through_cri_end_to_end() {
             .all(|(_, id)| by_id.contains_key(id))
             .then_some(by_id)
     });
-    for ((_, id), (i, case)) in started.iter().zip(CASES.iter().enumerate()) {
-        let r = &records[id];
+    let (_, stopped_metrics) = http_get(daemon.addr, "/metrics").unwrap();
+
+    // Pod sandboxes are not app containers: removing the pods must report nothing for them. A
+    // marker container killed afterwards orders the check after the sandboxes' events.
+    for (sandbox, _) in &started {
+        cri.remove_pod(sandbox).await;
+    }
+    let after_sandboxes = kill_marker(daemon.addr, "after-sandboxes");
+    let (_, scrape) = http_get(daemon.addr, "/metrics").unwrap();
+    let prometheus_reads_scrape = prometheus_reads(&scrape, &ctd.dir);
+    let terminations = http_get(daemon.addr, "/terminations").unwrap().1;
+
+    // The series of the deleted containers go after the TTL (3 s).
+    let deadline = Instant::now() + TIMEOUT;
+    let series_left_after_ttl = loop {
+        let (_, m) = http_get(daemon.addr, "/metrics").unwrap();
+        let left: Vec<String> = m
+            .lines()
+            .filter(|l| l.contains("namespace=\"e2e\""))
+            .map(str::to_string)
+            .collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(daemon);
+    let log = std::fs::read_to_string(ctd.dir.join("daemon.log")).unwrap();
+    PodsRun {
+        started,
+        running_metrics,
+        records,
+        stopped_metrics,
+        after_sandboxes,
+        log,
+        terminations,
+        prometheus_reads_scrape,
+        series_left_after_ttl,
+    }
+}
+
+/// Prometheus's own OpenMetrics parser (HELP, TYPE, UNIT suffixes, `# EOF`) reads the scrape:
+/// promtool imports it into a TSDB block, which wants a timestamp on every sample.
+fn prometheus_reads(scrape: &str, dir: &std::path::Path) -> Result<(), String> {
+    let stamped: String = scrape
+        .lines()
+        .map(|l| match l.starts_with('#') {
+            true => format!("{l}\n"),
+            false => format!("{l} 1700000000\n"),
+        })
+        .collect();
+    let file = dir.join("scrape.om");
+    std::fs::write(&file, stamped).map_err(|e| e.to_string())?;
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(dir.join("tsdb"))
+        .output()
+        .map_err(|e| format!("promtool (Debian package prometheus): {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "promtool tsdb create-blocks-from openmetrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+#[test]
+fn each_pod_gets_its_verdict_outcome_and_names() {
+    let run = pods_run();
+    for ((_, id), (i, case)) in run.started.iter().zip(CASES.iter().enumerate()) {
+        let r = &run.records[id];
         let c = &r["container"];
         assert_eq!(r["verdict"], case.verdict, "{}: {r:#}", case.pod);
         assert_eq!(r["outcome"], case.outcome, "{}: {r:#}", case.pod);
@@ -154,128 +254,112 @@ async fn pods_through_cri_end_to_end() {
         assert_eq!(c["pod_uid"], uid(i));
         assert_eq!(c["qos"], "besteffort");
         assert_eq!(r["grace_period_seconds"], 2.0);
+    }
+}
+
+#[test]
+fn the_runtime_is_the_sender_of_every_stop() {
+    let run = pods_run();
+    for ((_, id), case) in run.started.iter().zip(CASES) {
+        let r = &run.records[id];
         let sender = if case.timeout > 0 {
             &r["stop"]["sender"]["comm"]
         } else {
             &r["kill"]["sender"]["comm"]
         };
-        assert_eq!(
-            sender, "runc",
-            "{}: the runtime stops the container: {r:#}",
-            case.pod
+        assert_eq!(sender, "runc", "{}: {r:#}", case.pod);
+    }
+}
+
+#[test]
+fn running_containers_have_their_pid1_risk_gauge() {
+    let m = &pods_run().running_metrics;
+    for (pod, risk) in [("shell", 1), ("exec-sleep", 1), ("forwards", 0)] {
+        let gauge = format!(
+            r#"graceful_pid1_ignores_stop_signal{{namespace="e2e",pod="{pod}",container="app"}} {risk}"#
         );
+        assert!(m.contains(&gauge), "{gauge} not in\n{m}");
+    }
+}
+
+#[test]
+fn every_stop_is_counted_by_its_labels() {
+    let run = pods_run();
+    let m = &run.stopped_metrics;
+    for case in CASES {
         let labels = format!(
             r#"namespace="e2e",pod="{}",container="app",outcome="{}",verdict="{}""#,
             case.pod, case.outcome, case.verdict
         );
-        let (_, m) = http_get(daemon.addr, "/metrics").unwrap();
         assert!(
             m.contains(&format!("graceful_terminations_total{{{labels}}} 1")),
             "{labels} not in\n{m}"
         );
     }
-    // Pod sandboxes are not app containers: removing the pods reports nothing for them. A
-    // marker container killed afterwards orders the check after the sandboxes' events.
-    for (sandbox, _) in &started {
-        cri.remove_pod(sandbox).await;
-    }
-    let after = kill_marker(daemon.addr, "after-sandboxes");
-    let sandbox_records = after
-        .iter()
-        .filter(|r| {
-            started
-                .iter()
-                .any(|(sb, _)| r["container"]["id"] == sb.as_str())
-        })
-        .count();
-    assert_eq!(
-        sandbox_records,
-        0,
-        "a pod sandbox was reported: {:#}",
-        after
-            .iter()
-            .find(|r| started
-                .iter()
-                .any(|(sb, _)| r["container"]["id"] == sb.as_str()))
-            .unwrap()
-    );
-    let first: Vec<Value> = after
-        .into_iter()
-        .filter(|r| r["container"]["namespace"] == "e2e")
-        .collect();
-    let ends: Vec<&str> = first
-        .iter()
-        .filter_map(|r| r["stop"]["at"].as_str().or(r["kill"]["at"].as_str()))
-        .collect();
-    assert_eq!(ends.len(), CASES.len());
-
-    // A real scrape is OpenMetrics that Prometheus reads.
-    let (_, scrape) = http_get(daemon.addr, "/metrics").unwrap();
-    assert!(scrape.contains("graceful_sigkill_after_grace_total{namespace=\"e2e\",pod=\"shell\""));
-    assert!(scrape.contains(
+    assert!(m.contains("graceful_sigkill_after_grace_total{namespace=\"e2e\",pod=\"shell\""));
+    assert!(m.contains(
         "graceful_stop_signal_ignored_total{namespace=\"e2e\",pod=\"shell\",container=\"app\"} 1"
     ));
     assert!(
-        scrape.contains("graceful_termination_duration_seconds_bucket{"),
-        "{scrape}"
+        m.contains("graceful_termination_duration_seconds_bucket{"),
+        "{m}"
     );
-    assert!(scrape
-        .contains("graceful_grace_period_used_ratio_count{namespace=\"e2e\",container=\"app\"}"));
-    // Prometheus's own OpenMetrics parser (HELP, TYPE, UNIT suffixes, `# EOF`) reads the scrape:
-    // promtool imports it into a TSDB block, which wants a timestamp on every sample.
-    let stamped: String = scrape
-        .lines()
-        .map(|l| match l.starts_with('#') {
-            true => format!("{l}\n"),
-            false => format!("{l} 1700000000\n"),
-        })
-        .collect();
-    let file = ctd.dir.join("scrape.om");
-    std::fs::write(&file, stamped).unwrap();
-    let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&file)
-        .arg(ctd.dir.join("tsdb"))
-        .output()
-        .expect("promtool (Debian package prometheus)");
     assert!(
-        out.status.success(),
-        "promtool tsdb create-blocks-from openmetrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        m.contains("graceful_grace_period_used_ratio_count{namespace=\"e2e\",container=\"app\"}")
     );
+}
 
-    // No secret of the preStop hook in records or logs; each record logged exactly once.
-    let log = std::fs::read_to_string(ctd.dir.join("daemon.log")).unwrap();
-    let all = http_get(daemon.addr, "/terminations").unwrap().1 + &log;
-    assert!(!all.contains("s3cr3t"));
-    for (_, id) in &started {
-        let logged = log
+#[test]
+fn pod_sandboxes_are_never_reported() {
+    let run = pods_run();
+    let sandbox = |r: &&Value| {
+        run.started
+            .iter()
+            .any(|(sb, _)| r["container"]["id"] == sb.as_str())
+    };
+    let reported: Vec<&Value> = run.after_sandboxes.iter().filter(sandbox).collect();
+    assert!(
+        reported.is_empty(),
+        "a pod sandbox was reported: {reported:#?}"
+    );
+    let e2e = run
+        .after_sandboxes
+        .iter()
+        .filter(|r| r["container"]["namespace"] == "e2e")
+        .count();
+    assert_eq!(e2e, CASES.len());
+}
+
+#[test]
+fn the_scrape_is_openmetrics_that_prometheus_reads() {
+    if let Err(said) = &pods_run().prometheus_reads_scrape {
+        panic!("{said}");
+    }
+}
+
+#[test]
+fn no_secret_anywhere_and_each_record_logged_once() {
+    let run = pods_run();
+    assert!(!(run.terminations.clone() + &run.log).contains("s3cr3t"));
+    for (_, id) in &run.started {
+        let logged = run
+            .log
             .lines()
             .filter(|l| l.contains("\"verdict\"") && l.contains(id.as_str()))
             .count();
         assert_eq!(logged, 1, "the record of {id} is logged {logged} times");
     }
-
-    // The series of the deleted containers go after the TTL (3 s).
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let (_, m) = http_get(daemon.addr, "/metrics").unwrap();
-        let left: Vec<&str> = m
-            .lines()
-            .filter(|l| l.contains("namespace=\"e2e\""))
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            panic!("series not expired after the TTL: {left:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
-/// A runtime socket that answers garbage: one warning, then cgroup identity alone.
+#[test]
+fn series_of_deleted_containers_go_after_the_ttl() {
+    let left = &pods_run().series_left_after_ttl;
+    assert!(
+        left.is_empty(),
+        "series not expired after the TTL: {left:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     let dir = std::env::temp_dir().join(format!("graceful-garbage-{}", std::process::id()));
