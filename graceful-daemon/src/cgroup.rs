@@ -211,6 +211,24 @@ impl Cgroup2 {
         self.paths.get(&id).cloned()
     }
 
+    /// The path of a cgroup that `pid` is in, without walking the tree: from the cache, else
+    /// from `/proc/<pid>/cgroup` (checked against the id). For the event path; None when the
+    /// process is already gone.
+    pub fn learn(&mut self, id: CgroupId, pid: u32) -> Option<&str> {
+        if id == 0 {
+            return None;
+        }
+        if !self.paths.contains_key(&id) {
+            let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            let path = unified_path(&text)?;
+            if self.id_of(&path) != Some(id) {
+                return None;
+            }
+            self.paths.insert(id, path);
+        }
+        self.paths.get(&id).map(String::as_str)
+    }
+
     /// The cached path of an id, without rescanning.
     pub fn cached_path(&self, id: CgroupId) -> Option<&str> {
         self.paths.get(&id).map(String::as_str)
@@ -279,6 +297,25 @@ fn normalize(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_is_learnt_from_a_process_without_walking_the_tree() {
+        let mut cg = Cgroup2 {
+            mount: Cgroup2::discover().expect("cgroup2").mount,
+            root_id: 0,
+            paths: HashMap::new(),
+        };
+        let text = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = unified_path(&text).expect("our cgroup2 path");
+        let id = cg.id_of(&own).expect("our cgroup's id");
+        assert_eq!(
+            cg.learn(id + 1, std::process::id()),
+            None,
+            "another cgroup's id"
+        );
+        assert_eq!(cg.learn(id, std::process::id()), Some(own.as_str()));
+        assert_eq!(cg.remembered(), 1);
+    }
 
     #[test]
     fn finds_cgroup2_in_hybrid_mountinfo() {

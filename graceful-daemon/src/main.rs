@@ -261,8 +261,8 @@ async fn trace(args: TraceArgs) -> Result<()> {
                 if let Event::Signal(e) = &event {
                     let resolved = ResolvedSignal {
                         event: e,
-                        sender_cgroup: pipeline.cgroups.path_of(e.sender_cgroup),
-                        target_cgroup: pipeline.cgroups.path_of(e.target_cgroup),
+                        sender_cgroup: pipeline.cgroups.learn(e.sender_cgroup, e.sender_pid).map(str::to_string),
+                        target_cgroup: pipeline.cgroups.learn(e.target_cgroup, e.target_pid).map(str::to_string),
                     };
                     if args.json {
                         writeln!(out, "{}", signal_json(&clock, &resolved))?;

@@ -172,14 +172,15 @@ impl Pipeline {
     /// Feeds one event; returns the records it completed.
     pub fn handle(&mut self, event: &Event) -> Vec<TerminationRecord> {
         match event {
+            // Paths are learnt while the cgroups exist, from a process in them (no tree walk).
             Event::Exec(e) => {
-                self.cgroups.path_of(e.cgroup);
+                self.cgroups.learn(e.cgroup, e.pid);
             }
             Event::Fork(e) => {
-                self.cgroups.path_of(e.cgroup);
+                self.cgroups.learn(e.cgroup, e.child_pid);
             }
             Event::Attach(e) => {
-                self.cgroups.path_of(e.cgroup);
+                self.cgroups.learn(e.cgroup, e.tid);
             }
             Event::Signal(e)
                 if e.signal != Signal::KILL
@@ -210,7 +211,10 @@ impl Pipeline {
             _ => {}
         }
         match event {
-            Event::Signal(e) => self.fill(e.target_cgroup),
+            Event::Signal(e) => {
+                self.cgroups.learn(e.target_cgroup, e.target_pid);
+                self.fill(e.target_cgroup);
+            }
             Event::Exit(e) => self.before_last_exit(e.pid, e.cgroup),
             _ => {}
         }

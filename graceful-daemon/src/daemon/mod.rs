@@ -265,11 +265,10 @@ impl Daemon {
         }
     }
 
-    fn identity(&mut self, cgroup: u64) -> Option<Identity> {
+    fn identity(&self, cgroup: u64) -> Option<Identity> {
         self.pipeline
             .cgroups
-            .path_of(cgroup)
-            .as_deref()
+            .cached_path(cgroup)
             .and_then(identity::parse)
     }
 
