@@ -1,0 +1,190 @@
+//! The process lifecycle hooks (exit, exec, fork, cgroup attach, OOM victim): reported for
+//! containers being stopped, and what identifies a container or enters it from outside.
+use super::*;
+
+/// The exiting thread is the last of its process.
+#[inline(always)]
+fn group_dead(ctx: &TracePointContext) -> bool {
+    let field = config!(exit_group_dead);
+    if field != NO_FIELD {
+        return match TracepointFields::read(ctx, config!(exit_size)) {
+            Some(rec) => rec.get::<u8>(field) != 0,
+            None => {
+                count_lost(LOST_READ_FAILED);
+                false
+            }
+        };
+    }
+    // Before 6.16: do_exit() decrements signal->live before this tracepoint; the last thread
+    // sees 0. (Two threads racing to the end may both see 0: a duplicate exit is harmless.)
+    // SAFETY: the current task and its signal_struct live while it exits; offsets are BTF's.
+    unsafe {
+        let task = bpf_get_current_task();
+        let signal: u64 = read_kernel(task, config!(task_signal));
+        signal != 0 && read_kernel::<i32>(signal, config!(signal_live)) == 0
+    }
+}
+
+/// Not attached by the daemon: the benchmark's floor on the spawn hooks (return at once).
+#[tracepoint]
+pub fn sched_process_exit_floor(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec_floor(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn task_newtask_floor(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let cgroup = current_cgroup();
+    if !stopping(cgroup) || !group_dead(&ctx) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: the current task is alive while its exit tracepoint runs; the offset is BTF's.
+    let exit_code_offset = config!(task_exit_code) as usize;
+    let exit_code = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.add(exit_code_offset) as *const i32).unwrap_or(-1)
+    };
+    output(
+        &ctx,
+        ExitRecord {
+            header: header(Kind::Exit),
+            tgid: (pid_tgid >> 32) as u32,
+            tid,
+            exit_code,
+            _pad: 0,
+            cgroup,
+            comm: current_comm(),
+        },
+    );
+    0
+}
+
+/// Reported: the first exec of a cgroup (it identifies the container), an exec by a thread
+/// that entered the cgroup from outside, and every exec of a container being stopped.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let cgroup = current_cgroup();
+    if cgroup == config!(root_cgroup) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: only the presence of the entries is used.
+    let first = unsafe { SEEN.get(cgroup) }.is_none();
+    if first {
+        let _ = SEEN.insert(cgroup, 1, 0);
+    }
+    let entered = ENTERED.remove(pid_tgid as u32).is_ok();
+    if first || entered || stopping(cgroup) {
+        output(
+            &ctx,
+            ExecRecord {
+                header: header(Kind::Exec),
+                tgid,
+                _pad: 0,
+                cgroup,
+                comm: current_comm(),
+            },
+        );
+    }
+    0
+}
+
+/// `task:task_newtask` rather than `sched:sched_process_fork`: it carries `clone_flags`, which
+/// tell a new process from a new thread.
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    // SAFETY: an offset inside the tracepoint's record, from its format file.
+    let flags: u64 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_flags)) };
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    if flags & CLONE_INTO_CGROUP != 0 {
+        // Born into another cgroup (clone3): like a thread that attaches, its exec is reported.
+        // SAFETY: as above.
+        let child: i32 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_pid)) };
+        let _ = ENTERED.insert(child as u32, 1, 0);
+        return 0;
+    }
+    let cgroup = current_cgroup();
+    if !stopping(cgroup) {
+        return 0;
+    }
+    // SAFETY: as above.
+    let child: i32 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_pid)) };
+    output(
+        &ctx,
+        ForkRecord {
+            header: header(Kind::Fork),
+            parent_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            child_pid: child as u32,
+            cgroup,
+            comm: current_comm(),
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    let Some(rec) = TracepointFields::read(&ctx, config!(attach_size)) else {
+        count_lost(LOST_READ_FAILED);
+        return 0;
+    };
+    let root: i32 = rec.get(config!(attach_root));
+    if root != config!(cgroup2_hierarchy) {
+        return 0;
+    }
+    let tid: i32 = rec.get(config!(attach_pid));
+    let cgroup: u64 = rec.get(config!(attach_id));
+    if cgroup == config!(root_cgroup) {
+        return 0;
+    }
+    // Its next exec says what entered; a container being stopped hears of the move at once.
+    let _ = ENTERED.insert(tid as u32, 1, 0);
+    if !stopping(cgroup) {
+        return 0;
+    }
+    output(
+        &ctx,
+        AttachRecord {
+            header: header(Kind::Attach),
+            tid: tid as u32,
+            _pad: 0,
+            cgroup,
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    let Some(rec) = TracepointFields::read(&ctx, config!(oom_size)) else {
+        count_lost(LOST_READ_FAILED);
+        return 0;
+    };
+    let pid: i32 = rec.get(config!(oom_pid));
+    // The victim's cgroup is known from the SIGKILL just before (the kernel sends it first).
+    let cgroup = 0;
+    output(
+        &ctx,
+        OomRecord {
+            header: header(Kind::Oom),
+            pid: pid as u32,
+            _pad: 0,
+            cgroup,
+        },
+    );
+    0
+}

@@ -1,0 +1,84 @@
+//! `signal:signal_generate`: every signal counted; stop-relevant ones reported when they come
+//! from outside a container (which marks it stopping) or happen inside one being stopped.
+use super::*;
+
+/// A raw tracepoint: the classic one fills a perf record before the program runs, a cost every
+/// SIGURG of a Go program would pay. Arguments: `(sig, info, task, group, result)`.
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    let sig: i32 = ctx.arg::<u64>(0) as i32;
+    let result: i32 = ctx.arg::<u64>(4) as i32;
+    if sig <= 0 || sig as usize > MAX_SIGNAL || !(0..RESULT_SLOTS as i32).contains(&result) {
+        return 0;
+    }
+    if let Some(count) = COUNTS.get_ptr_mut(sig as u32 * RESULT_SLOTS as u32 + result as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer.
+        unsafe { *count += 1 };
+    }
+    if config!(stop_signals) & (1u64 << (sig as u64 - 1)) == 0 {
+        return 0;
+    }
+    let info: u64 = ctx.arg(1);
+    let task: u64 = ctx.arg(2);
+    // SAFETY: a plain helper call.
+    let current = unsafe { bpf_get_current_task() };
+    let css_off = config!(task_cgroups);
+    // A signal to itself, or within one css_set, stays in the sender's cgroup: no need to
+    // follow the target's pointers.
+    // SAFETY: `task` is the live target, the current task is alive; offsets are BTF's.
+    let same_css_set = task == current
+        || unsafe { read_kernel::<u64>(task, css_off) == read_kernel::<u64>(current, css_off) };
+    let sender_cgroup = current_cgroup();
+    // The kernel's own SIGKILL (the OOM killer, sent from whatever task allocated) stops a
+    // container even from inside it.
+    let kernel_kill = sig == 9 && info == SEND_SIG_PRIV;
+    let target_cgroup = if same_css_set {
+        sender_cgroup
+    } else {
+        task_cgroup(task)
+    };
+    // From outside the target's cgroup: the container is being stopped from now on. Signals
+    // inside a running container are only counted, and cost little more than that.
+    if sender_cgroup != target_cgroup || kernel_kill {
+        mark_stopping(target_cgroup);
+    } else if !stopping(target_cgroup) {
+        return 0;
+    }
+    let (tgid_off, comm_off) = (config!(task_tgid), config!(task_comm));
+    // SAFETY: `task` is the live target task_struct; offsets come from the kernel's BTF.
+    let (tgid, comm): (i32, [u8; 16]) =
+        unsafe { (read_kernel(task, tgid_off), read_kernel(task, comm_off)) };
+    let code = match info {
+        0 => SI_USER,
+        SEND_SIG_PRIV => SI_KERNEL,
+        // SAFETY: a kernel_siginfo pointer.
+        _ => unsafe { read_kernel(info, SI_CODE_OFFSET as u32) },
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    output(
+        &ctx,
+        SignalRecord {
+            header: header(Kind::Signal),
+            signo: sig,
+            code,
+            result,
+            group: ctx.arg::<u64>(3) as i32,
+            target_pid: tgid,
+            sender_tgid: (pid_tgid >> 32) as u32,
+            sender_tid: pid_tgid as u32,
+            _pad: 0,
+            target_cgroup,
+            sender_cgroup,
+            target_comm: comm,
+            sender_comm: current_comm(),
+        },
+    );
+    0
+}
+
+/// Not attached by the daemon: the benchmark's floor, the least any program on this raw
+/// tracepoint can do (read the signal number, compare, return).
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate_floor(ctx: RawTracePointContext) -> i32 {
+    i32::from(ctx.arg::<u64>(0) == 9999)
+}
