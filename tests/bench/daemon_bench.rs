@@ -1,0 +1,166 @@
+//! The daemon itself: SIGKILL -> record latency with 100 containers at once, and its footprint
+//! with 200 running containers.
+use super::*;
+
+const LATENCY_SAMPLES: usize = 100;
+const IDLE_CONTAINERS: usize = 200;
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The real daemon binary: SIGKILL -> record on /terminations, and its footprint at rest.
+pub(crate) fn daemon_bench() {
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe.parent().expect("target dir").join("graceful-daemon");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let mut daemon = Command::new(&bin)
+        .args([
+            "run",
+            "--metrics-addr",
+            &addr.to_string(),
+            "--cri-socket",
+            "/nonexistent.sock",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create("/tmp/graceful-bench-daemon.log").expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while http_get(addr, "/readyz").is_none_or(|b| !b.starts_with("ready")) {
+        assert!(
+            Instant::now() < ready_by,
+            "the daemon was not ready in 30 s: /tmp/graceful-bench-daemon.log"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut cgroups = Cgroup2::discover().expect("cgroup2");
+    let parent = format!("/graceful-bench/{}", std::process::id());
+
+    // 100 containers SIGKILLed at once; each record's latency from its kill.
+    let batch: Vec<Throwaway> = (0..LATENCY_SAMPLES)
+        .map(|i| {
+            Throwaway::spawn(
+                &mut cgroups,
+                &parent,
+                &format!("lat-{i}"),
+                &["/bin/sleep", "1000"],
+            )
+            .expect("sandbox")
+        })
+        .collect();
+    let started = Instant::now();
+    for sb in &batch {
+        // Running as its own init (comm sleep) before the kill.
+        while std::fs::read_to_string(format!("/proc/{}/comm", sb.init))
+            .unwrap_or_default()
+            .trim()
+            != "sleep"
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} never ran sleep",
+                sb.cgroup
+            );
+            std::thread::yield_now();
+        }
+    }
+    let mut killed_at = Vec::new();
+    for sb in &batch {
+        killed_at.push(Instant::now());
+        sb.signal(Signal::KILL).expect("kill");
+    }
+    let cgroups_killed: Vec<&str> = batch.iter().map(|sb| sb.cgroup.as_str()).collect();
+    let mut seen_at: Vec<Option<Instant>> = vec![None; batch.len()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen_at.iter().any(Option::is_none) {
+        assert!(Instant::now() < deadline, "records missing after 30 s");
+        let body = http_get(addr, "/terminations").unwrap_or_default();
+        // The answer's arrival bounds each record's latency from above.
+        let now = Instant::now();
+        let records: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+        let present: std::collections::HashSet<&str> = records
+            .iter()
+            .filter_map(|r| r["container"]["cgroup"].as_str())
+            .collect();
+        for (i, cgroup) in cgroups_killed.iter().enumerate() {
+            if seen_at[i].is_none() && present.contains(cgroup) {
+                seen_at[i] = Some(now);
+            }
+        }
+    }
+    let mut latencies: Vec<f64> = seen_at
+        .iter()
+        .zip(&killed_at)
+        .filter_map(|(seen, killed)| {
+            Some((seen.as_ref()?.duration_since(*killed)).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    drop(batch);
+    latencies.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "SIGKILL -> record on /terminations ({LATENCY_SAMPLES} containers killed at once, polling /terminations):"
+    );
+    println!(
+        "  p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms (target p99 < 10 ms)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1]
+    );
+
+    let mut idle = Vec::new();
+    for i in 0..IDLE_CONTAINERS {
+        idle.push(
+            Throwaway::spawn(
+                &mut cgroups,
+                &parent,
+                &format!("idle-{i}"),
+                &["/bin/sh", "-c", "sleep 100000; true"],
+            )
+            .expect("sandbox"),
+        );
+    }
+    // Let the daemon see them start and audit them once, then measure a quiet window.
+    std::thread::sleep(Duration::from_secs(6));
+    let pid = daemon.id();
+    let (t0, c0) = (Instant::now(), cpu_ns(pid));
+    std::thread::sleep(IDLE_WINDOW);
+    let (t1, c1) = (Instant::now(), cpu_ns(pid));
+    let cpu = (c1 - c0) as f64 / 1e9 / (t1 - t0).as_secs_f64() * 100.0;
+    println!();
+    println!(
+        "graceful-daemon with {IDLE_CONTAINERS} running containers, over {:?} at rest:",
+        IDLE_WINDOW
+    );
+    println!(
+        "  RSS {:.1} MiB (target < 40 MiB)   CPU {:.2}% of one core (target < 0.3%)",
+        rss_kib(pid) as f64 / 1024.0,
+        cpu
+    );
+
+    let stop = Instant::now();
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = daemon.wait().expect("wait for the daemon");
+    println!(
+        "  shutdown on SIGTERM: {:.0} ms, {status}",
+        stop.elapsed().as_secs_f64() * 1000.0
+    );
+    drop(idle);
+    let _ = std::fs::remove_dir(cgroups.dir(&parent));
+}

@@ -1,0 +1,126 @@
+//! `cargo xtask bench`: what the attached probes cost, measured against peers in one run.
+//!
+//! The workload is a kill(2) storm: 1M SIGURG to a child (SIGURG's default action is to ignore
+//! it, as Go runtimes send it thousands of times a second). Each configuration runs the storm
+//! in several interleaved rounds; the median is reported.
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use graceful::{
+    cgroup::Cgroup2,
+    probes::{BpfStats, FloorProbe, ProbeOptions, Probes},
+    signals::Signal,
+    throwaway::Throwaway,
+};
+
+/// Starts a peer tracer and returns once it printed `ready` (it is attached by then).
+fn start_peer(cmd: &mut Command, ready: &str) -> Child {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains(ready) => break,
+            Some(Ok(_)) => continue,
+            _ => panic!("{cmd:?} exited before it was attached"),
+        }
+    }
+    // Keep draining what it prints so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    child
+}
+
+fn stop_peer(mut child: Child) {
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+mod container_storms;
+mod daemon_bench;
+mod kill_storm;
+
+use container_storms::container_storms;
+use daemon_bench::daemon_bench;
+use kill_storm::storm_bench;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, signo, count, out] = args.as_slice() {
+        if mode == "--flood" {
+            flood(signo, count, out);
+            return;
+        }
+    }
+    // One part alone: --kill-storm, --container-storms or --daemon-only.
+    let only = |part: &str| args.iter().any(|a| a == part);
+    let all = !["--kill-storm", "--container-storms", "--daemon-only"]
+        .into_iter()
+        .any(only);
+    if all || only("--kill-storm") {
+        storm_bench();
+    }
+    if all || only("--container-storms") {
+        container_storms();
+    }
+    if all || only("--daemon-only") {
+        daemon_bench();
+    }
+}
+
+/// Inside a throwaway container: `count` kill(2) of `signo` to itself (ignored), the ns per
+/// kill written to `out`. Sender and target share the container's cgroup.
+fn flood(signo: &str, count: &str, out: &str) {
+    let (Ok(signo), Ok(count)) = (signo.parse::<i32>(), count.parse::<u32>()) else {
+        std::process::exit(2);
+    };
+    // SAFETY: ignoring a signal in our own process.
+    unsafe { libc::signal(signo, libc::SIG_IGN) };
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let start = Instant::now();
+    for _ in 0..count {
+        // SAFETY: a signal we ignore, to ourselves.
+        unsafe { libc::kill(me, signo) };
+    }
+    let ns = start.elapsed().as_nanos() as f64 / count as f64;
+    let _ = std::fs::write(out, format!("{ns}"));
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    graceful_tests::daemon::http_get(addr, path).map(|(_, body)| body)
+}
+
+/// Run time and run count of every loaded program named signal_generate (the kernel keeps
+/// 15 characters of a name), whoever loaded it.
+fn signal_programs_stats() -> (Duration, u64) {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str() == Some("signal_generate"))
+        .fold((Duration::ZERO, 0), |(t, n), p| {
+            (t + p.run_time(), n + p.run_count())
+        })
+}
+
+/// CPU time of every thread of a process, in ns (schedstat: exact, unlike clock ticks).
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
