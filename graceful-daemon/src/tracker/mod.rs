@@ -11,6 +11,7 @@ use crate::{
     signals::Signal,
 };
 
+mod explanation;
 mod housekeeping;
 mod stop;
 mod termination;

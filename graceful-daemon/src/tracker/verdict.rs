@@ -1,31 +1,9 @@
-//! Outcome, verdict and explanation of a termination, by the rules of DESIGN.md in their order.
-use super::{Active, CgroupId, ExitStatus, Mono, Signal};
+//! Outcome and verdict of a termination: the facts a stop left, then DESIGN.md's rules, one
+//! function each, in their order. The words are `explanation`'s.
+use super::{explanation::explain, Active, CgroupId, ExitStatus, Kill, Mono, Signal};
 use crate::{events::SignalResult, signals::is_shell};
 
 use super::termination::*;
-
-/// "was" or "were", as many as `procs` are.
-fn were(procs: &[NamedProcess]) -> &'static str {
-    if procs.len() == 1 {
-        "was"
-    } else {
-        "were"
-    }
-}
-
-fn names(procs: &[NamedProcess]) -> String {
-    let list: Vec<String> = procs
-        .iter()
-        .take(5)
-        .map(|p| format!("{} (pid {})", p.comm, p.pid))
-        .collect();
-    let more = procs.len().saturating_sub(5);
-    if more > 0 {
-        format!("{} and {more} more", list.join(", "))
-    } else {
-        list.join(", ")
-    }
-}
 
 /// Processes a record lists at most; the rest are counted (a fork bomb must not make a record
 /// of megabytes).
@@ -38,160 +16,177 @@ fn capped<T>(mut list: Vec<T>) -> (Vec<T>, usize) {
     (list, more)
 }
 
-/// Outcome, verdict and explanation, by the rules of DESIGN.md (first match wins).
+/// What a termination left, as the rules and the explanations read it.
+pub(super) struct Facts {
+    pub main: u32,
+    pub main_comm: String,
+    pub shell: bool,
+    pub stop_signal: Option<Signal>,
+    pub kill: Option<Kill>,
+    /// The kernel dropped the stop signal at the main process: it said so at generation, or
+    /// /proc showed no handler on an init and the signal did not end it.
+    pub dropped: bool,
+    pub received: Vec<Received>,
+    /// Alive at the stop, never got the stop signal.
+    pub never_received: Vec<NamedProcess>,
+    /// Of those, the ones that died of SIGKILL (the main process aside).
+    pub never_received_killed: Vec<NamedProcess>,
+    /// The OOM killer's victim that ended the container, with its name.
+    pub oom_victim: Option<NamedProcess>,
+    pub outcome: Outcome,
+    pub unknown_because: Option<String>,
+    /// Stop to last process gone, in seconds.
+    pub duration: f64,
+    /// Stop to SIGKILL (else the duration), in seconds: the grace the runtime gave.
+    pub grace: f64,
+}
+
+fn died_of(status: Option<ExitStatus>, sig: Signal) -> bool {
+    status.is_some_and(|s| s.signal == Some(sig.0))
+}
+
+impl Facts {
+    fn of(a: &Active, ended: Mono) -> Facts {
+        let main_exit = a.exits.get(&a.main).copied();
+        let stop_signal = a.stop.as_ref().map(|s| s.signal);
+        let main_result = a.received.get(&a.main).map(|r| r.result);
+        let dropped = main_result == Some(SignalResult::Ignored)
+            || (a.main_disposition.is_some_and(|d| d.drops)
+                && !stop_signal.is_some_and(|s| died_of(main_exit, s)));
+        let never_received: Vec<NamedProcess> = a
+            .alive_at_stop
+            .iter()
+            .filter(|(pid, _)| a.stop.is_some() && !a.received.contains_key(pid))
+            .map(|(&pid, comm)| NamedProcess {
+                pid,
+                comm: comm.clone(),
+            })
+            .collect();
+        let never_received_killed = never_received
+            .iter()
+            .filter(|p| p.pid != a.main && died_of(a.exits.get(&p.pid).copied(), Signal::KILL))
+            .cloned()
+            .collect();
+        let oom_victim = a
+            .oom_victims
+            .iter()
+            .find(|v| **v == a.main || died_of(a.exits.get(v).copied(), Signal::KILL))
+            .map(|&pid| NamedProcess {
+                pid,
+                comm: a
+                    .alive_at_stop
+                    .get(&pid)
+                    .filter(|c| !c.is_empty())
+                    .cloned()
+                    .unwrap_or(a.main_comm.clone()),
+            });
+        let duration = ended.saturating_sub(a.started) as f64 / 1e9;
+        let grace = match (&a.stop, &a.kill) {
+            (Some(s), Some(k)) => k.at.saturating_sub(s.at) as f64 / 1e9,
+            _ => duration,
+        };
+        let outcome = if a.unknown_because.is_some() {
+            Outcome::Unknown
+        } else if a.kill.is_some() && a.stop.is_some() && a.kill_hit_main {
+            Outcome::KilledAfterGrace
+        } else if a.kill.is_some() || oom_victim.is_some() {
+            Outcome::Killed
+        } else {
+            Outcome::Exited
+        };
+        Facts {
+            main: a.main,
+            main_comm: a.main_comm.clone(),
+            shell: is_shell(&a.main_comm),
+            stop_signal,
+            kill: a.kill.clone(),
+            dropped,
+            received: a.received.values().cloned().collect(),
+            never_received,
+            never_received_killed,
+            oom_victim,
+            outcome,
+            unknown_because: a.unknown_because.clone(),
+            duration,
+            grace,
+        }
+    }
+}
+
+/// Rule 7, checked first (a lost event never yields any other verdict): events lost inside the
+/// window, or the daemon started mid-termination.
+fn unknown(f: &Facts) -> Option<Verdict> {
+    f.unknown_because.as_ref().map(|_| Verdict::Unknown)
+}
+
+/// Rule 1: The kernel OOM killer killed the container's process that ended it.
+fn oom_killed(f: &Facts) -> Option<Verdict> {
+    f.oom_victim.as_ref().map(|_| Verdict::OomKilled)
+}
+
+/// Rule 2: SIGKILL from outside with no stop signal before it (a force delete).
+fn killed_without_stop_signal(f: &Facts) -> Option<Verdict> {
+    (f.kill.is_some() && f.stop_signal.is_none()).then_some(Verdict::KilledWithoutStopSignal)
+}
+
+/// Rule 3: Everything exited with no SIGKILL from outside: graceful (a main process that dies of
+/// the stop signal's default action counts).
+fn exited(f: &Facts) -> Option<Verdict> {
+    (f.outcome == Outcome::Exited).then_some(Verdict::Graceful)
+}
+
+/// Rule 4: The kernel dropped the stop signal at the main process: a shell, or another program.
+fn dropped_at_pid1(f: &Facts) -> Option<Verdict> {
+    f.dropped.then_some(if f.shell {
+        Verdict::SwallowedByShellPid1
+    } else {
+        Verdict::Pid1IgnoresStopSignal
+    })
+}
+
+/// Rule 5: Processes alive at the stop never received it and were SIGKILLed.
+fn not_forwarded(f: &Facts) -> Option<Verdict> {
+    (!f.never_received_killed.is_empty()).then_some(Verdict::NotForwarded)
+}
+
+/// Rule 6: Everyone received it and the runtime still had to kill.
+fn slow_shutdown(_: &Facts) -> Option<Verdict> {
+    Some(Verdict::SlowShutdown)
+}
+
+/// DESIGN.md's rules in the order they are tried; the first that matches decides.
+const RULES: [fn(&Facts) -> Option<Verdict>; 7] = [
+    unknown,
+    oom_killed,
+    killed_without_stop_signal,
+    exited,
+    dropped_at_pid1,
+    not_forwarded,
+    slow_shutdown,
+];
+
+/// The record of a termination: outcome, verdict and explanation, by the rules.
 pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
-    let main_exit = a.exits.get(&a.main).copied();
-    let main_comm = a.main_comm.clone();
-    let shell = is_shell(&main_comm);
-    let stop_signal = a.stop.as_ref().map(|s| s.signal);
-    let main_result = a.received.get(&a.main).map(|r| r.result);
-    let died_of =
-        |status: Option<ExitStatus>, sig: Signal| status.is_some_and(|s| s.signal == Some(sig.0));
-    // The kernel dropped the stop signal at the main process: it said so at generation, or /proc
-    // showed no handler on an init and the signal did not end it.
-    let dropped = main_result == Some(SignalResult::Ignored)
-        || (a.main_disposition.is_some_and(|d| d.drops)
-            && !stop_signal.is_some_and(|s| died_of(main_exit, s)));
-    let handles_stop_signal = match (a.main_disposition, main_result) {
+    let f = Facts::of(&a, ended);
+    let verdict = RULES
+        .iter()
+        .find_map(|rule| rule(&f))
+        .unwrap_or(Verdict::SlowShutdown);
+    let explanation = explain(verdict, &f);
+    let handles_stop_signal = match (a.main_disposition, a.received.get(&a.main)) {
         (Some(d), _) => Some(d.handles),
-        (None, Some(SignalResult::Ignored)) => Some(false),
+        (None, Some(r)) if r.result == SignalResult::Ignored => Some(false),
         _ => None,
     };
-    let received: Vec<Received> = a.received.values().cloned().collect();
-    let never_received: Vec<NamedProcess> = a
-        .alive_at_stop
-        .iter()
-        .filter(|(pid, _)| a.stop.is_some() && !a.received.contains_key(pid))
-        .map(|(&pid, comm)| NamedProcess {
-            pid,
-            comm: comm.clone(),
-        })
-        .collect();
-    let never_received_killed: Vec<NamedProcess> = never_received
-        .iter()
-        .filter(|p| p.pid != a.main && died_of(a.exits.get(&p.pid).copied(), Signal::KILL))
-        .cloned()
-        .collect();
-    let oom = a
-        .oom_victims
-        .iter()
-        .find(|v| **v == a.main || a.exits.get(v).is_some_and(|s| s.signal == Some(9)));
-    let duration = ended.saturating_sub(a.started) as f64 / 1e9;
-    let sig = stop_signal.map(|s| s.to_string()).unwrap_or_default();
-    let grace = match (&a.stop, &a.kill) {
-        (Some(s), Some(k)) => format!("{:.1} s", k.at.saturating_sub(s.at) as f64 / 1e9),
-        _ => format!("{duration:.1} s"),
-    };
-
-    let outcome = if a.unknown_because.is_some() {
-        Outcome::Unknown
-    } else if a.kill.is_some() && a.stop.is_some() && a.kill_hit_main {
-        Outcome::KilledAfterGrace
-    } else if a.kill.is_some() || oom.is_some() {
-        Outcome::Killed
-    } else {
-        Outcome::Exited
-    };
-    let (verdict, explanation) = if let Some(reason) = &a.unknown_because {
-        (
-            Verdict::Unknown,
-            format!("Not enough was seen to tell why: {reason}."),
-        )
-    } else if let Some(victim) = oom {
-        let comm = a
-            .alive_at_stop
-            .get(victim)
-            .filter(|c| !c.is_empty())
-            .cloned()
-            .unwrap_or(main_comm.clone());
-        (
-            Verdict::OomKilled,
-            format!("The kernel OOM killer killed {comm} (pid {victim}): the container ran out of memory."),
-        )
-    } else if let (Some(k), None) = (&a.kill, &a.stop) {
-        (
-            Verdict::KilledWithoutStopSignal,
-            format!(
-                "SIGKILL from {} (pid {}) with no stop signal before it: a force delete or kill -9, the app had no chance to shut down.",
-                k.sender.comm, k.sender.pid
-            ),
-        )
-    } else if outcome == Outcome::Exited {
-        // PID 1 of a pid namespace exited and the kernel SIGKILLed what was left: still a clean
-        // stop of the container, but those processes had no chance to shut down.
-        let torn_down = if never_received_killed.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " When it exited, the kernel killed {} without {sig}: {} never received the signal.",
-                names(&never_received_killed),
-                if never_received_killed.len() == 1 { "it" } else { "they" }
-            )
-        };
-        (
-            Verdict::Graceful,
-            format!("{main_comm} (pid {}) got {sig} and the container exited on its own in {duration:.1} s.{torn_down}", a.main),
-        )
-    } else if dropped {
-        let victims = if never_received.is_empty() {
-            String::new()
-        } else {
-            format!(" {} never received it.", names(&never_received))
-        };
-        if shell {
-            (
-                Verdict::SwallowedByShellPid1,
-                format!(
-                    "PID 1 is a shell ({main_comm}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{victims} Use the exec form (CMD [\"app\"]), `exec app` in the entrypoint script, an init such as tini, or trap and forward {sig}."
-                ),
-            )
-        } else {
-            (
-                Verdict::Pid1IgnoresStopSignal,
-                format!(
-                    "PID 1 ({main_comm}) has no handler for {sig}; as the init of its pid namespace the kernel dropped the signal, and it was SIGKILLed after {grace}.{victims} Handle {sig}, or run it under an init such as tini."
-                ),
-            )
-        }
-    } else if !never_received_killed.is_empty() {
-        (
-            Verdict::NotForwarded,
-            format!(
-                "{main_comm} (pid {}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.",
-                a.main,
-                names(&never_received_killed),
-                were(&never_received_killed)
-            ),
-        )
-    } else {
-        (Verdict::SlowShutdown, {
-            let ignoring: Vec<NamedProcess> = received
-                .iter()
-                .filter(|r| r.pid != a.main && r.result == SignalResult::Ignored)
-                .map(|r| NamedProcess {
-                    pid: r.pid,
-                    comm: r.comm.clone(),
-                })
-                .collect();
-            let ignored = if ignoring.is_empty() {
-                String::new()
-            } else {
-                format!(" {} ignored it.", names(&ignoring))
-            };
-            format!(
-                    "Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period.{ignored} Make shutdown faster, or give it a longer grace period (terminationGracePeriodSeconds)."
-                )
-        })
-    };
-    let (received, received_more) = capped(received);
-    let (never_received, never_received_more) = capped(never_received);
+    let (received, received_more) = capped(f.received);
+    let (never_received, never_received_more) = capped(f.never_received);
     Termination {
         cgroup,
         stop: a.stop,
         init: Init {
             pid: a.main,
-            comm: main_comm,
-            shell,
+            comm: f.main_comm,
+            shell: f.shell,
             handles_stop_signal,
         },
         received,
@@ -199,8 +194,8 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         never_received,
         never_received_more,
         kill: a.kill,
-        outcome,
-        exit: main_exit,
+        outcome: f.outcome,
+        exit: a.exits.get(&a.main).copied(),
         started: a.started,
         ended,
         verdict,

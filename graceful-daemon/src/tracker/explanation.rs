@@ -1,0 +1,109 @@
+//! The words of a record: one or two plain sentences per verdict, naming the fix.
+use super::{termination::*, verdict::Facts};
+use crate::events::SignalResult;
+
+/// "was" or "were", as many as `procs` are.
+fn were(procs: &[NamedProcess]) -> &'static str {
+    if procs.len() == 1 {
+        "was"
+    } else {
+        "were"
+    }
+}
+
+/// The first five by name and pid, and how many more.
+fn names(procs: &[NamedProcess]) -> String {
+    let list: Vec<String> = procs
+        .iter()
+        .take(5)
+        .map(|p| format!("{} (pid {})", p.comm, p.pid))
+        .collect();
+    let more = procs.len().saturating_sub(5);
+    if more > 0 {
+        format!("{} and {more} more", list.join(", "))
+    } else {
+        list.join(", ")
+    }
+}
+
+pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
+    let sig = f.stop_signal.map(|s| s.to_string()).unwrap_or_default();
+    let (main, comm, grace) = (f.main, &f.main_comm, format!("{:.1} s", f.grace));
+    match verdict {
+        Verdict::Unknown => format!(
+            "Not enough was seen to tell why: {}.",
+            f.unknown_because.as_deref().unwrap_or("events were missing")
+        ),
+        Verdict::OomKilled => {
+            let (victim, pid) = f
+                .oom_victim
+                .as_ref()
+                .map_or((comm.as_str(), main), |v| (v.comm.as_str(), v.pid));
+            format!("The kernel OOM killer killed {victim} (pid {pid}): the container ran out of memory.")
+        }
+        Verdict::KilledWithoutStopSignal => {
+            let (from, pid) = f
+                .kill
+                .as_ref()
+                .map_or(("?", 0), |k| (k.sender.comm.as_str(), k.sender.pid));
+            format!("SIGKILL from {from} (pid {pid}) with no stop signal before it: a force delete or kill -9, the app had no chance to shut down.")
+        }
+        Verdict::Graceful => {
+            // PID 1 of a pid namespace exited and the kernel SIGKILLed what was left: still a
+            // clean stop of the container, but those processes had no chance to shut down.
+            let killed = &f.never_received_killed;
+            let torn_down = if killed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " When it exited, the kernel killed {} without {sig}: {} never received the signal.",
+                    names(killed),
+                    if killed.len() == 1 { "it" } else { "they" }
+                )
+            };
+            format!(
+                "{comm} (pid {main}) got {sig} and the container exited on its own in {:.1} s.{torn_down}",
+                f.duration
+            )
+        }
+        Verdict::SwallowedByShellPid1 => format!(
+            "PID 1 is a shell ({comm}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{} Use the exec form (CMD [\"app\"]), `exec app` in the entrypoint script, an init such as tini, or trap and forward {sig}.",
+            victims(f)
+        ),
+        Verdict::Pid1IgnoresStopSignal => format!(
+            "PID 1 ({comm}) has no handler for {sig}; as the init of its pid namespace the kernel dropped the signal, and it was SIGKILLed after {grace}.{} Handle {sig}, or run it under an init such as tini.",
+            victims(f)
+        ),
+        Verdict::NotForwarded => format!(
+            "{comm} (pid {main}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.",
+            names(&f.never_received_killed),
+            were(&f.never_received_killed)
+        ),
+        Verdict::SlowShutdown => {
+            let ignoring: Vec<NamedProcess> = f
+                .received
+                .iter()
+                .filter(|r| r.pid != main && r.result == SignalResult::Ignored)
+                .map(|r| NamedProcess {
+                    pid: r.pid,
+                    comm: r.comm.clone(),
+                })
+                .collect();
+            let ignored = if ignoring.is_empty() {
+                String::new()
+            } else {
+                format!(" {} ignored it.", names(&ignoring))
+            };
+            format!("Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period.{ignored} Make shutdown faster, or give it a longer grace period (terminationGracePeriodSeconds).")
+        }
+    }
+}
+
+/// " sleep (pid 11) never received it." for a dropped stop signal, when anyone was left out.
+fn victims(f: &Facts) -> String {
+    if f.never_received.is_empty() {
+        String::new()
+    } else {
+        format!(" {} never received it.", names(&f.never_received))
+    }
+}
