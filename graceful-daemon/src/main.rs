@@ -276,6 +276,7 @@ async fn trace(args: TraceArgs) -> Result<()> {
                 // An NTP step or a resumed VM moves the wall clock: follow it.
                 clock = WallClock::default();
                 let records = pipeline.sweep();
+                pipeline.prune();
                 print_records(&mut out, &clock, &records, args.json)?;
             }
             _ = ticker.tick(), if args.all_signals => {

@@ -57,25 +57,23 @@ pub struct Pipeline {
 const FILLED_MAX: usize = 4096;
 
 /// What /proc says of a process, as the tracker takes it.
-fn found(pid: u32, status: &ProcStatus, cgroup: CgroupId, start: Option<u64>) -> Found<'_> {
+fn found(pid: u32, status: &ProcStatus, cgroup: CgroupId) -> Found<'_> {
     Found {
         pid,
         parent: status.parent(),
         cgroup,
         comm: &status.comm,
         namespace_init: status.is_namespace_init(),
-        start,
+        start: None,
     }
 }
 
-/// The process is in /proc and, where its start time was recorded, is still that process
-/// rather than a later one that reused its pid.
-fn alive(pid: u32, start: Option<u64>) -> bool {
-    match (start_time(pid), start) {
-        (None, _) => false,
-        (Some(now), Some(known)) => now == known,
-        (Some(_), None) => true,
-    }
+/// The process's start time while it is still the process the tracker knows (the start time
+/// recorded, or none recorded yet); None once it is gone or its pid is another process's. Start
+/// times are read here, in the sweep, not on the path of a stop.
+fn still_there(pid: u32, known: Option<u64>) -> Option<u64> {
+    let now = start_time(pid)?;
+    known.is_none_or(|k| k == now).then_some(now)
 }
 
 impl Pipeline {
@@ -98,7 +96,7 @@ impl Pipeline {
         // Inits and parents first, so a container's main process is the one the runtime started.
         seeds.sort_by_key(|(pid, s, _)| (!s.is_namespace_init(), *pid));
         for (pid, status, id) in seeds {
-            tracker.seed(found(pid, &status, id, start_time(pid)));
+            tracker.seed(found(pid, &status, id));
         }
         Pipeline {
             tracker,
@@ -128,10 +126,10 @@ impl Pipeline {
         // Inits and parents first, so the main process is the one the runtime started; the
         // processes it knew that are gone ended unreported while the container ran.
         let present = self.cgroup_processes(cgroup);
-        let pids: Vec<u32> = present.iter().map(|(pid, ..)| *pid).collect();
+        let pids: Vec<u32> = present.iter().map(|(pid, _)| *pid).collect();
         self.tracker.only_present(cgroup, &pids);
-        for (pid, status, start) in present {
-            self.tracker.fill(found(pid, &status, cgroup, start));
+        for (pid, status) in present {
+            self.tracker.fill(found(pid, &status, cgroup));
         }
     }
 
@@ -142,30 +140,26 @@ impl Pipeline {
         if !self.tracker.stopping(cgroup) || self.tracker.members(cgroup) != [pid] {
             return;
         }
-        for (pid, status, start) in self.cgroup_processes(cgroup) {
+        for (pid, status) in self.cgroup_processes(cgroup) {
             if !self.tracker.knows(pid) {
-                self.tracker.fill(found(pid, &status, cgroup, start));
+                self.tracker.fill(found(pid, &status, cgroup));
             }
         }
     }
 
-    /// The processes of a cgroup now, from its `cgroup.procs` and /proc (status and start
-    /// time), inits then by pid.
-    fn cgroup_processes(&mut self, cgroup: CgroupId) -> Vec<(u32, ProcStatus, Option<u64>)> {
+    /// The processes of a cgroup now, from its `cgroup.procs` and /proc, inits then by pid.
+    fn cgroup_processes(&mut self, cgroup: CgroupId) -> Vec<(u32, ProcStatus)> {
         let Some(path) = self.cgroups.path_of(cgroup) else {
             return Vec::new();
         };
         let procs = std::fs::read_to_string(self.cgroups.dir(&path).join("cgroup.procs"))
             .unwrap_or_default();
-        let mut found: Vec<(u32, ProcStatus, Option<u64>)> = procs
+        let mut found: Vec<(u32, ProcStatus)> = procs
             .lines()
             .filter_map(|l| l.trim().parse().ok())
-            .filter_map(|pid| {
-                let status = ProcStatus::read(pid).ok()?;
-                Some((pid, status, start_time(pid)))
-            })
+            .filter_map(|pid| ProcStatus::read(pid).ok().map(|s| (pid, s)))
             .collect();
-        found.sort_by_key(|(pid, s, _)| (!s.is_namespace_init(), *pid));
+        found.sort_by_key(|(pid, s)| (!s.is_namespace_init(), *pid));
         found
     }
 
@@ -219,29 +213,32 @@ impl Pipeline {
             _ => {}
         }
         let done = self.tracker.on_event(event);
-        // A process born during a stop: its start time tells it apart from a later one that
-        // reuses its pid (the kernel reports only stopping containers' forks).
-        if let Event::Fork(e) = event {
-            if self.tracker.stopping(e.cgroup) {
-                if let Some(start) = start_time(e.child_pid) {
-                    self.tracker.set_start(e.child_pid, start);
-                }
-            }
-        }
         for t in &done {
             self.filled.remove(&t.cgroup);
         }
         done.into_iter().filter_map(|t| self.record(t)).collect()
     }
 
+    /// Forgets the processes of running containers that /proc no longer has (their exits are
+    /// not reported while a container runs): a bound on memory, not urgent.
+    pub fn prune(&mut self) {
+        self.tracker.prune(still_there);
+    }
+
     /// Processes the tracker still counts that /proc no longer has: their exits were lost.
     pub fn sweep(&mut self) -> Vec<TerminationRecord> {
-        let gone: Vec<u32> = self
+        let checked: Vec<(u32, Option<u64>)> = self
             .tracker
             .awaited()
-            .filter(|(pid, start)| !alive(*pid, *start))
-            .map(|(pid, _)| pid)
+            .map(|(pid, known)| (pid, still_there(pid, known)))
             .collect();
+        let mut gone = Vec::new();
+        for (pid, now) in checked {
+            match now {
+                Some(start) => self.tracker.set_start(pid, start),
+                None => gone.push(pid),
+            }
+        }
         let now = clock::monotonic_now();
         for cgroup in self.tracker.abandon(now) {
             tracing::debug!(
@@ -250,7 +247,6 @@ impl Pipeline {
             );
             self.filled.remove(&cgroup);
         }
-        self.tracker.prune(alive);
         let done: Vec<_> = gone
             .into_iter()
             .flat_map(|pid| self.tracker.forget(pid, now))
@@ -286,12 +282,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn alive_means_the_same_process_not_only_the_same_pid() {
+    fn still_there_means_the_same_process_not_only_the_same_pid() {
         let me = std::process::id();
         let start = start_time(me).expect("our own start time");
-        assert!(alive(me, Some(start)));
-        assert!(alive(me, None));
-        assert!(!alive(me, Some(start + 1)), "a reused pid");
-        assert!(!alive(u32::MAX - 1, None));
+        assert_eq!(still_there(me, Some(start)), Some(start));
+        assert_eq!(
+            still_there(me, None),
+            Some(start),
+            "the first look records it"
+        );
+        assert_eq!(still_there(me, Some(start + 1)), None, "a reused pid");
+        assert_eq!(still_there(u32::MAX - 1, None), None);
     }
 }

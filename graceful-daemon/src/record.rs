@@ -5,7 +5,6 @@ use serde_json::Value;
 
 use crate::{
     clock::WallClock,
-    enrich::ContainerInfo,
     events::{ExitStatus, SignalResult},
     identity::Identity,
     signals::Signal,
@@ -81,6 +80,21 @@ struct StopJson<'a> {
 struct KillJson<'a> {
     at: String,
     sender: &'a Sender,
+}
+
+/// Kubernetes names and settings of one container, from kubelet's labels and annotations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerInfo {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub grace_period_seconds: Option<f64>,
+    /// A preStop hook is set (its command is never kept: it can carry secrets).
+    pub pre_stop_hook: bool,
+    /// The pod's sandbox (pause) container: stopped with SIGKILL by design, never reported.
+    pub sandbox: bool,
 }
 
 /// Who a record or a series is about: Kubernetes names, or (without Kubernetes) the short id or

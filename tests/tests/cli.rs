@@ -151,10 +151,7 @@ fn record_one_kill(daemon: &Daemon, name: &str) -> String {
     let mut cgroups = Cgroup2::discover().unwrap();
     let parent = format!("/graceful-tests/cli-{}", std::process::id());
     let sb = Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"]).unwrap();
-    eventually("the container to run sleep", || {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
-        (comm.trim() == "sleep").then_some(())
-    });
+    graceful_tests::wait_for_program(&sb, "sleep");
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
     sb.signal(Signal::KILL).unwrap();
     eventually("the record", || {

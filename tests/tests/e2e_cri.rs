@@ -22,10 +22,7 @@ fn kill_marker(addr: SocketAddr, name: &str) -> Vec<Value> {
     let sb =
         graceful::throwaway::Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"])
             .unwrap();
-    eventually("the marker to run sleep", || {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
-        (comm.trim() == "sleep").then_some(())
-    });
+    graceful_tests::wait_for_program(&sb, "sleep");
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
     sb.signal(graceful::signals::Signal::KILL).unwrap();
     let body = eventually("the marker's record", || {
@@ -382,10 +379,7 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     )
     .unwrap();
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
-    eventually("the container to run sleep", || {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
-        (comm.trim() == "sleep").then_some(())
-    });
+    graceful_tests::wait_for_program(&sb, "sleep");
     sb.signal(graceful::signals::Signal::KILL).unwrap();
     let record = eventually("the record", || {
         let (_, body) = http_get(daemon.addr, "/terminations")?;

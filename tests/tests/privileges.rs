@@ -45,10 +45,7 @@ fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str
     let parent = format!("/graceful-tests/{name}-{}", std::process::id());
     let mut sb =
         Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
-    eventually("the container to run sleep", || {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
-        (comm.trim() == "sleep").then_some(())
-    });
+    graceful_tests::wait_for_program(&sb, "sleep");
     sb.stop(Signal::TERM, std::time::Duration::from_millis(300))
         .unwrap();
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
@@ -128,10 +125,7 @@ fn works_in_a_private_cgroup_namespace() {
     // daemon's namespace), not from the kernel's events.
     let mut sb =
         Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
-    eventually("the container to run sleep", || {
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).ok()?;
-        (comm.trim() == "sleep").then_some(())
-    });
+    graceful_tests::wait_for_program(&sb, "sleep");
     // The daemon's namespace is rooted at a cgroup of its own, as a container's is.
     let home = cgroups.dir(&format!("{parent}/daemon"));
     std::fs::create_dir_all(&home).unwrap();

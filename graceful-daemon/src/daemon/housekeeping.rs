@@ -2,11 +2,11 @@
 //! forgetting what is gone, and the sizes behind `graceful_tracked`.
 use std::collections::HashSet;
 
-use super::{Daemon, RETRY_FAILED_EVERY};
+use super::{Daemon, PRUNE_EVERY, RETRY_FAILED_EVERY};
 use crate::{
     audit::{self, AuditEntry},
     export::{http::lock, metric_labels::Tracked},
-    identity,
+    identity::{self, Runtime},
     record::container_labels,
     signals::Signal,
 };
@@ -35,9 +35,18 @@ impl Daemon {
         let tracker = &self.pipeline.tracker;
         self.seen
             .retain(|cgroup| !tracker.members(*cgroup).is_empty());
-        for e in &entries {
-            let id = &e.identity.id;
-            if !self.cache.contains_key(id) && !self.failed.contains(id) {
+        // Only containers a CRI runtime can name, and only with a runtime to ask.
+        let askable = entries.iter().filter(|e| {
+            self.cri.is_some()
+                && matches!(e.identity.runtime, Runtime::Containerd | Runtime::CriO)
+                && !self.pending.contains(&e.identity.id)
+        });
+        let unnamed: Vec<&AuditEntry> = askable
+            .filter(|e| !self.cache.contains_key(&e.identity.id))
+            .filter(|e| !self.failed.contains(&e.identity.id))
+            .collect();
+        for e in unnamed {
+            {
                 if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
                     self.lookup(&e.identity, cgroup, None);
                 }
@@ -78,8 +87,11 @@ impl Daemon {
         keep.extend(stopping.iter().map(String::as_str));
         keep.extend(self.pending.iter().map(String::as_str));
         self.cache.retain(|id, _| keep.contains(id.as_str()));
-        let tracker = &self.pipeline.tracker;
-        self.pipeline.cgroups.prune(|cgroup| tracker.tracks(cgroup));
+        if self.audits.is_multiple_of(PRUNE_EVERY) {
+            self.pipeline.prune();
+            let tracker = &self.pipeline.tracker;
+            self.pipeline.cgroups.prune(|cgroup| tracker.tracks(cgroup));
+        }
     }
 
     /// The sizes of everything the daemon keeps, for `graceful_tracked`.

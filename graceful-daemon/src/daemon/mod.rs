@@ -86,6 +86,8 @@ const HOUSEKEEPING_EVERY: u32 = 5;
 const AUDIT_EVERY: u32 = 10;
 /// Audits between retries of containers the runtime could not name.
 const RETRY_FAILED_EVERY: u32 = 6;
+/// Audits between prunes of processes and cgroup paths that are gone (a memory bound).
+const PRUNE_EVERY: u32 = 3;
 /// Containers whose runtime answers are kept at most (running ones, and stopped ones whose
 /// record is not out yet): far above what one node runs.
 const CACHE_MAX: usize = 8192;

@@ -4,20 +4,7 @@ pub mod cri;
 
 use std::collections::HashMap;
 
-/// Kubernetes names and settings of one container, from kubelet's labels and annotations.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ContainerInfo {
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub pod_uid: Option<String>,
-    pub name: Option<String>,
-    pub image: Option<String>,
-    pub grace_period_seconds: Option<f64>,
-    /// A preStop hook is set (its command is never kept: it can carry secrets).
-    pub pre_stop_hook: bool,
-    /// The pod's sandbox (pause) container: stopped with SIGKILL by design, never reported.
-    pub sandbox: bool,
-}
+pub use crate::record::ContainerInfo;
 
 impl ContainerInfo {
     pub fn from_kubelet(

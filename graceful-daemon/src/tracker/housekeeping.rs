@@ -61,19 +61,28 @@ impl Tracker {
     }
 
     /// Forgets processes of running containers that `alive` (pid, recorded start time) says
-    /// are gone: the kernel reports a running container's exits only once it is stopping.
-    /// Groups left empty go too, with what was known of them.
-    pub fn prune(&mut self, alive: impl Fn(u32, Option<u64>) -> bool) {
-        let mut gone = Vec::new();
+    /// are gone (None), and records the start time it gives for the others: the kernel reports
+    /// a running container's exits only once it is stopping. Groups left empty go too, with
+    /// what was known of them.
+    pub fn prune(&mut self, alive: impl Fn(u32, Option<u64>) -> Option<u64>) {
+        let (mut gone, mut starts) = (Vec::new(), Vec::new());
         let procs = &self.procs;
         for g in self.groups.values_mut().filter(|g| g.active.is_none()) {
-            g.members.retain(|pid| {
-                let keep = alive(*pid, procs.get(pid).and_then(|p| p.start));
-                if !keep {
-                    gone.push(*pid);
-                }
-                keep
-            });
+            g.members.retain(
+                |pid| match alive(*pid, procs.get(pid).and_then(|p| p.start)) {
+                    Some(start) => {
+                        starts.push((*pid, start));
+                        true
+                    }
+                    None => {
+                        gone.push(*pid);
+                        false
+                    }
+                },
+            );
+        }
+        for (pid, start) in starts {
+            self.set_start(pid, start);
         }
         for pid in gone {
             self.procs.remove(&pid);

@@ -222,9 +222,9 @@ fn a_stop_that_never_ends_is_abandoned_without_a_record() {
 fn pruning_forgets_processes_gone_unseen() {
     let mut s = shell_with_child();
     assert_eq!(s.t.size(), (2, 1, 0));
-    s.t.prune(|pid, _| pid == 10);
+    s.t.prune(|pid, _| (pid == 10).then_some(1));
     assert_eq!(s.t.size(), (1, 1, 0));
-    s.t.prune(|_, _| false);
+    s.t.prune(|_, _| None);
     assert_eq!(s.t.size(), (0, 0, 0));
 }
 
