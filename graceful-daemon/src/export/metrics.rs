@@ -8,7 +8,7 @@ use std::{
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::{Registry, Unit},
+    registry::{Metric, Registry, Unit},
 };
 
 use super::metric_labels::*;
@@ -45,20 +45,25 @@ struct NodeMetrics {
 impl NodeMetrics {
     fn register(registry: &mut Registry) -> NodeMetrics {
         let m = NodeMetrics {
-            signals: Family::default(),
-            events_lost: Family::default(),
-            tracked: Family::default(),
+            signals: registered(
+                registry,
+                "signals",
+                "Signals generated on the node, by signal and the kernel's result",
+                None,
+            ),
+            events_lost: registered(
+                registry,
+                "events_lost",
+                "Events lost on their way from the kernel, by reason",
+                None,
+            ),
+            tracked: registered(
+                registry,
+                "tracked",
+                "Entries the daemon holds in memory, by kind",
+                None,
+            ),
         };
-        registry.register(
-            "signals",
-            "Signals generated on the node, by signal and the kernel's result",
-            m.signals.clone(),
-        );
-        registry.register(
-            "events_lost",
-            "Events lost on their way from the kernel, by reason",
-            m.events_lost.clone(),
-        );
         for kind in [
             LossKind::RingFull,
             LossKind::ReadFailed,
@@ -66,13 +71,8 @@ impl NodeMetrics {
         ] {
             let _ = m.events_lost.get_or_create(&kind.labels());
         }
-        registry.register(
-            "tracked",
-            "Entries the daemon holds in memory, by kind",
-            m.tracked.clone(),
-        );
-        let build_info = Family::<VersionLabels, Gauge>::default();
-        registry.register("build_info", "Version of graceful", build_info.clone());
+        let build_info: Family<VersionLabels, Gauge> =
+            registered(registry, "build_info", "Version of graceful", None);
         build_info
             .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -80,6 +80,31 @@ impl NodeMetrics {
             .set(1);
         m
     }
+}
+
+/// Registers a metric under `name` (the registry adds `graceful_`, the unit its suffix) and
+/// returns it.
+fn registered<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+) -> M {
+    registered_as(registry, name, help, unit, M::default())
+}
+
+fn registered_as<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
 }
 
 /// Running containers: the stop-relevant signals they get and their PID 1's risk.
@@ -90,21 +115,20 @@ struct ContainerMetrics {
 
 impl ContainerMetrics {
     fn register(registry: &mut Registry) -> ContainerMetrics {
-        let m = ContainerMetrics {
-            signals: Family::default(),
-            pid1_ignores: Family::default(),
-        };
-        registry.register(
-            "container_signals",
-            "Stop-relevant signals that reached a container's processes, by the kernel's result",
-            m.signals.clone(),
-        );
-        registry.register(
-            "pid1_ignores_stop_signal",
-            "1 when a running container's PID 1 would have its stop signal dropped by the kernel",
-            m.pid1_ignores.clone(),
-        );
-        m
+        ContainerMetrics {
+            signals: registered(
+                registry,
+                "container_signals",
+                "Stop-relevant signals that reached a container's processes, by the kernel's result",
+                None,
+            ),
+            pid1_ignores: registered(
+                registry,
+                "pid1_ignores_stop_signal",
+                "1 when a running container's PID 1 would have its stop signal dropped by the kernel",
+                None,
+            ),
+        }
     }
 }
 
@@ -119,41 +143,40 @@ struct TerminationMetrics {
 
 impl TerminationMetrics {
     fn register(registry: &mut Registry) -> TerminationMetrics {
-        let m = TerminationMetrics {
-            terminations: Family::default(),
-            sigkill_after_grace: Family::default(),
-            stop_signal_ignored: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            grace_used: Family::new_with_constructor(ratio_histogram),
-        };
-        registry.register(
-            "terminations",
-            "Containers stopped, by outcome and verdict",
-            m.terminations.clone(),
-        );
-        registry.register(
-            "sigkill_after_grace",
-            "Containers the runtime had to SIGKILL after the grace period, by verdict",
-            m.sigkill_after_grace.clone(),
-        );
-        registry.register(
-            "stop_signal_ignored",
-            "Stops whose stop signal the kernel dropped at PID 1",
-            m.stop_signal_ignored.clone(),
-        );
-        registry.register_with_unit(
-            "termination_duration",
-            "From the stop signal to the last process gone",
-            Unit::Seconds,
-            m.duration.clone(),
-        );
-        registry.register_with_unit(
-            "grace_period_used",
-            "Termination duration over the grace period the container had",
-            Unit::Other("ratio".into()),
-            m.grace_used.clone(),
-        );
-        m
+        TerminationMetrics {
+            terminations: registered(
+                registry,
+                "terminations",
+                "Containers stopped, by outcome and verdict",
+                None,
+            ),
+            sigkill_after_grace: registered(
+                registry,
+                "sigkill_after_grace",
+                "Containers the runtime had to SIGKILL after the grace period, by verdict",
+                None,
+            ),
+            stop_signal_ignored: registered(
+                registry,
+                "stop_signal_ignored",
+                "Stops whose stop signal the kernel dropped at PID 1",
+                None,
+            ),
+            duration: registered_as(
+                registry,
+                "termination_duration",
+                "From the stop signal to the last process gone",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(duration_histogram),
+            ),
+            grace_used: registered_as(
+                registry,
+                "grace_period_used",
+                "Termination duration over the grace period the container had",
+                Some(Unit::Other("ratio".into())),
+                Family::new_with_constructor(ratio_histogram),
+            ),
+        }
     }
 }
 
