@@ -78,9 +78,10 @@ pub async fn run(
         None => Ready::Settled,
     };
     let mut records = demo::run(&[scenario], options.grace).await?;
-    records
-        .pop()
-        .ok_or(CheckError::Run(DemoError::NoRecord(name)))
+    records.pop().ok_or(CheckError::Run(DemoError::NoRecord {
+        name,
+        waiting_for: Vec::new(),
+    }))
 }
 
 fn xml(s: &str) -> String {

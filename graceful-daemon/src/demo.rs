@@ -262,13 +262,15 @@ pub enum DemoError {
         name: String,
         status: crate::events::ExitStatus,
     },
-    #[error("no termination record for {0} in time")]
-    NoRecord(String),
+    #[error("no termination record for {name} in time (still waiting for pids {waiting_for:?})")]
+    NoRecord { name: String, waiting_for: Vec<u32> },
     #[error("the event stream ended")]
     StreamEnded,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often processes whose exit was not seen are looked for while records are awaited.
+const SWEEP: Duration = Duration::from_secs(1);
 /// How soon /proc is looked at again while no event comes.
 const READY_POLL: Duration = Duration::from_millis(10);
 
@@ -380,17 +382,34 @@ pub async fn run(
     }
 
     let deadline = Instant::now() + grace + READY_TIMEOUT;
+    let mut sweep = tokio::time::interval(SWEEP);
     while records.iter().any(Option::is_none) {
-        let missing = || {
+        let missing = |pipeline: &Pipeline| {
             let i = records.iter().position(Option::is_none).unwrap_or(0);
-            DemoError::NoRecord(scenarios[i].name.clone())
+            DemoError::NoRecord {
+                name: scenarios[i].name.clone(),
+                waiting_for: pipeline.tracker.members(ids[i]),
+            }
         };
-        let event = match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(e)) => e,
-            Ok(None) => return Err(DemoError::StreamEnded),
-            Err(_) => return Err(missing()),
-        };
-        collect(&mut pipeline, &event, &ids, &mut records);
+        tokio::select! {
+            event = tokio::time::timeout_at(deadline, events.recv()) => {
+                let event = match event {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return Err(DemoError::StreamEnded),
+                    Err(_) => return Err(missing(&pipeline)),
+                };
+                collect(&mut pipeline, &event, &ids, &mut records);
+            }
+            // A process gone without its exit event ends its record (as unknown) rather than
+            // holding it until the deadline, as the daemon's sweep does.
+            _ = sweep.tick() => {
+                for record in pipeline.sweep() {
+                    if let Some(i) = ids.iter().position(|id| *id == record.termination.cgroup) {
+                        records[i].get_or_insert(record);
+                    }
+                }
+            }
+        }
     }
     // Every init is reaped by now (its record needed all processes gone): the joins are quick.
     for stop in stops {

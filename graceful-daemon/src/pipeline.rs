@@ -51,6 +51,10 @@ pub struct Pipeline {
     pub cgroups: Cgroup2,
     /// Containers whose processes were read from /proc at their first reported signal.
     filled: HashSet<CgroupId>,
+    /// Awaited processes the last sweep found gone from /proc: their exit may still be on its
+    /// way from the kernel (reaped before its event was read), so they are forgotten only if
+    /// the next sweep finds them gone too and no exit came meanwhile.
+    missing: HashSet<u32>,
 }
 
 /// Above this many, the filled set starts afresh (a container is then read again: harmless).
@@ -102,6 +106,7 @@ impl Pipeline {
             tracker,
             cgroups,
             filled: HashSet::new(),
+            missing: HashSet::new(),
         }
     }
 
@@ -225,20 +230,25 @@ impl Pipeline {
         self.tracker.prune(still_there);
     }
 
-    /// Processes the tracker still counts that /proc no longer has: their exits were lost.
+    /// Processes the tracker still counts that /proc no longer has, two sweeps running: their
+    /// exits were lost.
     pub fn sweep(&mut self) -> Vec<TerminationRecord> {
         let checked: Vec<(u32, Option<u64>)> = self
             .tracker
             .awaited()
             .map(|(pid, known)| (pid, still_there(pid, known)))
             .collect();
-        let mut gone = Vec::new();
+        let (mut gone, mut missing) = (Vec::new(), HashSet::new());
         for (pid, now) in checked {
             match now {
                 Some(start) => self.tracker.set_start(pid, start),
-                None => gone.push(pid),
+                None if self.missing.contains(&pid) => gone.push(pid),
+                None => {
+                    missing.insert(pid);
+                }
             }
         }
+        self.missing = missing;
         let now = clock::monotonic_now();
         for cgroup in self.tracker.abandon(now) {
             tracing::debug!(
@@ -280,6 +290,41 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_gone_from_proc_is_forgotten_only_at_the_second_sweep() {
+        use crate::events::{ExecEvent, SignalEvent, SignalResult};
+        let cgroups = Cgroup2::discover().expect("cgroup2");
+        let mut p = Pipeline::new(cgroups, TrackerConfig::default());
+        // A pid above any pid_max: never in /proc.
+        let (pid, cg, now) = (u32::MAX - 7, 0xC0FFEE, clock::monotonic_now());
+        p.tracker.on_event(&Event::Exec(ExecEvent {
+            ts: now,
+            pid,
+            cgroup: cg,
+            comm: "app".into(),
+        }));
+        p.tracker.on_event(&Event::Signal(SignalEvent {
+            ts: now,
+            signal: Signal::TERM,
+            code: 0,
+            result: SignalResult::Delivered,
+            group: true,
+            sender_pid: 1,
+            sender_tid: 1,
+            sender_comm: "runc".into(),
+            sender_cgroup: p.cgroups.root_id(),
+            target_pid: pid,
+            target_comm: "app".into(),
+            target_cgroup: cg,
+        }));
+        assert!(p.tracker.stopping(cg));
+        // Its exit may still be on its way from the kernel.
+        assert!(p.sweep().is_empty());
+        assert!(p.tracker.stopping(cg));
+        p.sweep();
+        assert!(!p.tracker.stopping(cg), "forgotten at the second sweep");
+    }
 
     #[test]
     fn still_there_means_the_same_process_not_only_the_same_pid() {
