@@ -68,7 +68,6 @@ fn found(pid: u32, status: &ProcStatus, cgroup: CgroupId) -> Found<'_> {
         cgroup,
         comm: &status.comm,
         namespace_init: status.is_namespace_init(),
-        start: None,
     }
 }
 

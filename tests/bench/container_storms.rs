@@ -19,34 +19,7 @@ enum Watcher {
 
 impl Watcher {
     fn daemon() -> Watcher {
-        let exe = std::env::current_exe().expect("own path");
-        let bin = exe.parent().expect("target dir").join("graceful-daemon");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        let child = Command::new(&bin)
-            .args([
-                "run",
-                "--metrics-addr",
-                &addr.to_string(),
-                "--cri-socket",
-                "/nonexistent.sock",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let ready_by = Instant::now() + Duration::from_secs(30);
-        while http_get(addr, "/readyz").is_none_or(|b| !b.starts_with("ready")) {
-            assert!(
-                Instant::now() < ready_by,
-                "the daemon was not ready in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Watcher::Daemon(child)
+        Watcher::Daemon(start_daemon(Stdio::null()).0)
     }
 
     fn cpu(&self) -> u64 {

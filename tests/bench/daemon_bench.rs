@@ -21,33 +21,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The real daemon binary: SIGKILL -> record on /terminations, and its footprint at rest.
 pub(crate) fn daemon_bench() {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe.parent().expect("target dir").join("graceful-daemon");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let mut daemon = Command::new(&bin)
-        .args([
-            "run",
-            "--metrics-addr",
-            &addr.to_string(),
-            "--cri-socket",
-            "/nonexistent.sock",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create("/tmp/graceful-bench-daemon.log").expect("log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while http_get(addr, "/readyz").is_none_or(|b| !b.starts_with("ready")) {
-        assert!(
-            Instant::now() < ready_by,
-            "the daemon was not ready in 30 s: /tmp/graceful-bench-daemon.log"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let log = std::fs::File::create("/tmp/graceful-bench-daemon.log").expect("log file");
+    let (mut daemon, addr) = start_daemon(log);
     let mut cgroups = Cgroup2::discover().expect("cgroup2");
     let parent = format!("/graceful-bench/{}", std::process::id());
 

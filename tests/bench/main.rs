@@ -124,3 +124,31 @@ fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// The release daemon beside this binary (`run`, no CRI, a free loopback port), once `/readyz`
+/// says ready; stderr goes to `stderr`.
+fn start_daemon(stderr: impl Into<Stdio>) -> (Child, std::net::SocketAddr) {
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe.parent().expect("target dir").join("graceful-daemon");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let child = Command::new(&bin)
+        .args(["run", "--metrics-addr", &addr.to_string()])
+        .args(["--cri-socket", "/nonexistent.sock"])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while http_get(addr, "/readyz").is_none_or(|b| !b.starts_with("ready")) {
+        assert!(
+            Instant::now() < ready_by,
+            "the daemon was not ready in 30 s (its log: /tmp/graceful-bench-daemon.log)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}

@@ -6,7 +6,7 @@ use super::{Daemon, PRUNE_EVERY, RETRY_FAILED_EVERY};
 use crate::{
     audit::{self, AuditEntry},
     export::{http::lock, metric_labels::Tracked},
-    identity::{self, Runtime},
+    identity,
     record::container_labels,
     signals::Signal,
 };
@@ -35,21 +35,20 @@ impl Daemon {
         let tracker = &self.pipeline.tracker;
         self.seen
             .retain(|cgroup| !tracker.members(*cgroup).is_empty());
-        // Only containers a CRI runtime can name, and only with a runtime to ask.
-        let askable = entries.iter().filter(|e| {
-            self.cri.is_some()
-                && matches!(e.identity.runtime, Runtime::Containerd | Runtime::CriO)
-                && !self.pending.contains(&e.identity.id)
-        });
-        let unnamed: Vec<&AuditEntry> = askable
-            .filter(|e| !self.cache.contains_key(&e.identity.id))
-            .filter(|e| !self.failed.contains(&e.identity.id))
+        // Containers not named yet (running before the daemon started), and not being asked.
+        let unnamed: Vec<&AuditEntry> = entries
+            .iter()
+            .filter(|e| self.can_ask(&e.identity))
+            .filter(|e| {
+                let id = &e.identity.id;
+                !self.cache.contains_key(id)
+                    && !self.failed.contains(id)
+                    && !self.pending.contains(id)
+            })
             .collect();
         for e in unnamed {
-            {
-                if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
-                    self.lookup(&e.identity, cgroup, None);
-                }
+            if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
+                self.lookup(&e.identity, cgroup, None);
             }
         }
         self.forget_gone(&entries);

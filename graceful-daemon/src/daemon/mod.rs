@@ -274,18 +274,21 @@ impl Daemon {
             .and_then(identity::parse)
     }
 
+    /// A CRI runtime is there to ask, and it names containers of this runtime.
+    fn can_ask(&self, identity: &Identity) -> bool {
+        self.cri.is_some() && matches!(identity.runtime, Runtime::Containerd | Runtime::CriO)
+    }
+
     fn lookup(
         &mut self,
         identity: &Identity,
         cgroup: CgroupId,
         record: Option<Box<TerminationRecord>>,
     ) -> Option<Box<TerminationRecord>> {
-        let Some(cri) = self.cri.clone() else {
+        let Some(cri) = self.cri.clone().filter(|_| self.can_ask(identity)) else {
             return record;
         };
-        if !matches!(identity.runtime, Runtime::Containerd | Runtime::CriO)
-            || self.pending.contains(&identity.id) && record.is_none()
-        {
+        if self.pending.contains(&identity.id) && record.is_none() {
             return record;
         }
         self.pending.insert(identity.id.clone());

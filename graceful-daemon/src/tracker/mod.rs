@@ -66,8 +66,6 @@ pub struct Found<'a> {
     pub comm: &'a str,
     /// PID 1 of a pid namespace below the host's: the container's main process.
     pub namespace_init: bool,
-    /// Start time (clock ticks since boot), where it could be read.
-    pub start: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,9 +184,6 @@ impl Tracker {
     /// container's forks and execs only once it is being stopped. Feed these before the stop.
     pub fn fill(&mut self, p: Found<'_>) {
         self.join(p.pid, p.cgroup, p.comm, p.parent, false);
-        if let Some(start) = p.start {
-            self.set_start(p.pid, start);
-        }
         if p.namespace_init {
             self.groups.entry(p.cgroup).or_default().main = Some(p.pid);
         }

@@ -41,7 +41,6 @@ fn found(pid: u32, parent: Option<u32>, comm: &str, namespace_init: bool) -> Fou
         cgroup: CG,
         comm,
         namespace_init,
-        start: None,
     }
 }
 
