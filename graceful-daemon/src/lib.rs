@@ -29,6 +29,7 @@ pub mod privileges;
 pub mod probes;
 pub mod procfs;
 pub mod record;
+pub mod redact;
 pub mod shutdown;
 pub mod signals;
 pub mod throwaway;

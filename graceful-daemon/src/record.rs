@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::{
     clock::WallClock,
-    events::{ExitStatus, SignalResult},
+    events::{ExitStatus, Mono, SignalResult},
     identity::Identity,
     signals::Signal,
     tracker::{Init, NamedProcess, Outcome, Received, Sender, Termination, Verdict},
@@ -17,6 +17,7 @@ struct RecordJson<'a> {
     kind: &'static str,
     container: ContainerJson<'a>,
     stop: Option<StopJson<'a>>,
+    pre_stop: Option<PreStopJson<'a>>,
     init: &'a Init,
     received: &'a [Received],
     received_more: usize,
@@ -29,6 +30,18 @@ struct RecordJson<'a> {
     grace_period_seconds: Option<f64>,
     verdict: Verdict,
     explanation: &'a str,
+}
+
+/// The preStop hook's part of the grace: an exec hook's run as the kernel saw it; for an
+/// httpGet or sleep hook, the time from the deletion to the stop signal.
+#[derive(Serialize)]
+struct PreStopJson<'a> {
+    kind: HookKind,
+    command: Option<&'a str>,
+    started: String,
+    ended: Option<String>,
+    exit_code: Option<i32>,
+    grace_share: Option<f64>,
 }
 
 /// The `container` object that records and audits share.
@@ -61,7 +74,7 @@ impl<'a> ContainerJson<'a> {
             namespace: info.and_then(|i| i.namespace.as_deref()),
             pod: info.and_then(|i| i.pod.as_deref()),
             name: info.and_then(|i| i.name.as_deref()),
-            workload: None,
+            workload: info.and_then(|i| i.workload.as_deref()),
             qos: identity.and_then(|i| i.qos.as_deref()),
         }
     }
@@ -82,7 +95,40 @@ struct KillJson<'a> {
     sender: &'a Sender,
 }
 
-/// Kubernetes names and settings of one container, from kubelet's labels and annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Exec,
+    Http,
+    Sleep,
+    TcpSocket,
+}
+
+serialize_by_name!(HookKind);
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Exec => "exec",
+            HookKind::Http => "http",
+            HookKind::Sleep => "sleep",
+            HookKind::TcpSocket => "tcp_socket",
+        }
+    }
+}
+
+/// A container's preStop hook. Its command is kept only redacted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreStopHook {
+    pub kind: HookKind,
+    /// The exec hook's command, redacted.
+    pub command: Option<String>,
+    /// The name (`comm`) its process gets: the program's file name, as the kernel cuts it.
+    #[serde(skip)]
+    pub program: Option<String>,
+}
+
+/// Kubernetes names and settings of one container: kubelet's labels and annotations through
+/// CRI, completed by the pod from the API server.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerInfo {
     pub namespace: Option<String>,
@@ -91,8 +137,15 @@ pub struct ContainerInfo {
     pub name: Option<String>,
     pub image: Option<String>,
     pub grace_period_seconds: Option<f64>,
-    /// A preStop hook is set (its command is never kept: it can carry secrets).
-    pub pre_stop_hook: bool,
+    /// "Deployment/web": the pod's owner (API server).
+    pub workload: Option<String>,
+    /// The container's own stop signal (Kubernetes' `stopSignal`, else the image's STOPSIGNAL);
+    /// None: SIGTERM.
+    pub stop_signal: Option<Signal>,
+    /// Its preStop hook (the command only redacted: it can carry secrets).
+    pub pre_stop: Option<PreStopHook>,
+    /// When the pod's deletion was asked for (API server).
+    pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The pod's sandbox (pause) container: stopped with SIGKILL by design, never reported.
     pub sandbox: bool,
 }
@@ -154,6 +207,7 @@ impl TerminationRecord {
                 sender: &s.sender,
                 result: s.result,
             }),
+            pre_stop: self.pre_stop_json(clock),
             init: &t.init,
             received: &t.received,
             received_more: t.received_more,
@@ -174,10 +228,104 @@ impl TerminationRecord {
         serde_json::to_value(json).unwrap_or(Value::Null)
     }
 
+    /// When the preStop hook started and ended (monotonic ns; its end None when it was still
+    /// running at the stop signal), its exit code, and the share of the grace it took.
+    fn pre_stop_span(&self, clock: &WallClock) -> Option<HookSpan> {
+        let hook = self.info.as_ref()?.pre_stop.as_ref()?;
+        let stop = self.termination.stop.as_ref()?;
+        let (started, ended, exit_code) = match hook.kind {
+            HookKind::Exec => {
+                let run = self.termination.pre_stop.as_ref()?;
+                (run.started, run.ended, run.exit.and_then(|e| e.code))
+            }
+            _ => {
+                // The deletion as a monotonic time: the stop's wall time less the wait.
+                let deleted = self.info.as_ref()?.deleted_at?;
+                let waited = (clock.at(stop.at) - deleted).num_nanoseconds()?;
+                let started = stop.at.checked_sub(u64::try_from(waited).ok()?)?;
+                (started, Some(stop.at), None)
+            }
+        };
+        let used = ended
+            .unwrap_or(stop.at)
+            .min(stop.at)
+            .saturating_sub(started) as f64
+            / 1e9;
+        let share = self
+            .grace_period_seconds
+            .filter(|g| *g > 0.0)
+            .map(|g| ((used / g).min(1.0) * 1000.0).round() / 1000.0);
+        Some(HookSpan {
+            kind: hook.kind,
+            started,
+            ended,
+            exit_code,
+            used,
+            share,
+        })
+    }
+
+    fn pre_stop_json(&self, clock: &WallClock) -> Option<PreStopJson<'_>> {
+        let span = self.pre_stop_span(clock)?;
+        Some(PreStopJson {
+            kind: span.kind,
+            command: self
+                .info
+                .as_ref()
+                .and_then(|i| i.pre_stop.as_ref())
+                .and_then(|h| h.command.as_deref()),
+            started: clock.rfc3339(span.started),
+            ended: span.ended.map(|e| clock.rfc3339(e)),
+            exit_code: span.exit_code,
+            grace_share: span.share,
+        })
+    }
+
+    /// The tracker's explanation, and what the preStop hook took of the grace when that left
+    /// the app too little: a hook that used (nearly) all of it is why the app was killed.
+    pub fn explain_pre_stop(&mut self, clock: &WallClock) {
+        let t = &self.termination;
+        let (Some(span), Some(grace), Some(stop), Some(kill)) = (
+            self.pre_stop_span(clock),
+            self.grace_period_seconds,
+            t.stop.as_ref(),
+            t.kill.as_ref(),
+        ) else {
+            return;
+        };
+        if span.share.is_none_or(|s| s < 0.9) || t.outcome != Outcome::KilledAfterGrace {
+            return;
+        }
+        let left = kill.at.saturating_sub(stop.at) as f64 / 1e9;
+        let got = if left < 0.5 {
+            format!("the app got {} and SIGKILL together", stop.signal)
+        } else {
+            format!(
+                "the app got {} only {left:.1} s before SIGKILL",
+                stop.signal
+            )
+        };
+        let sentence = format!(
+            "The preStop hook ({}) took {:.1} s of the {grace:.0} s grace period, so {got}. \
+             Make the hook return sooner or raise terminationGracePeriodSeconds.",
+            span.kind.as_str(),
+            span.used,
+        );
+        self.termination.explanation = if t.verdict == Verdict::SlowShutdown {
+            sentence
+        } else {
+            format!("{} {sentence}", t.explanation)
+        };
+    }
+
     /// A few lines for a person: what happened, in order, and why.
     pub fn timeline(&self) -> String {
         let t = &self.termination;
-        let at = |ts: u64| format!("+{:>7.3}s", ts.saturating_sub(t.started) as f64 / 1e9);
+        // Signed: a preStop hook runs before the stop.
+        let at = |ts: u64| {
+            let d = (ts as i128 - t.started as i128) as f64 / 1e9;
+            format!("{}{:>7.3}s", if d < 0.0 { '-' } else { '+' }, d.abs())
+        };
         let mut out = format!(
             "== {} ({}) verdict: {}  outcome: {}\n",
             self.display_name(),
@@ -195,6 +343,22 @@ impl TerminationRecord {
                 t.init.comm,
                 t.init.pid,
                 s.result.as_str()
+            );
+        }
+        if let Some(span) = self.pre_stop_span(&WallClock::default()) {
+            let share = span
+                .share
+                .map(|s| format!(", {:.0}% of the grace", s * 100.0))
+                .unwrap_or_default();
+            let exit = span
+                .exit_code
+                .map(|c| format!(", exit code {c}"))
+                .unwrap_or_default();
+            out += &format!(
+                "   {}  preStop {} hook before it: {:.3}s{share}{exit}\n",
+                at(span.started),
+                span.kind.as_str(),
+                span.used
             );
         }
         for r in t.received.iter().filter(|r| r.pid != t.init.pid) {
@@ -233,6 +397,16 @@ impl TerminationRecord {
         out += &format!("   why: {}\n", t.explanation);
         out
     }
+}
+
+struct HookSpan {
+    kind: HookKind,
+    started: Mono,
+    ended: Option<Mono>,
+    exit_code: Option<i32>,
+    /// Seconds of the grace it took (to its end, or to the stop signal).
+    used: f64,
+    share: Option<f64>,
 }
 
 /// Metric labels of a container, when it is one.

@@ -94,6 +94,11 @@ static SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(SEEN_ENTRIES, 0)
 #[map]
 static ENTERED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(ENTERED_ENTRIES, 0);
 
+/// Processes exec'd into a running container from outside (a preStop exec hook, a probe):
+/// their exit is reported too, so the hook's end and exit code are known.
+#[map]
+static VISITORS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(ENTERED_ENTRIES, 0);
+
 macro_rules! config {
     ($field:ident) => {{
         // SAFETY: CONFIG is a frozen read-only global written by the loader.

@@ -44,10 +44,19 @@ pub fn task_newtask_floor(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let cgroup = current_cgroup();
-    if !stopping(cgroup) || !group_dead(&ctx) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let visitor = !stopping(cgroup);
+    // SAFETY: only the presence of the entry is used.
+    if visitor && unsafe { VISITORS.get(tgid) }.is_none() {
         return 0;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    if !group_dead(&ctx) {
+        return 0;
+    }
+    if visitor {
+        let _ = VISITORS.remove(tgid);
+    }
     let tid = pid_tgid as u32;
     // SAFETY: the current task is alive while its exit tracepoint runs; the offset is BTF's.
     let exit_code_offset = config!(task_exit_code) as usize;
@@ -59,7 +68,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         &ctx,
         ExitRecord {
             header: header(Kind::Exit),
-            tgid: (pid_tgid >> 32) as u32,
+            tgid,
             tid,
             exit_code,
             _pad: 0,
@@ -71,7 +80,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 /// Reported: the first exec of a cgroup (it identifies the container), an exec by a thread
-/// that entered the cgroup from outside, and every exec of a container being stopped.
+/// that entered the cgroup from outside (its exit is reported too), and every exec of a
+/// container being stopped.
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let cgroup = current_cgroup();
@@ -86,7 +96,11 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         let _ = SEEN.insert(cgroup, 1, 0);
     }
     let entered = ENTERED.remove(pid_tgid as u32).is_ok();
-    if first || entered || stopping(cgroup) {
+    let stopping = stopping(cgroup);
+    if entered && !first && !stopping {
+        let _ = VISITORS.insert(tgid, 1, 0);
+    }
+    if first || entered || stopping {
         output(
             &ctx,
             ExecRecord {

@@ -27,8 +27,12 @@ impl Daemon {
     /// The PID 1 risk gauge of every running container; containers gone lose their series
     /// and are forgotten. Containers the runtime was not asked about yet (running before the
     /// daemon started) are looked up.
-    pub(super) fn audit(&mut self, entries: Vec<AuditEntry>) {
+    pub(super) fn audit(&mut self, mut entries: Vec<AuditEntry>) {
         self.audits = self.audits.wrapping_add(1);
+        for e in entries.iter_mut() {
+            e.stop_signal = self.stop_signal_of(&e.identity);
+        }
+        self.forget_departed(std::time::Instant::now());
         if self.audits.is_multiple_of(RETRY_FAILED_EVERY) {
             self.failed.clear();
         }
@@ -55,13 +59,15 @@ impl Daemon {
         let running: Vec<_> = entries
             .iter()
             .filter_map(|e| {
-                let info = self.cache.get(&e.identity.id);
-                if info.is_some_and(|i| i.sandbox) {
+                let info = self.info_for(&e.identity);
+                if info.as_ref().is_some_and(|i| i.sandbox) {
                     return None; // the pod's pause container
                 }
-                container_labels(Some(&e.identity), info).map(|l| (l, e.stop_signal_dropped()))
+                container_labels(Some(&e.identity), info.as_ref())
+                    .map(|l| (l, e.stop_signal_dropped()))
             })
             .collect();
+        self.announce_risks(&entries);
         let mut shared = lock(&self.state);
         let live = shared.metrics.live();
         let running_set: HashSet<_> = running.iter().map(|(l, _)| l.clone()).collect();

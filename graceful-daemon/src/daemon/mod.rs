@@ -19,11 +19,14 @@ use crate::{
     clock::WallClock,
     enrich::{
         cri::{CriClient, CriError},
+        kubernetes::{self, PodUpdate},
+        pods::PodFacts,
         ContainerInfo,
     },
     events::SignalCounts,
     events::{CgroupId, Event, LossReason},
     export::{
+        events::{EventSink, PodEvent, PodRef, Reason},
         http::{lock, router, Shared, SharedState},
         log::{self, LogFormat},
         metric_labels::LossKind,
@@ -33,7 +36,8 @@ use crate::{
     pipeline::{Pipeline, Session},
     privileges,
     probes::{ProbeError, ProbeOptions, Probes},
-    record::{container_labels, TerminationRecord},
+    record::{container_labels, HookKind, TerminationRecord},
+    signals::Signal,
 };
 
 #[derive(Debug, Clone)]
@@ -100,10 +104,20 @@ struct Lookup {
     record: Option<Box<TerminationRecord>>,
 }
 
-/// What work beside the loop reports back: CRI answers and audit scans.
+/// What work beside the loop reports back: CRI answers, audit scans and this node's pods.
 struct Replies {
     answers: mpsc::Receiver<Lookup>,
     scanned: mpsc::Receiver<Vec<AuditEntry>>,
+    pods: Option<mpsc::Receiver<PodUpdate>>,
+}
+
+/// A pod deleted from the API is kept this long: its containers' records may come after.
+const DEPARTED_KEPT: Duration = Duration::from_secs(600);
+
+/// The Kubernetes API, when there is one: this node's pods and the Events queue.
+pub struct Kube {
+    pods: mpsc::Receiver<PodUpdate>,
+    events: EventSink,
 }
 
 struct Daemon {
@@ -124,6 +138,13 @@ struct Daemon {
     scanning: bool,
     cri_warned: bool,
     log_format: LogFormat,
+    /// This node's pods by uid, as the API server last said (empty without one).
+    pods: HashMap<String, PodFacts>,
+    /// Pods deleted from the API, kept a while for late records.
+    departed: HashMap<String, Instant>,
+    events: Option<EventSink>,
+    /// Containers whose PID 1 risk was already announced by an Event (once per start).
+    announced: HashSet<String>,
 }
 
 pub async fn run(
@@ -164,12 +185,13 @@ pub async fn run(
             None
         }
     };
+    let kube = connect_kube(options.node_name.as_deref()).await;
     // Everything that needed a capability is done: the rest reads world-readable /proc and
     // cgroupfs files and the fds it holds.
     privileges::drop_all()?;
     tracing::info!("all capabilities dropped");
     lock(&state).ready = true;
-    let (mut daemon, replies) = Daemon::new(state.clone(), pipeline, cri, options.log_format);
+    let (mut daemon, replies) = Daemon::new(state.clone(), pipeline, cri, kube, options.log_format);
     let traced = daemon.serve(&mut events, replies, &probes, shutdown).await;
     tracing::info!("shutting down: detaching probes");
     lock(&state).ready = false;
@@ -180,13 +202,44 @@ pub async fn run(
     traced
 }
 
+/// The next pod update; never, without an API server.
+async fn next_pod(pods: &mut Option<mpsc::Receiver<PodUpdate>>) -> Option<PodUpdate> {
+    match pods {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The API server's client, this node's pod watch and the Events publisher; None (said in one
+/// line) without an API server or without this node's name.
+async fn connect_kube(node: Option<&str>) -> Option<Kube> {
+    let client = kubernetes::client().await?;
+    let Some(node) = node.filter(|n| !n.is_empty()) else {
+        tracing::warn!("a Kubernetes API is configured but this node's name is not (--node-name or NODE_NAME): workloads, pod grace periods and Events are off");
+        return None;
+    };
+    tracing::info!(
+        node,
+        "Kubernetes API: watching this node's pods, publishing Events"
+    );
+    Some(Kube {
+        pods: kubernetes::watch_pods(client.clone(), node),
+        events: EventSink::start(client, node),
+    })
+}
+
 impl Daemon {
     fn new(
         state: SharedState,
         pipeline: Pipeline,
         cri: Option<CriClient>,
+        kube: Option<Kube>,
         log_format: LogFormat,
     ) -> (Daemon, Replies) {
+        let (pods, events) = match kube {
+            Some(k) => (Some(k.pods), Some(k.events)),
+            None => (None, None),
+        };
         let (lookups, answers) = mpsc::channel(1024);
         let (scans, scanned) = mpsc::channel(1);
         let daemon = Daemon {
@@ -204,8 +257,17 @@ impl Daemon {
             scanning: false,
             cri_warned: false,
             log_format,
+            pods: HashMap::new(),
+            departed: HashMap::new(),
+            events,
+            announced: HashSet::new(),
         };
-        (daemon, Replies { answers, scanned })
+        let replies = Replies {
+            answers,
+            scanned,
+            pods,
+        };
+        (daemon, replies)
     }
 
     /// The event loop, until shutdown (Ok) or until the kernel's event stream ends (an error: a
@@ -233,6 +295,13 @@ impl Daemon {
                     self.on_event(&event);
                 }
                 Some(answer) = replies.answers.recv() => self.on_lookup(answer),
+                update = next_pod(&mut replies.pods) => match update {
+                    Some(update) => self.on_pod(update),
+                    None => {
+                        tracing::warn!("the pod watch ended: pod facts stay as they are");
+                        replies.pods = None;
+                    }
+                },
                 Some(entries) = replies.scanned.recv() => {
                     self.scanning = false;
                     self.audit(entries);
@@ -321,6 +390,7 @@ impl Daemon {
         match event {
             Event::Exec(e) if self.seen.insert(e.cgroup) => {
                 if let Some(identity) = self.identity(e.cgroup) {
+                    self.configure(e.cgroup, &identity);
                     if !self.cache.contains_key(&identity.id) {
                         self.lookup(&identity, e.cgroup, None);
                     }
@@ -333,8 +403,8 @@ impl Daemon {
                     .cached_path(e.target_cgroup)
                     .and_then(identity::parse);
                 if let Some(identity) = target {
-                    let info = self.cache.get(&identity.id);
-                    if let Some(labels) = container_labels(Some(&identity), info) {
+                    let info = self.info_for(&identity);
+                    if let Some(labels) = container_labels(Some(&identity), info.as_ref()) {
                         lock(&self.state).metrics.container_signal(
                             &labels,
                             &e.signal.to_string(),
@@ -354,11 +424,11 @@ impl Daemon {
         self.pending.remove(&answer.id);
         match answer.info {
             Ok(info) => {
-                if let Some(grace) = info.grace_period_seconds {
-                    self.pipeline.tracker.set_grace(answer.cgroup, grace);
-                }
                 if self.cache.len() < CACHE_MAX || answer.record.is_some() {
-                    self.cache.insert(answer.id, info);
+                    self.cache.insert(answer.id.clone(), info);
+                }
+                if let Some(identity) = self.identity(answer.cgroup) {
+                    self.configure(answer.cgroup, &identity);
                 }
             }
             Err(e) if !self.cri_warned => {
@@ -397,11 +467,8 @@ impl Daemon {
     }
 
     fn publish(&mut self, mut record: TerminationRecord) {
-        if record.info.is_none() {
-            record.info = record
-                .identity
-                .as_ref()
-                .and_then(|i| self.cache.get(&i.id).cloned());
+        if let Some(identity) = &record.identity {
+            record.info = self.info_for(identity).or(record.info);
         }
         // A pod's sandbox is SIGKILLed by design when the pod goes: no finding. Without the
         // runtime's word, Kubernetes' pause image is recognised by its PID 1.
@@ -418,7 +485,9 @@ impl Daemon {
             return;
         }
         record.grace_period_seconds = record.info.as_ref().and_then(|i| i.grace_period_seconds);
+        record.explain_pre_stop(&self.clock);
         let json = record.to_json(&self.clock);
+        self.announce_termination(&record);
         log::termination(self.log_format, &json, &record.display_name());
         let labels = record.labels();
         let mut shared = lock(&self.state);
@@ -427,6 +496,176 @@ impl Daemon {
         if let Some(identity) = &record.identity {
             self.cache.remove(&identity.id);
         }
+    }
+}
+
+impl Daemon {
+    /// What is known of a container: the runtime's answer, completed by its pod's facts.
+    fn info_for(&self, identity: &Identity) -> Option<ContainerInfo> {
+        let cached = self.cache.get(&identity.id);
+        let pod_uid = cached
+            .and_then(|i| i.pod_uid.as_deref())
+            .or(identity.pod_uid.as_deref());
+        let pod = pod_uid.and_then(|uid| self.pods.get(uid));
+        match (cached, pod) {
+            (None, None) => None,
+            (cached, pod) => {
+                let mut info = cached.cloned().unwrap_or_default();
+                if let Some(pod) = pod {
+                    info.merge_pod(pod, &identity.id);
+                }
+                Some(info)
+            }
+        }
+    }
+
+    /// Tells the tracker what it needs of a container before its stop: its grace, its own stop
+    /// signal, the program of its preStop exec hook.
+    fn configure(&mut self, cgroup: CgroupId, identity: &Identity) {
+        let Some(info) = self.info_for(identity) else {
+            return;
+        };
+        let tracker = &mut self.pipeline.tracker;
+        if let Some(grace) = info.grace_period_seconds {
+            tracker.set_grace(cgroup, grace);
+        }
+        if let Some(signal) = info.stop_signal {
+            tracker.set_stop_signal(cgroup, signal);
+        }
+        if let Some(program) = info
+            .pre_stop
+            .as_ref()
+            .filter(|h| h.kind == HookKind::Exec)
+            .and_then(|h| h.program.as_deref())
+        {
+            tracker.set_pre_stop_program(cgroup, program);
+        }
+    }
+
+    fn on_pod(&mut self, update: PodUpdate) {
+        let now = Instant::now();
+        let changed: Vec<String> = match update {
+            PodUpdate::Applied(pod) => {
+                let uid = pod.uid.clone();
+                self.departed.remove(&uid);
+                self.pods.insert(uid.clone(), pod);
+                vec![uid]
+            }
+            PodUpdate::Deleted { uid } => {
+                self.departed.insert(uid, now);
+                Vec::new()
+            }
+            PodUpdate::Relisted(pods) => {
+                let listed: HashSet<String> = pods.iter().map(|p| p.uid.clone()).collect();
+                for uid in self.pods.keys().filter(|u| !listed.contains(*u)) {
+                    self.departed.entry(uid.clone()).or_insert(now);
+                }
+                for pod in pods {
+                    self.departed.remove(&pod.uid);
+                    self.pods.insert(pod.uid.clone(), pod);
+                }
+                listed.into_iter().collect()
+            }
+        };
+        if changed.is_empty() {
+            return;
+        }
+        let changed: HashSet<String> = changed.into_iter().collect();
+        let containers: Vec<(CgroupId, Identity)> = self
+            .seen
+            .iter()
+            .filter_map(|&cgroup| Some((cgroup, self.identity(cgroup)?)))
+            .filter(|(_, i)| i.pod_uid.as_ref().is_some_and(|u| changed.contains(u)))
+            .collect();
+        for (cgroup, identity) in containers {
+            self.configure(cgroup, &identity);
+        }
+    }
+
+    /// Forgets pods deleted from the API long enough ago.
+    fn forget_departed(&mut self, now: Instant) {
+        let pods = &mut self.pods;
+        self.departed.retain(|uid, at| {
+            let keep = now.saturating_duration_since(*at) < DEPARTED_KEPT;
+            if !keep {
+                pods.remove(uid);
+            }
+            keep
+        });
+        if let Some(events) = self.events.as_mut() {
+            events.prune(now);
+        }
+    }
+
+    /// The pod and container an Event about this container is regarding, when the API knows it.
+    fn pod_ref(&self, info: Option<&ContainerInfo>) -> Option<PodRef> {
+        let info = info?;
+        let uid = info.pod_uid.clone()?;
+        let pod = self.pods.get(&uid)?;
+        Some(PodRef {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid,
+            container: info.name.clone()?,
+        })
+    }
+
+    fn offer_event(&mut self, pod: PodRef, reason: Reason, note: &str) {
+        let Some(events) = self.events.as_mut() else {
+            return;
+        };
+        let event = PodEvent {
+            pod,
+            reason,
+            note: note.to_string(),
+        };
+        events.offer(event, Instant::now());
+    }
+
+    /// Events on the Pod for a stop that went wrong.
+    fn announce_termination(&mut self, record: &TerminationRecord) {
+        let t = &record.termination;
+        let reasons = Reason::of(t.verdict, t.outcome);
+        if reasons.is_empty() {
+            return;
+        }
+        let Some(pod) = self.pod_ref(record.info.as_ref()) else {
+            return;
+        };
+        for reason in reasons {
+            self.offer_event(pod.clone(), reason, &t.explanation);
+        }
+    }
+
+    /// `PID1IgnoresStopSignal`, once per container start, for running containers whose PID 1
+    /// would drop their stop signal.
+    fn announce_risks(&mut self, entries: &[AuditEntry]) {
+        if self.events.is_none() {
+            return;
+        }
+        self.announced
+            .retain(|id| entries.iter().any(|e| e.identity.id == *id));
+        for e in entries.iter().filter(|e| e.stop_signal_dropped()) {
+            if self.announced.contains(&e.identity.id) {
+                continue;
+            }
+            let info = self.info_for(&e.identity);
+            if info.as_ref().is_some_and(|i| i.sandbox) {
+                continue;
+            }
+            let Some(pod) = self.pod_ref(info.as_ref()) else {
+                continue;
+            };
+            self.announced.insert(e.identity.id.clone());
+            self.offer_event(pod, Reason::Pid1IgnoresStopSignal, &e.explanation());
+        }
+    }
+
+    /// The stop signal of a running container: its own, else SIGTERM.
+    fn stop_signal_of(&self, identity: &Identity) -> Signal {
+        self.info_for(identity)
+            .and_then(|i| i.stop_signal)
+            .unwrap_or(Signal::TERM)
     }
 }
 
@@ -455,7 +694,7 @@ mod tests {
         }));
         let cgroups = Cgroup2::discover().expect("a cgroup2 mount");
         let pipeline = Pipeline::new(cgroups, TrackerConfig::default());
-        Daemon::new(state, pipeline, None, LogFormat::Json)
+        Daemon::new(state, pipeline, None, None, LogFormat::Json)
     }
 
     #[tokio::test]

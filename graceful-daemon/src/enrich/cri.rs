@@ -6,13 +6,14 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    runtime_service_client::RuntimeServiceClient, ContainerStatusRequest, PodSandboxStatusRequest,
-    VersionRequest,
+    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+    ContainerStatusRequest, ImageSpec, ImageStatusRequest, PodSandboxStatusRequest, VersionRequest,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::ContainerInfo;
+use crate::signals::Signal;
 
 /// Where runtimes put their CRI socket, in the order they are tried.
 pub const KNOWN_SOCKETS: [&str; 3] = [
@@ -64,6 +65,7 @@ pub async fn channel(path: &Path, timeout: Option<Duration>) -> Result<Channel, 
 pub struct CriClient {
     path: PathBuf,
     client: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
 }
 
 impl CriClient {
@@ -80,7 +82,8 @@ impl CriClient {
         let channel = channel(&path, Some(TIMEOUT)).await?;
         let mut client = CriClient {
             path,
-            client: RuntimeServiceClient::new(channel),
+            client: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
         };
         client.version().await?;
         Ok(client)
@@ -115,13 +118,38 @@ impl CriClient {
         let status = reply.into_inner().status.unwrap_or_default();
         let name = status.metadata.map(|m| m.name).unwrap_or_default();
         let image = status.image.map(|i| i.image).unwrap_or_default();
-        Ok(ContainerInfo::from_kubelet(
-            &status.labels,
-            &status.annotations,
-            &name,
-            &image,
-        ))
+        let mut info =
+            ContainerInfo::from_kubelet(&status.labels, &status.annotations, &name, &image);
+        let image_ref = match status.image_ref.as_str() {
+            "" => image,
+            r => r.to_string(),
+        };
+        info.stop_signal = self.image_stop_signal(&image_ref).await;
+        Ok(info)
     }
+
+    /// The image's STOPSIGNAL, from the runtime's verbose image status (its OCI config). None
+    /// when it sets none or the runtime does not say.
+    async fn image_stop_signal(&mut self, image: &str) -> Option<Signal> {
+        let call = self.images.image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            verbose: true,
+        });
+        let reply = bounded(&self.path, "ImageStatus", call).await.ok()?;
+        stop_signal_of(&reply.into_inner().info)
+    }
+}
+
+/// `imageSpec.config.StopSignal` in the JSON that containerd and CRI-O put under `info`.
+pub fn stop_signal_of(info: &std::collections::HashMap<String, String>) -> Option<Signal> {
+    let json: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    json.pointer("/imageSpec/config/StopSignal")?
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 impl CriClient {
@@ -155,4 +183,32 @@ async fn bounded<T>(
             path: path.into(),
             error: e.message().to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signal_from_verbose_image_info() {
+        let info = |json: &str| {
+            [("info".to_string(), json.to_string())]
+                .into_iter()
+                .collect()
+        };
+        let verbose = r#"{"chainID":"sha256:1","imageSpec":{"architecture":"amd64","config":{"Entrypoint":["/app"],"StopSignal":"SIGQUIT"}}}"#;
+        assert_eq!(stop_signal_of(&info(verbose)), Some(Signal::QUIT));
+        assert_eq!(
+            stop_signal_of(&info(r#"{"imageSpec":{"config":{}}}"#)),
+            None
+        );
+        assert_eq!(stop_signal_of(&info("garbage")), None);
+        assert_eq!(
+            stop_signal_of(&info(
+                r#"{"imageSpec":{"config":{"StopSignal":"SIGNOPE"}}}"#
+            )),
+            None
+        );
+        assert_eq!(stop_signal_of(&Default::default()), None);
+    }
 }

@@ -1,10 +1,16 @@
-//! Enrichment: what the container runtime knows of a container (names, grace period), looked
-//! up when the container appears and cached, so a record is complete after the container is gone.
+//! Enrichment: what the container runtime knows of a container (names, grace period, the
+//! image's STOPSIGNAL), looked up when the container appears and cached, so a record is complete
+//! after the container is gone; and what the Kubernetes API says of its pod (workload, the
+//! grace this deletion gives, stop signals, preStop hooks).
 pub mod cri;
+pub mod kubernetes;
+pub mod pods;
 
 use std::collections::HashMap;
 
 pub use crate::record::ContainerInfo;
+use crate::record::PreStopHook;
+use pods::PodFacts;
 
 impl ContainerInfo {
     pub fn from_kubelet(
@@ -25,11 +31,35 @@ impl ContainerInfo {
                 .get("io.kubernetes.pod.terminationGracePeriod")
                 .and_then(|g| g.trim().parse::<f64>().ok())
                 .filter(|g| g.is_finite() && *g >= 0.0),
-            pre_stop_hook: annotations
+            pre_stop: annotations
                 .get("io.kubernetes.container.preStopHandler")
-                .is_some_and(|h| !h.trim().is_empty()),
+                .and_then(|h| PreStopHook::from_annotation(h)),
             sandbox: false,
+            ..Default::default()
         }
+    }
+}
+
+impl ContainerInfo {
+    /// Completes what the runtime said with what the API says of the container's pod: names
+    /// (when the runtime could not say), the workload, the grace this deletion gives, the
+    /// container's stop signal and preStop hook (the API's word over the image's and kubelet's
+    /// annotations).
+    pub fn merge_pod(&mut self, pod: &PodFacts, container_id: &str) {
+        let container = pod.container(container_id, self.name.as_deref());
+        self.namespace.get_or_insert_with(|| pod.namespace.clone());
+        self.pod.get_or_insert_with(|| pod.name.clone());
+        self.pod_uid.get_or_insert_with(|| pod.uid.clone());
+        if let Some(c) = container {
+            self.name.get_or_insert_with(|| c.name.clone());
+            self.stop_signal = c.stop_signal.or(self.stop_signal);
+            if c.pre_stop.is_some() {
+                self.pre_stop = c.pre_stop.clone();
+            }
+        }
+        self.workload = pod.workload.clone();
+        self.grace_period_seconds = pod.grace_period_seconds.or(self.grace_period_seconds);
+        self.deleted_at = pod.deleted_at;
     }
 }
 
@@ -66,10 +96,13 @@ mod tests {
         assert_eq!(i.pod.as_deref(), Some("web-7d4b9c-x2x9z"));
         assert_eq!(i.name.as_deref(), Some("app"));
         assert_eq!(i.grace_period_seconds, Some(45.0));
-        assert!(i.pre_stop_hook);
+        assert_eq!(
+            i.pre_stop.as_ref().and_then(|h| h.program.as_deref()),
+            Some("curl")
+        );
         assert!(
             !format!("{i:?}").contains("s3cr3t"),
-            "the preStop command is never kept"
+            "the preStop command is kept only redacted"
         );
     }
 

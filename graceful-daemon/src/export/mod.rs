@@ -1,5 +1,6 @@
 //! Where records and events leave the daemon: the live trace view, JSON logs, Prometheus
-//! metrics and the HTTP endpoints.
+//! metrics, the HTTP endpoints and Kubernetes Events.
+pub mod events;
 pub mod http;
 pub mod log;
 pub mod metric_labels;

@@ -12,6 +12,11 @@ impl Tracker {
 
     /// The container's grace period, as its runtime knows it: bounds how long a termination
     /// may wait for its end and how long after a restart a lone SIGKILL may still end a stop.
+    /// The container has a preStop exec hook running `program` (its process's `comm`).
+    pub fn set_pre_stop_program(&mut self, cgroup: CgroupId, program: &str) {
+        self.hooks.insert(cgroup, program.to_string());
+    }
+
     pub fn set_grace(&mut self, cgroup: CgroupId, seconds: f64) {
         if seconds.is_finite() && seconds >= 0.0 {
             self.graces.insert(cgroup, (seconds.min(1e9) * 1e9) as u64);

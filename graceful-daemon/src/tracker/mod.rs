@@ -4,7 +4,7 @@
 //!
 //! `termination`: what a stop becomes; `verdict`: DESIGN's rules and the explanations; this
 //! module: the state (processes, cgroups, terminations under way) and how events change it.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::{
     events::{CgroupId, Event, ExitStatus, Mono, SignalEvent},
@@ -92,6 +92,8 @@ struct Active {
     exits: BTreeMap<u32, ExitStatus>,
     oom_victims: BTreeSet<u32>,
     unknown_because: Option<String>,
+    /// The preStop exec hook's run before the stop signal.
+    pre_stop: Option<HookRun>,
 }
 
 impl Active {
@@ -116,6 +118,7 @@ impl Active {
             exits: BTreeMap::new(),
             oom_victims: oom_victims.clone(),
             unknown_because: None,
+            pre_stop: None,
         }
     }
 }
@@ -131,7 +134,13 @@ struct Group {
     noted: Option<(Signal, Mono, Sender)>,
     oom_victims: BTreeSet<u32>,
     active: Option<Active>,
+    /// The last processes the runtime exec'd into the running container from outside (exec
+    /// hooks and probes, `kubectl exec`): one of them may be its preStop hook.
+    visits: VecDeque<HookRun>,
 }
+
+/// Execs into a running container remembered per container: a preStop hook is among the last.
+const VISITS_KEPT: usize = 4;
 
 /// `si_code` of a signal the kernel sends on its own behalf (the OOM killer's SIGKILL).
 const SI_KERNEL: i32 = 0x80;
@@ -148,6 +157,8 @@ pub struct Tracker {
     stop_signals: HashMap<CgroupId, Signal>,
     /// Containers' grace periods (ns), where known; forgotten with their processes.
     graces: HashMap<CgroupId, u64>,
+    /// The program (`comm`) of containers' preStop exec hooks, where they have one.
+    hooks: HashMap<CgroupId, String>,
     /// When events were last lost.
     last_loss: Option<Mono>,
     /// The latest event time seen.
@@ -167,6 +178,7 @@ impl Tracker {
             dispositions: HashMap::new(),
             stop_signals: HashMap::new(),
             graces: HashMap::new(),
+            hooks: HashMap::new(),
             last_loss: None,
             now,
             finished: Vec::new(),
@@ -263,10 +275,16 @@ impl Tracker {
             }
         }
         if g.members.is_empty() && g.active.is_none() {
-            self.groups.remove(&cgroup);
-            self.graces.remove(&cgroup);
-            self.stop_signals.remove(&cgroup);
+            self.forget_group(cgroup);
         }
+    }
+
+    /// A container with no process left and no stop under way: what was known of it goes.
+    fn forget_group(&mut self, cgroup: CgroupId) {
+        self.groups.remove(&cgroup);
+        self.graces.remove(&cgroup);
+        self.stop_signals.remove(&cgroup);
+        self.hooks.remove(&cgroup);
     }
 
     /// Feeds one event; returns the terminations it completed.
@@ -280,6 +298,22 @@ impl Tracker {
     fn handle(&mut self, event: &Event) -> Vec<Termination> {
         match event {
             Event::Exec(e) => {
+                // A running container hears only of execs that entered it from outside (after
+                // its first): the runtime exec'd it, as it does a preStop hook.
+                if let Some(g) = self.groups.get_mut(&e.cgroup) {
+                    if g.active.is_none() && !g.members.is_empty() && !g.members.contains(&e.pid) {
+                        if g.visits.len() == VISITS_KEPT {
+                            g.visits.pop_front();
+                        }
+                        g.visits.push_back(HookRun {
+                            pid: e.pid,
+                            comm: e.comm.clone(),
+                            started: e.ts,
+                            ended: None,
+                            exit: None,
+                        });
+                    }
+                }
                 self.join(e.pid, e.cgroup, &e.comm, None, false);
                 Vec::new()
             }

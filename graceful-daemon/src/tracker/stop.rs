@@ -32,6 +32,7 @@ impl Tracker {
             comm: e.sender_comm.clone(),
         };
         let own_stop_signal = self.stop_signals.get(&cgroup).copied();
+        let hook_window = self.grace_or(cgroup, self.config.abandon_after_ns);
         let Some(group) = self.groups.get_mut(&cgroup) else {
             return;
         };
@@ -57,7 +58,7 @@ impl Tracker {
                 .main
                 .filter(|m| group.members.contains(m))
                 .unwrap_or(e.target_pid);
-            let alive_at_stop = group
+            let alive_at_stop: BTreeMap<u32, String> = group
                 .members
                 .iter()
                 .map(|&pid| (pid, comm_of(&self.procs, pid)))
@@ -106,6 +107,22 @@ impl Tracker {
                 sender: sender.clone(),
                 result: e.result,
             });
+            // The preStop exec hook: the last run of its program that the runtime exec'd in
+            // within the grace before this stop. Still running, it is the runtime's, not the app's.
+            let pre_stop = self.hooks.get(&cgroup).and_then(|program| {
+                group
+                    .visits
+                    .iter()
+                    .rev()
+                    .find(|v| {
+                        v.comm == *program && v.started <= e.ts && e.ts - v.started <= hook_window
+                    })
+                    .cloned()
+            });
+            let mut alive_at_stop = alive_at_stop;
+            if let Some(hook) = &pre_stop {
+                alive_at_stop.remove(&hook.pid);
+            }
             let mut active = Active::new(
                 e.ts,
                 stop,
@@ -115,6 +132,7 @@ impl Tracker {
                 &group.oom_victims,
             );
             active.unknown_because = unknown_because;
+            active.pre_stop = pre_stop;
             group.active = Some(active);
         }
         let Some(a) = group.active.as_mut() else {
@@ -177,6 +195,16 @@ impl Tracker {
                 .or_insert_with(|| comm.to_string());
         }
         group.members.remove(&pid);
+        if group.active.is_none() {
+            if let Some(v) = group
+                .visits
+                .iter_mut()
+                .find(|v| v.pid == pid && v.ended.is_none())
+            {
+                v.ended = Some(ts);
+                v.exit = Some(status);
+            }
+        }
         // A main process that dies after the OOM killer hit the container, with no stop under
         // way: that is a termination too.
         if group.active.is_none() && group.main == Some(pid) && !group.oom_victims.is_empty() {
@@ -203,9 +231,7 @@ impl Tracker {
             }
         }
         if group.members.is_empty() && group.active.is_none() {
-            self.groups.remove(&cgroup);
-            self.graces.remove(&cgroup);
-            self.stop_signals.remove(&cgroup);
+            self.forget_group(cgroup);
         }
         done
     }

@@ -113,6 +113,19 @@ pub struct Termination {
     pub ended: Mono,
     pub verdict: Verdict,
     pub explanation: String,
+    /// The preStop exec hook's run, when the container has one and it ran before the stop.
+    pub pre_stop: Option<HookRun>,
+}
+
+/// A process the runtime exec'd into a running container (a preStop exec hook).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookRun {
+    pub pid: u32,
+    pub comm: String,
+    pub started: Mono,
+    /// Its exit, when it ended before the stop signal.
+    pub ended: Option<Mono>,
+    pub exit: Option<ExitStatus>,
 }
 
 impl Termination {

@@ -200,5 +200,6 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         ended,
         verdict,
         explanation,
+        pre_stop: a.pre_stop,
     }
 }

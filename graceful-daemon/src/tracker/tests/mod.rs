@@ -490,6 +490,7 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);
 }
 
+mod pre_stop;
 mod properties;
 mod restarts_and_reuse;
 mod since_filtering;
