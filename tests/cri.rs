@@ -10,7 +10,7 @@ use std::{
 
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerConfig, ContainerMetadata,
-    ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
+    ContainerState, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
     LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
@@ -297,6 +297,25 @@ impl Cri {
             .expect("RunPodSandbox")
             .into_inner()
             .pod_sandbox_id;
+        let id = self
+            .start_container(&sandbox, pod, container, 0, script, pre_stop, log_dir)
+            .await;
+        (sandbox, id)
+    }
+
+    /// CreateContainer and StartContainer in a running pod sandbox; `attempt` counts restarts.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_container(
+        &mut self,
+        sandbox: &str,
+        pod: &PodSpec<'_>,
+        container: &str,
+        attempt: u32,
+        script: &str,
+        pre_stop: Option<&str>,
+        log_dir: &Path,
+    ) -> String {
+        let config = Cri::sandbox_config(pod, log_dir);
         let mut labels = config.labels.clone();
         labels.insert("io.kubernetes.container.name".into(), container.into());
         let mut annotations: HashMap<String, String> = HashMap::new();
@@ -316,11 +335,11 @@ impl Cri {
             );
         }
         let request = CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
+            pod_sandbox_id: sandbox.to_string(),
             config: Some(ContainerConfig {
                 metadata: Some(ContainerMetadata {
                     name: container.into(),
-                    attempt: 0,
+                    attempt,
                 }),
                 image: Some(ImageSpec {
                     image: APP_IMAGE.into(),
@@ -330,7 +349,7 @@ impl Cri {
                 args: vec!["-c".into(), script.into()],
                 labels,
                 annotations,
-                log_path: format!("{container}.log"),
+                log_path: format!("{container}-{attempt}.log"),
                 linux: Some(LinuxContainerConfig {
                     security_context: Some(LinuxContainerSecurityContext {
                         namespace_options: Some(NamespaceOption {
@@ -359,7 +378,21 @@ impl Cri {
             })
             .await
             .expect("StartContainer");
-        (sandbox, id)
+        id
+    }
+
+    /// ExecSync, as kubelet runs an exec hook: the command's exit code.
+    pub async fn exec_sync(&mut self, id: &str, cmd: &[&str], timeout_seconds: i64) -> i32 {
+        self.client
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|c| c.to_string()).collect(),
+                timeout: timeout_seconds,
+            })
+            .await
+            .expect("ExecSync")
+            .into_inner()
+            .exit_code
     }
 
     pub async fn stop_container(&mut self, id: &str, timeout_seconds: i64) {

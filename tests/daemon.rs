@@ -98,6 +98,16 @@ impl Daemon {
 
     /// As `start_with`, through a wrapper command (`setpriv ...`) that then execs the daemon.
     pub fn start_under(wrapper: &[&str], flags: &[&str], log: PathBuf) -> Daemon {
+        Daemon::start_env(wrapper, flags, &[], log)
+    }
+
+    /// As `start_under`, with these environment variables (`KUBECONFIG`, `NODE_NAME`).
+    pub fn start_env(
+        wrapper: &[&str],
+        flags: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Daemon {
         // A free port can be taken by another test between our probe and the daemon's bind:
         // then the daemon exits at once, saying so, and gets another port.
         for _ in 0..5 {
@@ -118,6 +128,7 @@ impl Daemon {
             let child = command
                 .args(["run", "--metrics-addr", &addr.to_string()])
                 .args(flags)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()

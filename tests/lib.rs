@@ -4,6 +4,7 @@
 //! The tests need root and a BPF-capable kernel; when either is missing they fail, loudly.
 pub mod cri;
 pub mod daemon;
+pub mod kube_api;
 
 use std::time::Duration;
 

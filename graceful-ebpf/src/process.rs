@@ -97,7 +97,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     let entered = ENTERED.remove(pid_tgid as u32).is_ok();
     let stopping = stopping(cgroup);
-    if entered && !first && !stopping {
+    // The first exec after the daemon started may be a visitor too (SEEN starts empty).
+    if entered && !stopping {
         let _ = VISITORS.insert(tgid, 1, 0);
     }
     if first || entered || stopping {

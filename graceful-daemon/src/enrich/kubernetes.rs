@@ -25,6 +25,8 @@ pub enum PodUpdate {
 /// A client from the in-cluster service account or KUBECONFIG (`~/.kube/config`); None, said
 /// in one line, when there is neither or it does not work.
 pub async fn client() -> Option<Client> {
+    // One TLS provider for the process (rustls will not pick one when it could have two).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Client::try_default().await {
         Ok(c) => Some(c),
         Err(e) => {
