@@ -114,7 +114,11 @@ pub struct Containerd {
 
 impl Containerd {
     pub async fn start() -> Containerd {
-        let dir = std::env::temp_dir().join(format!("graceful-containerd-{}", std::process::id()));
+        // One per test, even for tests of one binary that run at once.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("graceful-containerd-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("containerd.sock");

@@ -14,7 +14,12 @@ use serde_json::{json, Value};
 const NODE: &str = "node-test";
 const HOOK: &str = "sleep 1; echo Authorization: Bearer s3cr3t-t0ken > /dev/null";
 
-fn pod_json(pod: &PodSpec<'_>, owner: (&str, &str), hash: Option<&str>, hook: Option<&str>) -> Value {
+fn pod_json(
+    pod: &PodSpec<'_>,
+    owner: (&str, &str),
+    hash: Option<&str>,
+    hook: Option<&str>,
+) -> Value {
     let mut labels = json!({"app": "web"});
     if let Some(h) = hash {
         labels["pod-template-hash"] = json!(h);
@@ -44,7 +49,8 @@ fn with_container(mut pod: Value, id: &str) -> Value {
 /// The pod as the API server shows it once deleted with `grace` seconds.
 fn deleted(mut pod: Value, grace: i64) -> Value {
     let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-    pod["metadata"]["deletionTimestamp"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    pod["metadata"]["deletionTimestamp"] =
+        json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
     pod
 }
@@ -65,7 +71,10 @@ fn events_about(api: &ApiServer, uid: &str) -> Vec<Value> {
 }
 
 fn kubectl(api: &ApiServer, args: &[&str]) -> Value {
-    let kubectl = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tools/venv/bin/kubectl");
+    let kubectl = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/tools/venv/bin/kubectl"
+    );
     let out = Command::new(kubectl)
         .arg("--kubeconfig")
         .arg(api.kubeconfig())
@@ -112,67 +121,155 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
     let ctd = Containerd::start().await;
     let api = ApiServer::start().await;
     let mut cri = ctd.client().await;
-    let web = PodSpec { namespace: "shop", name: "web-7d4b9c8f5-x2x9z", uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000001", grace_seconds: 30 };
-    let calm = PodSpec { namespace: "shop", name: "calm-0", uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000002", grace_seconds: 30 };
+    let web = PodSpec {
+        namespace: "shop",
+        name: "web-7d4b9c8f5-x2x9z",
+        uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000001",
+        grace_seconds: 30,
+    };
+    let calm = PodSpec {
+        namespace: "shop",
+        name: "calm-0",
+        uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000002",
+        grace_seconds: 30,
+    };
     let other_node = json!({"metadata": {"name": "elsewhere", "namespace": "shop", "uid": "7a1e0b52-1c2d-4e3f-8a9b-000000000009"},
         "spec": {"nodeName": "another-node", "containers": [{"name": "app", "image": "x"}]}});
     api.put_pod(other_node);
 
-    let (web_sandbox, web_id) = cri.start_pod(&web, "app", "sleep 1000; true", Some(HOOK), &ctd.dir).await;
-    let (calm_sandbox, calm_id) = cri.start_pod(&calm, "app", "trap 'exit 0' TERM; sleep 1000 & wait", None, &ctd.dir).await;
-    let web_pod = with_container(pod_json(&web, ("ReplicaSet", "web-7d4b9c8f5"), Some("7d4b9c8f5"), Some(HOOK)), &web_id);
+    let (web_sandbox, web_id) = cri
+        .start_pod(&web, "app", "sleep 1000; true", Some(HOOK), &ctd.dir)
+        .await;
+    let (calm_sandbox, calm_id) = cri
+        .start_pod(
+            &calm,
+            "app",
+            "trap 'exit 0' TERM; sleep 1000 & wait",
+            None,
+            &ctd.dir,
+        )
+        .await;
+    let web_pod = with_container(
+        pod_json(
+            &web,
+            ("ReplicaSet", "web-7d4b9c8f5"),
+            Some("7d4b9c8f5"),
+            Some(HOOK),
+        ),
+        &web_id,
+    );
     api.put_pod(web_pod.clone());
-    api.put_pod(with_container(pod_json(&calm, ("StatefulSet", "calm"), None, None), &calm_id));
+    api.put_pod(with_container(
+        pod_json(&calm, ("StatefulSet", "calm"), None, None),
+        &calm_id,
+    ));
 
     // The double is honest: the official kubectl reads it.
     let listed = kubectl(&api, &["get", "pods", "-A"]);
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(3), "{listed:#}");
-    let here = kubectl(&api, &["get", "pods", "-A", "--field-selector", &format!("spec.nodeName={NODE}")]);
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(3),
+        "{listed:#}"
+    );
+    let here = kubectl(
+        &api,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            &format!("spec.nodeName={NODE}"),
+        ],
+    );
     assert_eq!(here["items"].as_array().map(Vec::len), Some(2), "{here:#}");
 
     let daemon = daemon_with(&api, &ctd, "daemon.log");
-    let watch = api.requests().into_iter().find(|r| r.contains("watch=true")).expect("a watch");
-    assert!(watch.contains("fieldSelector=spec.nodeName%3Dnode-test"), "{watch}");
+    let watch = api
+        .requests()
+        .into_iter()
+        .find(|r| r.contains("watch=true"))
+        .expect("a watch");
+    assert!(
+        watch.contains("fieldSelector=spec.nodeName%3Dnode-test"),
+        "{watch}"
+    );
 
     // The audit names the risk on the Pod, once per container start.
     let risk = eventually("PID1IgnoresStopSignal on the web pod", || {
-        events_about(&api, web.uid).into_iter().find(|e| e["reason"] == "PID1IgnoresStopSignal")
+        events_about(&api, web.uid)
+            .into_iter()
+            .find(|e| e["reason"] == "PID1IgnoresStopSignal")
     });
-    assert_eq!(risk["regarding"]["fieldPath"], "spec.containers{app}", "{risk:#}");
+    assert_eq!(
+        risk["regarding"]["fieldPath"], "spec.containers{app}",
+        "{risk:#}"
+    );
 
     // The watch falls too far behind (410 Gone): the daemon relists, then the pod is deleted
     // with a 4 s grace, not its spec's 30.
-    let lists_before = api.requests().iter().filter(|r| r.contains("/pods?") && !r.contains("watch=true")).count();
+    let lists_before = api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/pods?") && !r.contains("watch=true"))
+        .count();
     api.expire_watches();
     eventually("a relist after 410 Gone", || {
-        let lists = api.requests().iter().filter(|r| r.contains("/pods?") && !r.contains("watch=true")).count();
+        let lists = api
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/pods?") && !r.contains("watch=true"))
+            .count();
         (lists > lists_before && api.watching() > 0).then_some(())
     });
     api.put_pod(deleted(web_pod.clone(), 4));
-    api.put_pod(deleted(with_container(pod_json(&calm, ("StatefulSet", "calm"), None, None), &calm_id), 4));
+    api.put_pod(deleted(
+        with_container(
+            pod_json(&calm, ("StatefulSet", "calm"), None, None),
+            &calm_id,
+        ),
+        4,
+    ));
     kubelet_stop(&mut cri, &web_id, 4, Some(HOOK)).await;
     kubelet_stop(&mut cri, &calm_id, 4, None).await;
 
     let record = record_of(&daemon, &web_id);
-    assert_eq!(record["container"]["workload"], "Deployment/web", "{record:#}");
+    assert_eq!(
+        record["container"]["workload"], "Deployment/web",
+        "{record:#}"
+    );
     assert_eq!(record["container"]["pod"], web.name, "{record:#}");
-    assert_eq!(record["grace_period_seconds"], 4.0, "the deletion's grace: {record:#}");
+    assert_eq!(
+        record["grace_period_seconds"], 4.0,
+        "the deletion's grace: {record:#}"
+    );
     assert_eq!(record["verdict"], "swallowed_by_shell_pid1", "{record:#}");
     let hook = &record["pre_stop"];
     assert_eq!(hook["kind"], "exec", "{record:#}");
     assert_eq!(hook["exit_code"], 0, "{record:#}");
     let share = hook["grace_share"].as_f64().expect("a share of the grace");
-    assert!((0.2..0.75).contains(&share), "sleep 1 of a 4 s grace: {record:#}");
-    assert!(hook["started"].as_str() < record["stop"]["at"].as_str(), "{record:#}");
+    assert!(
+        (0.2..0.75).contains(&share),
+        "sleep 1 of a 4 s grace: {record:#}"
+    );
+    assert!(
+        hook["started"].as_str() < record["stop"]["at"].as_str(),
+        "{record:#}"
+    );
     let calm_record = record_of(&daemon, &calm_id);
     assert_eq!(calm_record["verdict"], "graceful", "{calm_record:#}");
-    assert_eq!(calm_record["container"]["workload"], "StatefulSet/calm", "{calm_record:#}");
+    assert_eq!(
+        calm_record["container"]["workload"], "StatefulSet/calm",
+        "{calm_record:#}"
+    );
 
-    let events = eventually("SIGKILLAfterGrace and StopSignalIgnored on the web pod", || {
-        let e = events_about(&api, web.uid);
-        let has = |r: &str| e.iter().any(|e| e["reason"] == r);
-        (has("SIGKILLAfterGrace") && has("StopSignalIgnored")).then_some(e)
-    });
+    let events = eventually(
+        "SIGKILLAfterGrace and StopSignalIgnored on the web pod",
+        || {
+            let e = events_about(&api, web.uid);
+            let has = |r: &str| e.iter().any(|e| e["reason"] == r);
+            (has("SIGKILLAfterGrace") && has("StopSignalIgnored")).then_some(e)
+        },
+    );
     for e in &events {
         assert_eq!(e["type"], "Warning", "{e:#}");
         assert_eq!(e["reportingController"], "graceful", "{e:#}");
@@ -181,17 +278,41 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         assert_eq!(e["regarding"]["name"], web.name, "{e:#}");
         assert_eq!(e["regarding"]["namespace"], "shop", "{e:#}");
     }
-    let ignored = events.iter().find(|e| e["reason"] == "StopSignalIgnored").unwrap();
+    let ignored = events
+        .iter()
+        .find(|e| e["reason"] == "StopSignalIgnored")
+        .unwrap();
     let note = ignored["note"].as_str().unwrap_or_default();
-    assert!(note.contains("PID 1 is a shell (sh)") && note.contains("sleep (pid"), "names PID 1 and who never got it: {note}");
-    assert!(events_about(&api, calm.uid).is_empty(), "a graceful stop says nothing: {:#?}", events_about(&api, calm.uid));
+    assert!(
+        note.contains("PID 1 is a shell (sh)") && note.contains("sleep (pid"),
+        "names PID 1 and who never got it: {note}"
+    );
+    assert!(
+        events_about(&api, calm.uid).is_empty(),
+        "a graceful stop says nothing: {:#?}",
+        events_about(&api, calm.uid)
+    );
 
     // The container restarts in its pod and is stopped again: the same finding is a series.
-    let again = cri.start_container(&web_sandbox, &web, "app", 1, "sleep 1000; true", None, &ctd.dir).await;
+    let again = cri
+        .start_container(
+            &web_sandbox,
+            &web,
+            "app",
+            1,
+            "sleep 1000; true",
+            None,
+            &ctd.dir,
+        )
+        .await;
     api.put_pod(with_container(web_pod.clone(), &again));
     eventually("the restarted container known", || {
         let (_, m) = http_get(daemon.addr, "/metrics")?;
-        m.contains(&format!(r#"graceful_pid1_ignores_stop_signal{{namespace="shop",pod="{}",container="app"}} 1"#, web.name)).then_some(())
+        m.contains(&format!(
+            r#"graceful_pid1_ignores_stop_signal{{namespace="shop",pod="{}",container="app"}} 1"#,
+            web.name
+        ))
+        .then_some(())
     });
     cri.stop_container(&again, 1).await;
     record_of(&daemon, &again);
@@ -200,25 +321,49 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
             .into_iter()
             .find(|e| e["reason"] == "StopSignalIgnored" && e["series"]["count"] == 2)
     });
-    assert!(api.requests().iter().any(|r| r.starts_with("PATCH /apis/events.k8s.io/v1/namespaces/shop/events/")), "repeats are PATCHed");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.starts_with("PATCH /apis/events.k8s.io/v1/namespaces/shop/events/")),
+        "repeats are PATCHed"
+    );
     assert_eq!(series["regarding"]["fieldPath"], "spec.containers{app}");
 
     // kubectl reads the Events as the real API serves them.
     let listed = kubectl(&api, &["get", "events", "-n", "shop"]);
-    let reasons: Vec<&str> = listed["items"].as_array().unwrap().iter().filter_map(|e| e["reason"].as_str()).collect();
-    assert!(reasons.contains(&"StopSignalIgnored") && reasons.contains(&"SIGKILLAfterGrace"), "{reasons:?}");
+    let reasons: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"StopSignalIgnored") && reasons.contains(&"SIGKILLAfterGrace"),
+        "{reasons:?}"
+    );
     let listed = kubectl(&api, &["get", "events.v1.events.k8s.io", "-n", "shop"]);
-    assert!(listed["items"].as_array().is_some_and(|i| i.len() >= 3), "{listed:#}");
+    assert!(
+        listed["items"].as_array().is_some_and(|i| i.len() >= 3),
+        "{listed:#}"
+    );
 
     // No secret anywhere: not the hook's bearer token in logs, records, metrics or Events.
     let (_, terminations) = http_get(daemon.addr, "/terminations").unwrap();
     let (_, metrics) = http_get(daemon.addr, "/metrics").unwrap();
     let log = std::fs::read_to_string(ctd.dir.join("daemon.log")).unwrap();
     let events = serde_json::to_string(&api.events()).unwrap();
-    for (what, text) in [("/terminations", &terminations), ("/metrics", &metrics), ("the log", &log), ("Events", &events)] {
+    for (what, text) in [
+        ("/terminations", &terminations),
+        ("/metrics", &metrics),
+        ("the log", &log),
+        ("Events", &events),
+    ] {
         assert!(!text.contains("s3cr3t"), "{what} carries the token: {text}");
     }
-    assert!(terminations.contains("[REDACTED]"), "the hook's command is shown redacted");
+    assert!(
+        terminations.contains("[REDACTED]"),
+        "the hook's command is shown redacted"
+    );
     cri.remove_pod(&web_sandbox).await;
     cri.remove_pod(&calm_sandbox).await;
     assert!(daemon.stop().success());
@@ -238,20 +383,38 @@ async fn tracing_goes_on_while_the_api_server_is_down_slow_or_garbage() {
             _ => api.set_mode(Mode::Garbage),
         }
         let uid = format!("7a1e0b52-1c2d-4e3f-8a9b-00000000010{i}");
-        let pod = PodSpec { namespace: "outage", name: mode, uid: &uid, grace_seconds: 1 };
-        let (sandbox, id) = cri.start_pod(&pod, "app", "sleep 1000; true", None, &ctd.dir).await;
+        let pod = PodSpec {
+            namespace: "outage",
+            name: mode,
+            uid: &uid,
+            grace_seconds: 1,
+        };
+        let (sandbox, id) = cri
+            .start_pod(&pod, "app", "sleep 1000; true", None, &ctd.dir)
+            .await;
         eventually("the container known", || {
             let (_, m) = http_get(daemon.addr, "/metrics")?;
             m.contains(&format!(r#"graceful_pid1_ignores_stop_signal{{namespace="outage",pod="{mode}",container="app"}} 1"#)).then_some(())
         });
         cri.stop_container(&id, 1).await;
         let record = record_of(&daemon, &id);
-        assert_eq!(record["verdict"], "swallowed_by_shell_pid1", "API {mode}: {record:#}");
-        assert_eq!(record["outcome"], "killed_after_grace", "API {mode}: {record:#}");
+        assert_eq!(
+            record["verdict"], "swallowed_by_shell_pid1",
+            "API {mode}: {record:#}"
+        );
+        assert_eq!(
+            record["outcome"], "killed_after_grace",
+            "API {mode}: {record:#}"
+        );
         assert_eq!(record["container"]["pod"], mode, "CRI names: {record:#}");
-        assert_eq!(record["grace_period_seconds"], 1.0, "API {mode}: {record:#}");
+        assert_eq!(
+            record["grace_period_seconds"], 1.0,
+            "API {mode}: {record:#}"
+        );
         let (_, m) = http_get(daemon.addr, "/metrics").unwrap();
-        let counted = format!(r#"graceful_terminations_total{{namespace="outage",pod="{mode}",container="app",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"}} 1"#);
+        let counted = format!(
+            r#"graceful_terminations_total{{namespace="outage",pod="{mode}",container="app",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"}} 1"#
+        );
         assert!(m.contains(&counted), "API {mode}: {m}");
         cri.remove_pod(&sandbox).await;
     }
@@ -259,18 +422,35 @@ async fn tracing_goes_on_while_the_api_server_is_down_slow_or_garbage() {
     // Back: the daemon relists and catches up; a pod it has never seen gets its workload and
     // its Events.
     api.up().await;
-    let back = PodSpec { namespace: "outage", name: "db-0", uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000200", grace_seconds: 1 };
-    let (sandbox, id) = cri.start_pod(&back, "app", "sleep 1000; true", None, &ctd.dir).await;
-    api.put_pod(with_container(pod_json(&back, ("StatefulSet", "db"), None, None), &id));
+    let back = PodSpec {
+        namespace: "outage",
+        name: "db-0",
+        uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000200",
+        grace_seconds: 1,
+    };
+    let (sandbox, id) = cri
+        .start_pod(&back, "app", "sleep 1000; true", None, &ctd.dir)
+        .await;
+    api.put_pod(with_container(
+        pod_json(&back, ("StatefulSet", "db"), None, None),
+        &id,
+    ));
     eventually("the watch back", || (api.watching() > 0).then_some(()));
     eventually("PID1IgnoresStopSignal once the API is back", || {
-        events_about(&api, back.uid).into_iter().find(|e| e["reason"] == "PID1IgnoresStopSignal")
+        events_about(&api, back.uid)
+            .into_iter()
+            .find(|e| e["reason"] == "PID1IgnoresStopSignal")
     });
     cri.stop_container(&id, 1).await;
     let record = record_of(&daemon, &id);
-    assert_eq!(record["container"]["workload"], "StatefulSet/db", "{record:#}");
+    assert_eq!(
+        record["container"]["workload"], "StatefulSet/db",
+        "{record:#}"
+    );
     eventually("StopSignalIgnored once the API is back", || {
-        events_about(&api, back.uid).into_iter().find(|e| e["reason"] == "StopSignalIgnored")
+        events_about(&api, back.uid)
+            .into_iter()
+            .find(|e| e["reason"] == "StopSignalIgnored")
     });
     cri.remove_pod(&sandbox).await;
     assert!(daemon.stop().success());

