@@ -51,6 +51,16 @@ pub(super) struct TerminationLabels {
     pub(super) verdict: String,
 }
 
+/// A workload's stops: what alerts and dashboards group by, with no pod name in it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct WorkloadLabels {
+    pub(super) namespace: String,
+    /// "Deployment/web"; empty when the API server did not say.
+    pub(super) workload: String,
+    pub(super) outcome: String,
+    pub(super) verdict: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct VerdictLabels {
     pub(super) namespace: String,

@@ -135,6 +135,7 @@ impl ContainerMetrics {
 /// Stopped containers: outcomes and verdicts, SIGKILLs after the grace, durations.
 struct TerminationMetrics {
     terminations: Family<TerminationLabels, Counter>,
+    workloads: Family<WorkloadLabels, Counter>,
     sigkill_after_grace: Family<VerdictLabels, Counter>,
     stop_signal_ignored: Family<ContainerLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
@@ -148,6 +149,12 @@ impl TerminationMetrics {
                 registry,
                 "terminations",
                 "Containers stopped, by outcome and verdict",
+                None,
+            ),
+            workloads: registered(
+                registry,
+                "workload_terminations",
+                "Containers stopped, by workload (Deployment/web), outcome and verdict",
                 None,
             ),
             sigkill_after_grace: registered(
@@ -187,6 +194,8 @@ pub struct Metrics {
     stops: TerminationMetrics,
     node_counts: SignalCounts,
     series: HashMap<ContainerLabels, Series>,
+    /// Workload series and when a stop last counted in each: dropped a TTL after.
+    workloads: HashMap<WorkloadLabels, Instant>,
     /// Histogram label sets by (namespace, container): shared by the pods of a workload.
     durations: HashMap<NamespaceContainer, HashSet<DurationLabels>>,
     ttl: Duration,
@@ -203,6 +212,7 @@ impl Metrics {
             node_counts: SignalCounts::default(),
             series: HashMap::new(),
             durations: HashMap::new(),
+            workloads: HashMap::new(),
             ttl,
         }
     }
@@ -248,7 +258,7 @@ impl Metrics {
 
     /// Containers whose series are kept (until their TTL after they are gone).
     pub fn series_count(&self) -> usize {
-        self.series.len()
+        self.series.len() + self.workloads.len()
     }
 
     pub fn container_signal(&mut self, who: &ContainerLabels, signal: &str, result: &str) {
@@ -283,6 +293,18 @@ impl Metrics {
         };
         self.stops.terminations.get_or_create(&labels).inc();
         series.terminations.insert(labels);
+        let workload = WorkloadLabels {
+            namespace: who.namespace.clone(),
+            workload: record
+                .info
+                .as_ref()
+                .and_then(|i| i.workload.clone())
+                .unwrap_or_default(),
+            outcome: outcome.clone(),
+            verdict: verdict.clone(),
+        };
+        self.stops.workloads.get_or_create(&workload).inc();
+        self.workloads.insert(workload, Instant::now());
         if t.outcome == Outcome::KilledAfterGrace {
             let labels = VerdictLabels {
                 namespace: who.namespace.clone(),
@@ -363,8 +385,18 @@ impl Metrics {
             .collect()
     }
 
-    /// Drops every series of containers gone for longer than the TTL.
+    /// Drops every series of containers gone for longer than the TTL, and of workloads with
+    /// no stop for as long.
     pub fn prune(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        let family = &self.stops.workloads;
+        self.workloads.retain(|labels, at| {
+            let keep = now.saturating_duration_since(*at) < ttl;
+            if !keep {
+                family.remove(labels);
+            }
+            keep
+        });
         let expired: Vec<ContainerLabels> = self
             .series
             .iter()
