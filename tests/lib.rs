@@ -5,6 +5,7 @@
 pub mod cri;
 pub mod daemon;
 pub mod kube_api;
+pub mod manifests;
 
 use std::time::Duration;
 

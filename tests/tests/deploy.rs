@@ -5,60 +5,12 @@
 use std::{
     collections::BTreeSet,
     io::Write,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
 };
 
+use graceful_tests::manifests::{of_kind, output, rendered, root, tool, yaml_docs};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn tool(path: &str) -> PathBuf {
-    let p = root().join("target/tools").join(path);
-    assert!(
-        p.exists(),
-        "{} is missing: `cargo xtask setup` installs it",
-        p.display()
-    );
-    p
-}
-
-fn output(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
-
-fn yaml_docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
-
-/// `kubectl kustomize deploy/`: the YAML and its objects.
-fn rendered() -> (String, Vec<Value>) {
-    let yaml = output(
-        Command::new(tool("venv/bin/kubectl"))
-            .arg("kustomize")
-            .arg(root().join("deploy")),
-    );
-    let docs = yaml_docs(&yaml);
-    (yaml, docs)
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in deploy/"))
-}
 
 #[test]
 fn the_kustomization_renders_and_validates_against_the_schemas() {
