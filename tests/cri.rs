@@ -39,6 +39,15 @@ fn oci_architecture() -> &'static str {
 
 /// An OCI image layout tarball: one layer with busybox-static as /bin/busybox and its applets.
 pub fn busybox_image(name: &str, entrypoint: &[&str]) -> Vec<u8> {
+    busybox_image_stopped_by(name, entrypoint, None)
+}
+
+/// As `busybox_image`, with a STOPSIGNAL in its config.
+pub fn busybox_image_stopped_by(
+    name: &str,
+    entrypoint: &[&str],
+    stop_signal: Option<&str>,
+) -> Vec<u8> {
     let busybox =
         std::fs::read("/bin/busybox").expect("busybox-static is installed by `cargo xtask setup`");
     let mut layer = tar::Builder::new(Vec::new());
@@ -68,9 +77,13 @@ pub fn busybox_image(name: &str, entrypoint: &[&str]) -> Vec<u8> {
             .unwrap();
     }
     let layer = layer.into_inner().unwrap();
+    let mut image_config = serde_json::json!({"Entrypoint": entrypoint, "Env": ["PATH=/bin"]});
+    if let Some(sig) = stop_signal {
+        image_config["StopSignal"] = serde_json::json!(sig);
+    }
     let config = serde_json::json!({
         "architecture": oci_architecture(), "os": "linux",
-        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"]},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&layer))]},
     })
     .to_string()
@@ -159,8 +172,17 @@ impl Containerd {
     }
 
     fn import(&self, name: &str, entrypoint: &[&str]) {
+        self.import_image(name, entrypoint, None);
+    }
+
+    /// Imports a busybox image with this entrypoint (and STOPSIGNAL) into the CRI namespace.
+    pub fn import_image(&self, name: &str, entrypoint: &[&str], stop_signal: Option<&str>) {
         let tarball = self.dir.join(format!("{}.tar", sha(name.as_bytes())));
-        std::fs::write(&tarball, busybox_image(name, entrypoint)).unwrap();
+        std::fs::write(
+            &tarball,
+            busybox_image_stopped_by(name, entrypoint, stop_signal),
+        )
+        .unwrap();
         let status = Command::new("ctr")
             .arg("-a")
             .arg(&self.socket)

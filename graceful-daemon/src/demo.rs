@@ -29,13 +29,13 @@ pub enum Ready {
 }
 
 /// How long a container's processes must stay the same to count as settled.
-const SETTLE: Duration = Duration::from_millis(500);
+pub(crate) const SETTLE: Duration = Duration::from_millis(500);
 
 /// What /proc shows of a container's processes: (pid, name, state).
-fn snapshot(sb: &Throwaway) -> Vec<(i32, String, char)> {
-    let mut v: Vec<(i32, String, char)> = sb
-        .pids()
-        .into_iter()
+fn snapshot(pids: &[i32]) -> Vec<(i32, String, char)> {
+    let mut v: Vec<(i32, String, char)> = pids
+        .iter()
+        .copied()
         .filter_map(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
             let field = |name: &str| {
@@ -53,14 +53,14 @@ fn snapshot(sb: &Throwaway) -> Vec<(i32, String, char)> {
 }
 
 /// Tracks one container towards readiness.
-struct Readiness {
+pub(crate) struct Readiness {
     started: Instant,
     last: Vec<(i32, String, char)>,
     since: Instant,
 }
 
 impl Readiness {
-    fn new() -> Readiness {
+    pub(crate) fn new() -> Readiness {
         let now = Instant::now();
         Readiness {
             started: now,
@@ -69,12 +69,16 @@ impl Readiness {
         }
     }
 
-    fn ready(&mut self, how: &Ready, sb: &Throwaway) -> bool {
+    /// `pids`: the container's processes now (its cgroup.procs).
+    pub(crate) fn ready(&mut self, how: &Ready, pids: &[i32]) -> bool {
         match how {
-            Ready::Programs(programs) => runs_all(&sb.programs(), programs),
+            Ready::Programs(programs) => {
+                let running: Vec<String> = snapshot(pids).into_iter().map(|(_, n, _)| n).collect();
+                runs_all(&running, programs)
+            }
             Ready::After(d) => self.started.elapsed() >= *d,
             Ready::Settled => {
-                let now = snapshot(sb);
+                let now = snapshot(pids);
                 if now != self.last {
                     self.last = now;
                     self.since = Instant::now();
@@ -268,11 +272,11 @@ pub enum DemoError {
     StreamEnded,
 }
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often processes whose exit was not seen are looked for while records are awaited.
-const SWEEP: Duration = Duration::from_secs(1);
+pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 /// How soon /proc is looked at again while no event comes.
-const READY_POLL: Duration = Duration::from_millis(10);
+pub(crate) const READY_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the scenarios at once and returns one record per scenario, in the same order.
 pub async fn run(
@@ -344,7 +348,7 @@ pub async fn run(
                     status,
                 });
             }
-            if slow.is_none() && !r.ready(&s.ready, sb) {
+            if slow.is_none() && !r.ready(&s.ready, &sb.pids()) {
                 slow = Some(s.name.clone());
             }
         }
@@ -442,7 +446,7 @@ fn runs_all(running: &[String], wanted: &[&str]) -> bool {
         })
 }
 
-fn collect(
+pub(crate) fn collect(
     pipeline: &mut Pipeline,
     event: &crate::events::Event,
     ids: &[u64],

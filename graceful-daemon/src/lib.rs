@@ -17,6 +17,7 @@ macro_rules! serialize_by_name {
 pub mod audit;
 pub mod cgroup;
 pub mod check;
+pub mod check_image;
 pub mod clock;
 pub mod daemon;
 pub mod demo;

@@ -50,9 +50,10 @@ struct CheckArgs {
     /// Seconds between the stop signal and SIGKILL.
     #[arg(long, default_value_t = 10.0, value_parser = seconds_up_to(3600.0))]
     grace: f64,
-    /// The stop signal (the image's STOPSIGNAL, Kubernetes' lifecycle.stopSignal).
-    #[arg(long, default_value = "SIGTERM")]
-    stop_signal: Signal,
+    /// The stop signal (the image's STOPSIGNAL, Kubernetes' lifecycle.stopSignal); default
+    /// SIGTERM. With --image, the runtime sends the image's own.
+    #[arg(long, conflicts_with = "image")]
+    stop_signal: Option<Signal>,
     /// Stop it this many seconds after the start (default: once its processes have settled).
     #[arg(long, value_parser = seconds_up_to(3600.0))]
     ready_after: Option<f64>,
@@ -62,8 +63,19 @@ struct CheckArgs {
     /// Also write a JUnit report to this file (for CI systems).
     #[arg(long)]
     junit: Option<std::path::PathBuf>,
+    /// Check this image instead of a command: its own entrypoint, command and STOPSIGNAL, run
+    /// and stopped by the node's container runtime through CRI, as Kubernetes would.
+    #[arg(long, value_name = "REF", conflicts_with = "command")]
+    image: Option<String>,
+    /// The container runtime's CRI socket for --image (default: containerd's or CRI-O's).
+    #[arg(long, requires = "image")]
+    cri_socket: Option<std::path::PathBuf>,
     /// The command and its arguments (after `--`).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        required_unless_present = "image",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     command: Vec<String>,
 }
 
@@ -308,12 +320,35 @@ async fn trace(args: TraceArgs) -> Result<()> {
 /// which clap reports), 1 for anything else that went wrong.
 async fn check(args: CheckArgs) -> i32 {
     use graceful::check::{CheckError, CheckOptions};
+    use graceful::check_image::ImageCheckError;
     let options = CheckOptions {
         grace: Duration::from_secs_f64(args.grace),
-        stop_signal: args.stop_signal,
+        stop_signal: args.stop_signal.unwrap_or(Signal::TERM),
         ready_after: args.ready_after.map(Duration::from_secs_f64),
     };
-    let record = match graceful::check::run(&args.command, &options).await {
+    let checked = match &args.image {
+        Some(image) => {
+            let checked =
+                graceful::check_image::run(image, args.cri_socket.as_deref(), &options).await;
+            match checked {
+                Ok(r) => Ok(r),
+                // The image cannot run here: a usage error, as a command that cannot start.
+                Err(
+                    e @ (ImageCheckError::NoSocket
+                    | ImageCheckError::Runtime { .. }
+                    | ImageCheckError::NoImage { .. }
+                    | ImageCheckError::Call { .. }
+                    | ImageCheckError::NoProcess(_)),
+                ) => {
+                    eprintln!("error: {e}");
+                    return 2;
+                }
+                Err(ImageCheckError::Run(e)) => Err(CheckError::Run(e)),
+            }
+        }
+        None => graceful::check::run(&args.command, &options).await,
+    };
+    let record = match checked {
         Ok(r) => r,
         Err(e @ (CheckError::NotFound(_) | CheckError::NotExecutable(_))) => {
             eprintln!("error: {e}");
@@ -344,7 +379,11 @@ async fn check(args: CheckArgs) -> i32 {
         return 1;
     }
     if let Some(path) = &args.junit {
-        if let Err(e) = std::fs::write(path, graceful::check::junit(&args.command, &record)) {
+        let name = match &args.image {
+            Some(image) => vec!["image".to_string(), image.clone()],
+            None => args.command.clone(),
+        };
+        if let Err(e) = std::fs::write(path, graceful::check::junit(&name, &record)) {
             eprintln!("error: writing {}: {e}", path.display());
             return 1;
         }
