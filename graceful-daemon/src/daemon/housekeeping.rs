@@ -110,5 +110,6 @@ impl Daemon {
         m.tracked(Tracked::CgroupPaths, self.pipeline.cgroups.remembered());
         m.tracked(Tracked::RuntimeCache, self.cache.len());
         m.tracked(Tracked::MetricSeries, m.series_count());
+        m.tracked(Tracked::Pods, self.pods.len());
     }
 }

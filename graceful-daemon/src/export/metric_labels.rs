@@ -91,6 +91,8 @@ pub enum Tracked {
     CgroupPaths,
     RuntimeCache,
     MetricSeries,
+    /// This node's pods as the API server said (and deleted ones kept a while).
+    Pods,
 }
 
 impl Tracked {
@@ -102,6 +104,7 @@ impl Tracked {
             Tracked::CgroupPaths => "cgroup_paths",
             Tracked::RuntimeCache => "runtime_cache",
             Tracked::MetricSeries => "metric_series",
+            Tracked::Pods => "pods",
         };
         KindLabels { kind: kind.into() }
     }
