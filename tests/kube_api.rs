@@ -121,6 +121,28 @@ impl ApiServer {
         )
     }
 
+    /// `graceful-daemon run` with this server's kubeconfig, `node` as NODE_NAME and CRI at
+    /// `ctd`'s socket, JSON logs into `log` under its directory, once it watches the pods.
+    pub fn daemon(
+        &self,
+        ctd: &crate::cri::Containerd,
+        node: &str,
+        log: &str,
+    ) -> crate::daemon::Daemon {
+        let kubeconfig = self.kubeconfig().display().to_string();
+        let socket = ctd.socket.display().to_string();
+        let daemon = crate::daemon::Daemon::start_env(
+            &[],
+            &["--log-format", "json", "--cri-socket", &socket],
+            &[("KUBECONFIG", &kubeconfig), ("NODE_NAME", node)],
+            ctd.dir.join(log),
+        );
+        crate::daemon::eventually("the daemon's watch of this node's pods", || {
+            (self.watching() > 0).then_some(())
+        });
+        daemon
+    }
+
     /// The server goes away: the port refuses connections and open ones are cut.
     pub fn down(&mut self) {
         if let Some(s) = self.server.take() {

@@ -67,14 +67,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Runtime {
     async fn connect(socket: Option<&Path>) -> Result<Runtime, ImageCheckError> {
-        let path = match socket {
-            Some(p) => p.to_path_buf(),
-            None => KNOWN_SOCKETS
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .ok_or(ImageCheckError::NoSocket)?,
-        };
+        let path = cri::find_socket(socket).ok_or(ImageCheckError::NoSocket)?;
         let channel = cri::channel(&path, None)
             .await
             .map_err(|e| ImageCheckError::Runtime {

@@ -91,18 +91,7 @@ fn kubectl(api: &ApiServer, args: &[&str]) -> Value {
 }
 
 fn daemon_with(api: &ApiServer, ctd: &Containerd, log: &str) -> Daemon {
-    let kubeconfig = api.kubeconfig().display().to_string();
-    let socket = ctd.socket.display().to_string();
-    let daemon = Daemon::start_env(
-        &[],
-        &["--log-format", "json", "--cri-socket", &socket],
-        &[("KUBECONFIG", &kubeconfig), ("NODE_NAME", NODE)],
-        ctd.dir.join(log),
-    );
-    eventually("the daemon's watch of this node's pods", || {
-        (api.watching() > 0).then_some(())
-    });
-    daemon
+    api.daemon(ctd, NODE, log)
 }
 
 /// Stops a container as kubelet does for a deleted pod: the preStop exec hook through CRI

@@ -9,7 +9,7 @@ use std::{
 
 use graceful_tests::{
     cri::{Containerd, PodSpec},
-    daemon::{eventually, http_get, Daemon},
+    daemon::{eventually, http_get},
     kube_api::ApiServer,
     manifests::{of_kind, rendered, root},
 };
@@ -115,14 +115,7 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
     let ctd = Containerd::start().await;
     let api = ApiServer::start().await;
     let mut cri = ctd.client().await;
-    let kubeconfig = api.kubeconfig().display().to_string();
-    let socket = ctd.socket.display().to_string();
-    let daemon = Daemon::start_env(
-        &[],
-        &["--log-format", "json", "--cri-socket", &socket],
-        &[("KUBECONFIG", &kubeconfig), ("NODE_NAME", NODE)],
-        ctd.dir.join("daemon.log"),
-    );
+    let daemon = api.daemon(&ctd, NODE, "daemon.log");
     let prom = start_prometheus(&ctd.dir, daemon.addr, rules);
 
     let pods = [

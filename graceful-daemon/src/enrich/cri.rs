@@ -23,6 +23,14 @@ pub const KNOWN_SOCKETS: [&str; 3] = [
 ];
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `socket` as given, else the first known runtime socket that exists.
+pub fn find_socket(socket: Option<&Path>) -> Option<PathBuf> {
+    match socket {
+        Some(p) => Some(p.to_path_buf()),
+        None => KNOWN_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
     #[error("no CRI socket found (tried {})", KNOWN_SOCKETS.join(", "))]
@@ -71,14 +79,7 @@ pub struct CriClient {
 impl CriClient {
     /// Connects to `socket`, or to the first known socket that exists; checks it answers.
     pub async fn connect(socket: Option<&Path>) -> Result<CriClient, CriError> {
-        let path = match socket {
-            Some(p) => p.to_path_buf(),
-            None => KNOWN_SOCKETS
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .ok_or(CriError::NoSocket)?,
-        };
+        let path = find_socket(socket).ok_or(CriError::NoSocket)?;
         let channel = channel(&path, Some(TIMEOUT)).await?;
         let mut client = CriClient {
             path,
