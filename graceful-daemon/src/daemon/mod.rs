@@ -428,6 +428,9 @@ impl Daemon {
                     self.cache.insert(answer.id.clone(), info);
                 }
                 if let Some(identity) = self.identity(answer.cgroup) {
+                    // Known now (a container that ran before the daemon too): pod updates
+                    // reach it from here on.
+                    self.seen.insert(answer.cgroup);
                     self.configure(answer.cgroup, &identity);
                 }
             }
