@@ -105,6 +105,8 @@ fn pod_json(pod: &PodSpec<'_>, owner: (&str, &str), id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
+    let t0 = std::time::Instant::now();
+    let stage = |what: &str| eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());
     let (_, docs) = rendered();
     let rules = &of_kind(&docs, "PrometheusRule")["spec"];
     let dashboard: Value = serde_json::from_str(
@@ -117,6 +119,7 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
     let mut cri = ctd.client().await;
     let daemon = api.daemon(&ctd, NODE, "daemon.log");
     let prom = start_prometheus(&ctd.dir, daemon.addr, rules);
+    stage("daemon and Prometheus up");
 
     let pods = [
         (
@@ -160,13 +163,17 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
         api.put_pod(pod);
         started.push((sandbox, id));
     }
-    eventually("the audit of the three pods, scraped", || {
+    // Each app container by its name (the pod's sandbox may show too, by its short id, while
+    // the runtime has not said what it is).
+    eventually("the audit of the three app containers, scraped", || {
         let r = query(
             &prom,
-            r#"graceful_pid1_ignores_stop_signal{namespace="prom"}"#,
+            r#"graceful_pid1_ignores_stop_signal{namespace="prom",container="app"}"#,
         )?;
         (r.len() == 3).then_some(())
     });
+    stage("three pods audited and scraped");
+
     // web is SIGKILLed after its grace, calm exits; risky keeps running (the PID 1 risk table).
     cri.stop_container(&started[0].1, 1).await;
     cri.stop_container(&started[1].1, 1).await;
@@ -180,6 +187,7 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
             })
         },
     );
+    stage("GracefulSIGKILLAfterGrace firing");
     assert_eq!(firing["labels"]["namespace"], "prom", "{firing:#}");
     assert!(
         firing["annotations"]["description"]
@@ -197,10 +205,16 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
         ignored["labels"]["pod"], "web-5d8f7c9b4-k2x9z",
         "{ignored:#}"
     );
-    // The graceful pod fires nothing, and the daemon is neither down nor losing events.
+    // The graceful pod's container fires nothing, and the daemon is neither down nor losing
+    // events. (Its pod's sandbox may be pending in GracefulPID1DropsStopSignal: this test's
+    // pause image is `sleep`, and a busy host can delay the runtime's word that it is a sandbox.)
     for a in alerts(&prom) {
         assert_ne!(a["labels"]["workload"], "StatefulSet/calm", "{a:#}");
-        assert_ne!(a["labels"]["pod"], "calm-0", "{a:#}");
+        let calm_app = a["labels"]["pod"] == "calm-0" && a["labels"]["container"] == "app";
+        assert!(
+            !calm_app && (a["labels"]["pod"] != "calm-0" || a["state"] != "firing"),
+            "{a:#}"
+        );
         assert!(
             !matches!(
                 a["labels"]["alertname"].as_str(),
@@ -210,6 +224,7 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
         );
     }
 
+    stage("alerts checked");
     // Every panel's query, its variables filled in, returns data from this Prometheus.
     let panels = dashboard["panels"].as_array().unwrap();
     for panel in panels {

@@ -434,16 +434,20 @@ impl Daemon {
                     self.configure(answer.cgroup, &identity);
                 }
             }
-            Err(e) if !self.cri_warned => {
-                self.failed.insert(answer.id.clone());
-                tracing::warn!(
-                    "{e}; records keep the cgroup identity (further CRI errors at debug level)"
-                );
-                self.cri_warned = true;
-            }
             Err(e) => {
-                self.failed.insert(answer.id.clone());
-                tracing::debug!("{e}");
+                // A runtime too busy to answer in time is asked again at the next audit; one
+                // that does not know the container, only at the next retry.
+                if !matches!(e, CriError::Timeout { .. }) {
+                    self.failed.insert(answer.id.clone());
+                }
+                if self.cri_warned {
+                    tracing::debug!("{e}");
+                } else {
+                    tracing::warn!(
+                        "{e}; records keep the cgroup identity (further CRI errors at debug level)"
+                    );
+                    self.cri_warned = true;
+                }
             }
         }
         if let Some(record) = answer.record {
