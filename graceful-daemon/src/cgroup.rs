@@ -139,6 +139,14 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Host pids of the processes in the cgroup directory `dir` (its `cgroup.procs`); none when it
+/// is gone.
+pub fn procs(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// The `0::` line of a `/proc/<pid>/cgroup` text, relative to our cgroup namespace.
 fn raw_unified_path(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))

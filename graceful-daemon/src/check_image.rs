@@ -395,12 +395,8 @@ async fn run_in(
         .remember(&path)
         .ok_or_else(|| ImageCheckError::NoProcess(image.into()))?;
     pipeline.tracker.set_stop_signal(cgroup, stop_signal);
-    let procs = pipeline.cgroups.dir(&path).join("cgroup.procs");
-    let pids = || -> Vec<i32> {
-        std::fs::read_to_string(&procs)
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    };
+    let dir = pipeline.cgroups.dir(&path);
+    let pids = || crate::cgroup::procs(&dir);
     let ids = [cgroup];
     let mut records: Vec<Option<TerminationRecord>> = vec![None];
 

@@ -222,9 +222,7 @@ impl Throwaway {
 
     /// Host pids of the processes in the container's cgroup.
     pub fn pids(&self) -> Vec<i32> {
-        fs::read_to_string(self.dir.join("cgroup.procs"))
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        crate::cgroup::procs(&self.dir)
     }
 
     /// The programs its processes run now (`/proc/<pid>/comm`): a forked child bears its
