@@ -41,6 +41,8 @@ enum Task {
     Image,
 }
 
+/// What a clean `cargo xtask test` leaves under target/, measured (see report_free_disk).
+const NEEDED_GB: u64 = 6;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages: the BPF compiler (rustc-web ships `core` for bpfel-unknown-none), what
 /// bpf-linker links against, the test images' busybox, the peers the benchmark measures, the
@@ -86,6 +88,7 @@ fn main() -> Result<()> {
         }
         Task::Test { .. } => {
             require_root("the kernel tests load eBPF programs")?;
+            report_free_disk();
             setup()?;
             cargo(&["fmt", "--all", "--check"])?;
             run(Command::new("cargo")
@@ -144,6 +147,34 @@ fn main() -> Result<()> {
                 root().join("target/release/graceful-bench"),
             ))
         }
+    }
+}
+
+/// A clean build and test needs ~GB of disk under target/; when a machine has less, say so
+/// first, so that a compiler's "No space left on device" minutes later has its cause named.
+fn report_free_disk() {
+    const NEEDED: u64 = NEEDED_GB << 30;
+    let target = root().join("target");
+    let at = if target.exists() { target } else { root() };
+    let free = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(&at)
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<u64>().ok())
+        });
+    match free {
+        Some(bytes) if bytes < NEEDED => eprintln!(
+            "warning: {:.1} GB free at {}; a clean `cargo xtask test` uses about {NEEDED_GB} GB",
+            bytes as f64 / 1e9,
+            at.display()
+        ),
+        Some(bytes) => eprintln!("{:.1} GB free at {}", bytes as f64 / 1e9, at.display()),
+        None => eprintln!("warning: could not read the free disk space (df)"),
     }
 }
 
