@@ -176,6 +176,24 @@ impl Scenario {
             Verdict::SlowShutdown,
         )
     }
+    pub fn child_ignores() -> Scenario {
+        Scenario::new(
+            "child-ignores",
+            "PID 1 forwards SIGTERM, but the worker was started with SIGTERM ignored",
+            sh("trap 'kill -TERM -1; wait; exit 0' TERM; sh -c \"trap '' TERM; exec sleep 1000\" & wait"),
+            &["sh", "sleep"],
+            Verdict::SlowShutdown,
+        )
+    }
+    pub fn shell_pid1_ignores() -> Scenario {
+        Scenario::new(
+            "shell-pid1-ignores",
+            "the entrypoint script sets SIGTERM to SIG_IGN (`trap '' TERM`) and runs the app",
+            sh("trap '' TERM; sleep 1000; true"),
+            &["sh", "sleep"],
+            Verdict::SwallowedByShellPid1,
+        )
+    }
     pub fn forwards() -> Scenario {
         Scenario::new(
             "forwards",
@@ -244,6 +262,7 @@ impl Scenario {
             Scenario::no_handler(),
             Scenario::not_forwarded(),
             Scenario::slow_shutdown(),
+            Scenario::child_ignores(),
             Scenario::forwards(),
             Scenario::exits_leaving_children(),
             Scenario::force_delete(),

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::{
     cgroup::Cgroup2,
     clock,
-    events::{CgroupId, Event, SignalResult},
+    events::{CgroupId, Event},
     identity,
     probes::{ProbeError, ProbeOptions, Probes},
     procfs::{processes, start_time, ProcStatus},
@@ -183,13 +183,13 @@ impl Pipeline {
             Event::Signal(e)
                 if e.signal != Signal::KILL
                     && e.sender_cgroup != e.target_cgroup
-                    && e.result != SignalResult::Ignored
                     && e.target_cgroup != 0
                     && e.target_cgroup != self.cgroups.root_id() =>
             {
                 // "Delivered" can still mean dropped later (it was blocked at the time): what
-                // /proc says of the handlers now is the ground truth. Only for containers: host
-                // processes get terminal signals all day.
+                // /proc says of the handlers now is the ground truth; for "ignored" it tells SIG_IGN
+                // from an init without a handler. Only for containers: host processes get
+                // terminal signals all day.
                 // Only while the pid is still the process the signal reached (not reused).
                 let same = match self.tracker.start_of(e.target_pid) {
                     Some(known) => start_time(e.target_pid) == Some(known),
@@ -202,6 +202,7 @@ impl Pipeline {
                             signal: e.signal,
                             handles: status.handles(e.signal),
                             drops: status.drops(e.signal),
+                            ignores: status.ignores(e.signal),
                         },
                     );
                 }

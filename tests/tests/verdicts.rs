@@ -115,6 +115,45 @@ async fn child_too_slow_for_the_grace() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_started_with_the_stop_signal_ignored() {
+    let r = one(Scenario::child_ignores()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::KilledAfterGrace);
+    assert!(t.never_received.is_empty(), "{:?}", t.never_received);
+    let sleep = t.received.iter().find(|p| p.comm == "sleep").unwrap();
+    assert_eq!(sleep.result, SignalResult::Ignored, "{}", r.timeline());
+    assert!(
+        t.explanation
+            .contains(&format!("dropped it at sleep (pid {})", sleep.pid))
+            && t.explanation.contains("will not help"),
+        "{}",
+        t.explanation
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_pid1_that_sets_the_stop_signal_to_sig_ign() {
+    let r = one(Scenario::shell_pid1_ignores()).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::KilledAfterGrace);
+    assert_eq!(t.init.handles_stop_signal, Some(false));
+    // `delivered` when sh had signals blocked for a moment: /proc's SIG_IGN still tells.
+    assert!(matches!(
+        t.stop.as_ref().unwrap().result,
+        SignalResult::Ignored | SignalResult::Delivered
+    ));
+    assert_eq!(
+        comms(t.never_received.iter().map(|p| p.comm.clone())),
+        vec!["sleep"]
+    );
+    assert!(
+        t.explanation.contains("SIG_IGN") && !t.explanation.contains("exec form (CMD"),
+        "{}",
+        t.explanation
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigkill_without_stop_signal() {
     let r = one(Scenario::force_delete()).await;
     let t = &r.termination;

@@ -1,6 +1,5 @@
 //! The words of a record: one or two plain sentences per verdict, naming the fix.
 use super::{termination::*, verdict::Facts};
-use crate::events::SignalResult;
 
 /// "was" or "were", as many as `procs` are.
 fn were(procs: &[NamedProcess]) -> &'static str {
@@ -66,6 +65,14 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
                 f.duration
             )
         }
+        // SIG_IGN survives exec, so the usual fixes (exec form, tini) would not help.
+        Verdict::SwallowedByShellPid1 | Verdict::Pid1IgnoresStopSignal if f.ignored_explicitly => {
+            format!(
+                "PID 1 ({comm}) ignores {sig}: its disposition is SIG_IGN (set by `trap '' {}`, nohup, or inherited from whoever started it), so the kernel dropped the signal and it was SIGKILLed after {grace}.{} Remove the ignore, or handle {sig}; SIG_IGN is kept across exec, so exec form or an init alone will not help.",
+                sig.strip_prefix("SIG").unwrap_or(&sig),
+                victims(f)
+            )
+        }
         Verdict::SwallowedByShellPid1 => format!(
             "PID 1 is a shell ({comm}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{} Use the exec form (CMD [\"app\"]), `exec app` in the entrypoint script, an init such as tini, or trap and forward {sig}.",
             victims(f)
@@ -80,21 +87,19 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
             were(&f.never_received_killed)
         ),
         Verdict::SlowShutdown => {
-            let ignoring: Vec<NamedProcess> = f
-                .received
-                .iter()
-                .filter(|r| r.pid != main && r.result == SignalResult::Ignored)
-                .map(|r| NamedProcess {
-                    pid: r.pid,
-                    comm: r.comm.clone(),
-                })
-                .collect();
-            let ignored = if ignoring.is_empty() {
-                String::new()
+            let ignoring = &f.ignored_and_killed;
+            if ignoring.is_empty() {
+                format!("Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period. Make shutdown faster, or give it a longer grace period (terminationGracePeriodSeconds).")
             } else {
-                format!(" {} ignored it.", names(&ignoring))
-            };
-            format!("Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period.{ignored} Make shutdown faster, or give it a longer grace period (terminationGracePeriodSeconds).")
+                // The kernel dropped it there: no grace period would have been long enough.
+                format!(
+                    "Every process got {sig}, but the kernel dropped it at {}: {} set to ignore it (SIG_IGN, from `trap '' {}`, nohup, or inherited from the process that started {}), so the container was still running when the runtime sent SIGKILL after {grace}. Remove the ignore or handle {sig} there; a longer grace period will not help.",
+                    names(ignoring),
+                    if ignoring.len() == 1 { "it is" } else { "they are" },
+                    sig.strip_prefix("SIG").unwrap_or(&sig),
+                    if ignoring.len() == 1 { "it" } else { "them" },
+                )
+            }
         }
     }
 }

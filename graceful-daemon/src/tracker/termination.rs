@@ -142,4 +142,6 @@ pub struct Disposition {
     pub handles: bool,
     /// The kernel drops the signal (SIG_IGN, or a pid-namespace init without a handler).
     pub drops: bool,
+    /// Set to SIG_IGN: dropped however the process is started (exec keeps SIG_IGN).
+    pub ignores: bool,
 }

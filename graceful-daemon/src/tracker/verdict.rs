@@ -26,11 +26,15 @@ pub(super) struct Facts {
     /// The kernel dropped the stop signal at the main process: it said so at generation, or
     /// /proc showed no handler on an init and the signal did not end it.
     pub dropped: bool,
+    /// The main process had the stop signal set to SIG_IGN (not merely no handler).
+    pub ignored_explicitly: bool,
     pub received: Vec<Received>,
     /// Alive at the stop, never got the stop signal.
     pub never_received: Vec<NamedProcess>,
     /// Of those, the ones that died of SIGKILL (the main process aside).
     pub never_received_killed: Vec<NamedProcess>,
+    /// Got it with the kernel's "ignored" (SIG_IGN) and died of SIGKILL (the main process aside).
+    pub ignored_and_killed: Vec<NamedProcess>,
     /// The OOM killer's victim that ended the container, with its name.
     pub oom_victim: Option<NamedProcess>,
     pub outcome: Outcome,
@@ -67,6 +71,19 @@ impl Facts {
             .filter(|p| p.pid != a.main && died_of(a.exits.get(&p.pid).copied(), Signal::KILL))
             .cloned()
             .collect();
+        let ignored_and_killed = a
+            .received
+            .values()
+            .filter(|r| {
+                r.pid != a.main
+                    && r.result == SignalResult::Ignored
+                    && died_of(a.exits.get(&r.pid).copied(), Signal::KILL)
+            })
+            .map(|r| NamedProcess {
+                pid: r.pid,
+                comm: r.comm.clone(),
+            })
+            .collect();
         let oom_victim = a
             .oom_victims
             .iter()
@@ -101,9 +118,11 @@ impl Facts {
             stop_signal,
             kill: a.kill.clone(),
             dropped,
+            ignored_explicitly: dropped && a.main_disposition.is_some_and(|d| d.ignores),
             received: a.received.values().cloned().collect(),
             never_received,
             never_received_killed,
+            ignored_and_killed,
             oom_victim,
             outcome,
             unknown_because: a.unknown_because.clone(),

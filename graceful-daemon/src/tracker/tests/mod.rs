@@ -318,21 +318,6 @@ fn everyone_received_but_too_slow() {
 }
 
 #[test]
-fn a_child_that_ignores_the_forwarded_signal_is_named() {
-    let mut s = shell_with_child();
-    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
-        .signal(Signal::TERM, 10, CG, 11, SignalResult::Ignored);
-    kill_after_grace(&mut s, 2.0);
-    let r = s.one();
-    assert_eq!(r.verdict, Verdict::SlowShutdown);
-    assert!(
-        r.explanation.contains("sleep (pid 11) ignored it"),
-        "{}",
-        r.explanation
-    );
-}
-
-#[test]
 fn sigkill_without_stop_signal() {
     let mut s = shell_with_child();
     kill_after_grace(&mut s, 0.0);
@@ -417,6 +402,7 @@ fn blocked_stop_signal_on_a_shell_init_is_still_swallowed() {
             signal: Signal::TERM,
             handles: false,
             drops: true,
+            ignores: false,
         },
     );
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
@@ -494,3 +480,71 @@ mod pre_stop;
 mod properties;
 mod restarts_and_reuse;
 mod since_filtering;
+
+#[test]
+fn a_shell_init_set_to_sig_ign_is_told_apart_from_one_without_a_handler() {
+    // `trap '' TERM`: exec form or tini would not help (SIG_IGN is kept across exec), so the
+    // explanation must not suggest them.
+    let mut s = shell_with_child();
+    s.t.observe(
+        10,
+        Disposition {
+            signal: Signal::TERM,
+            handles: false,
+            drops: true,
+            ignores: true,
+        },
+    );
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
+    assert_eq!(r.init.handles_stop_signal, Some(false));
+    assert!(
+        r.explanation.contains("SIG_IGN")
+            && r.explanation.contains("trap '' TERM")
+            && r.explanation.contains("sleep (pid 11) never received it")
+            && !r.explanation.contains("exec form (CMD"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
+fn a_child_that_ignores_the_forwarded_signal_is_named() {
+    // sh forwards SIGTERM; sleep has it set to SIG_IGN (the kernel says "ignored").
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Ignored);
+    kill_after_grace(&mut s, 2.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SlowShutdown);
+    assert!(r.never_received.is_empty());
+    assert!(
+        r.explanation.contains("dropped it at sleep (pid 11)")
+            && r.explanation
+                .contains("a longer grace period will not help"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
+fn a_child_that_ignored_the_signal_but_exited_is_not_blamed() {
+    // sleep ignored SIGTERM, then ended on its own; sh was the slow one.
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Ignored);
+    s.at(1.0).exit(11, Some(0), None);
+    s.at(2.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SlowShutdown);
+    assert!(
+        r.explanation
+            .contains("shutdown took longer than the grace period"),
+        "{}",
+        r.explanation
+    );
+}
