@@ -2,28 +2,23 @@
 //! the node's container runtime through CRI exactly as kubelet drives it (a pod sandbox, a
 //! container with its own pid namespace, StopContainer with the grace as timeout), judged from
 //! the kernel's view.
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use k8s_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, VersionRequest,
+    CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::{
     check::CheckOptions,
-    demo::{self, DemoError, Readiness, Ready, READY_POLL, READY_TIMEOUT, SWEEP},
-    enrich::cri::{self, stop_signal_of, KNOWN_SOCKETS},
+    demo::{self, DemoError, Readiness, Ready, READY_TIMEOUT},
+    enrich::cri::{stop_signal_of, CriClient, CriError, KNOWN_SOCKETS},
     identity::{self, Identity},
     pipeline::Session,
     probes::{ProbeOptions, DEFAULT_STOP_SIGNALS},
@@ -35,8 +30,8 @@ use crate::{
 pub enum ImageCheckError {
     #[error("no container runtime socket found (tried {}): give --cri-socket", KNOWN_SOCKETS.join(", "))]
     NoSocket,
-    #[error("the container runtime at {path}: {error}")]
-    Runtime { path: PathBuf, error: String },
+    #[error("the container runtime: {0}")]
+    Runtime(CriError),
     #[error("image {image} is not on this node and could not be pulled: {error}")]
     NoImage { image: String, error: String },
     #[error("the container runtime could not {what}: {error}")]
@@ -56,6 +51,7 @@ fn call(what: &'static str) -> impl FnOnce(tonic::Status) -> ImageCheckError {
 }
 
 struct Runtime {
+    cri: CriClient,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
     /// Which runtime answers (CRI Version), for the record.
@@ -67,51 +63,34 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Runtime {
     async fn connect(socket: Option<&Path>) -> Result<Runtime, ImageCheckError> {
-        let path = cri::find_socket(socket).ok_or(ImageCheckError::NoSocket)?;
-        let channel = cri::channel(&path, None)
-            .await
-            .map_err(|e| ImageCheckError::Runtime {
-                path: path.clone(),
-                error: e.to_string(),
-            })?;
-        let mut runtime = RuntimeServiceClient::new(channel.clone());
-        let version = runtime
-            .version(VersionRequest {
-                version: "v1".into(),
-            })
-            .await
-            .map_err(|e| ImageCheckError::Runtime {
-                path: path.clone(),
-                error: e.message().to_string(),
-            })?
-            .into_inner();
+        // Calls unbounded by the channel: a pull or a stop takes as long as it takes.
+        let (cri, version) =
+            CriClient::connect_unbounded(socket, None)
+                .await
+                .map_err(|e| match e {
+                    CriError::NoSocket => ImageCheckError::NoSocket,
+                    e => ImageCheckError::Runtime(e),
+                })?;
         let kind = match version.runtime_name.as_str() {
             "containerd" => identity::Runtime::Containerd,
             "cri-o" => identity::Runtime::CriO,
             _ => identity::Runtime::Unknown,
         };
         Ok(Runtime {
-            runtime,
-            images: ImageServiceClient::new(channel),
+            runtime: cri.runtime_service(),
+            images: cri.image_service(),
+            cri,
             kind,
         })
     }
 
     /// The image's STOPSIGNAL (SIGTERM when it names none), pulling the image if it is missing.
     async fn prepare(&mut self, image: &str) -> Result<Signal, ImageCheckError> {
-        let status = |verbose| ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            verbose,
-        };
         let found = self
-            .images
-            .image_status(status(true))
+            .cri
+            .image_status(image)
             .await
-            .map_err(call("read the image's status"))?
-            .into_inner();
+            .map_err(ImageCheckError::Runtime)?;
         let found = if found.image.is_some() {
             found
         } else {
@@ -130,11 +109,10 @@ impl Runtime {
                 .await
                 .map_err(|_| no_image(format!("no answer within {PULL_TIMEOUT:?}")))?
                 .map_err(|e| no_image(e.message().to_string()))?;
-            self.images
-                .image_status(status(true))
+            self.cri
+                .image_status(image)
                 .await
-                .map_err(call("read the image's status"))?
-                .into_inner()
+                .map_err(ImageCheckError::Runtime)?
         };
         Ok(stop_signal_of(&found.info).unwrap_or(Signal::TERM))
     }
@@ -411,10 +389,7 @@ async fn run_in(
         if state == ContainerState::ContainerExited as i32 {
             break;
         }
-        if let Ok(event) = tokio::time::timeout(READY_POLL, events.recv()).await {
-            let event = event.ok_or(DemoError::StreamEnded)?;
-            demo::collect(&mut pipeline, &event, &ids, &mut records);
-        }
+        demo::feed_a_while(&mut events, &mut pipeline, &ids, &mut records).await?;
         (state, _, exit_code) = runtime.status(&id).await?;
     }
     if state == ContainerState::ContainerExited as i32 || pids().is_empty() {
@@ -440,29 +415,14 @@ async fn run_in(
             .await
     });
     let deadline = Instant::now() + options.grace + READY_TIMEOUT;
-    let mut sweep = tokio::time::interval(SWEEP);
-    while records[0].is_none() {
-        tokio::select! {
-            event = tokio::time::timeout_at(deadline, events.recv()) => {
-                let event = match event {
-                    Ok(Some(e)) => e,
-                    Ok(None) => return Err(DemoError::StreamEnded.into()),
-                    Err(_) => return Err(DemoError::NoRecord {
-                        name: image.into(),
-                        waiting_for: pipeline.tracker.members(cgroup),
-                    }.into()),
-                };
-                demo::collect(&mut pipeline, &event, &ids, &mut records);
-            }
-            _ = sweep.tick() => {
-                for record in pipeline.sweep() {
-                    if record.termination.cgroup == cgroup {
-                        records[0].get_or_insert(record);
-                    }
-                }
-            }
-        }
-    }
+    demo::await_records(
+        &mut events,
+        &mut pipeline,
+        (&ids, &[image]),
+        &mut records,
+        deadline,
+    )
+    .await?;
     let _ = stop.await;
     let mut record = records.remove(0).ok_or_else(|| DemoError::NoRecord {
         name: image.into(),

@@ -3,10 +3,11 @@
 //! the real probes and tracker. The tests run the same scenarios.
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     cgroup::CgroupError,
+    events::Event,
     pipeline::{Pipeline, Session},
     probes::{ProbeError, ProbeOptions, DEFAULT_STOP_SIGNALS},
     record::TerminationRecord,
@@ -375,10 +376,7 @@ pub async fn run(
         if Instant::now() >= deadline {
             return Err(DemoError::NotReady(slow));
         }
-        if let Ok(event) = tokio::time::timeout(READY_POLL, events.recv()).await {
-            let event = event.ok_or(DemoError::StreamEnded)?;
-            collect(&mut pipeline, &event, &ids, &mut records);
-        }
+        feed_a_while(&mut events, &mut pipeline, &ids, &mut records).await?;
     }
 
     // Stop them all at once, each like runc does.
@@ -404,36 +402,16 @@ pub async fn run(
         })?);
     }
 
+    let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
     let deadline = Instant::now() + grace + READY_TIMEOUT;
-    let mut sweep = tokio::time::interval(SWEEP);
-    while records.iter().any(Option::is_none) {
-        let missing = |pipeline: &Pipeline| {
-            let i = records.iter().position(Option::is_none).unwrap_or(0);
-            DemoError::NoRecord {
-                name: scenarios[i].name.clone(),
-                waiting_for: pipeline.tracker.members(ids[i]),
-            }
-        };
-        tokio::select! {
-            event = tokio::time::timeout_at(deadline, events.recv()) => {
-                let event = match event {
-                    Ok(Some(e)) => e,
-                    Ok(None) => return Err(DemoError::StreamEnded),
-                    Err(_) => return Err(missing(&pipeline)),
-                };
-                collect(&mut pipeline, &event, &ids, &mut records);
-            }
-            // A process gone without its exit event ends its record (as unknown) rather than
-            // holding it until the deadline, as the daemon's sweep does.
-            _ = sweep.tick() => {
-                for record in pipeline.sweep() {
-                    if let Some(i) = ids.iter().position(|id| *id == record.termination.cgroup) {
-                        records[i].get_or_insert(record);
-                    }
-                }
-            }
-        }
-    }
+    await_records(
+        &mut events,
+        &mut pipeline,
+        (&ids, &names),
+        &mut records,
+        deadline,
+    )
+    .await?;
     // Every init is reaped by now (its record needed all processes gone): the joins are quick.
     for stop in stops {
         let _ = stop.join();
@@ -465,17 +443,59 @@ fn runs_all(running: &[String], wanted: &[&str]) -> bool {
         })
 }
 
-pub(crate) fn collect(
-    pipeline: &mut Pipeline,
-    event: &crate::events::Event,
-    ids: &[u64],
-    records: &mut [Option<TerminationRecord>],
-) {
-    for record in pipeline.handle(event) {
+/// Keeps the records of the containers `ids` (by position), the first one each.
+fn keep(done: Vec<TerminationRecord>, ids: &[u64], records: &mut [Option<TerminationRecord>]) {
+    for record in done {
         if let Some(i) = ids.iter().position(|id| *id == record.termination.cgroup) {
             records[i].get_or_insert(record);
         }
     }
+}
+
+/// While waiting for containers to be ready: the events of one `READY_POLL`, fed on, since a
+/// container may already end meanwhile.
+pub(crate) async fn feed_a_while(
+    events: &mut mpsc::Receiver<Event>,
+    pipeline: &mut Pipeline,
+    ids: &[u64],
+    records: &mut [Option<TerminationRecord>],
+) -> Result<(), DemoError> {
+    if let Ok(event) = tokio::time::timeout(READY_POLL, events.recv()).await {
+        let event = event.ok_or(DemoError::StreamEnded)?;
+        keep(pipeline.handle(&event), ids, records);
+    }
+    Ok(())
+}
+
+/// Until every container of `(ids, names)` has its record, or the deadline (then the first one
+/// missing is named, with the processes it still waits for).
+pub(crate) async fn await_records(
+    events: &mut mpsc::Receiver<Event>,
+    pipeline: &mut Pipeline,
+    (ids, names): (&[u64], &[&str]),
+    records: &mut [Option<TerminationRecord>],
+    deadline: Instant,
+) -> Result<(), DemoError> {
+    let mut sweep = tokio::time::interval(SWEEP);
+    while let Some(missing) = records.iter().position(Option::is_none) {
+        tokio::select! {
+            event = tokio::time::timeout_at(deadline, events.recv()) => {
+                let event = match event {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return Err(DemoError::StreamEnded),
+                    Err(_) => return Err(DemoError::NoRecord {
+                        name: names.get(missing).copied().unwrap_or_default().to_string(),
+                        waiting_for: pipeline.tracker.members(ids[missing]),
+                    }),
+                };
+                keep(pipeline.handle(&event), ids, records);
+            }
+            // A process gone without its exit event ends its record (as unknown) rather than
+            // holding it until the deadline, as the daemon's sweep does.
+            _ = sweep.tick() => keep(pipeline.sweep(), ids, records),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::{
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
-    ContainerStatusRequest, ImageSpec, ImageStatusRequest, PodSandboxStatusRequest, VersionRequest,
+    ContainerStatusRequest, ImageSpec, ImageStatusRequest, ImageStatusResponse,
+    PodSandboxStatusRequest, VersionRequest, VersionResponse,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -77,30 +78,44 @@ pub struct CriClient {
 }
 
 impl CriClient {
-    /// Connects to `socket`, or to the first known socket that exists; checks it answers.
+    /// Connects to `socket`, or to the first known socket that exists; checks it answers. Every
+    /// call is bounded by a short timeout: enrichment must never hold the records up.
     pub async fn connect(socket: Option<&Path>) -> Result<CriClient, CriError> {
+        Ok(CriClient::connect_unbounded(socket, Some(TIMEOUT)).await?.0)
+    }
+
+    /// As [`CriClient::connect`], with calls on the channel bounded by `timeout` only (None:
+    /// as long as a pull or a stop takes), and the runtime's Version answer.
+    pub async fn connect_unbounded(
+        socket: Option<&Path>,
+        timeout: Option<Duration>,
+    ) -> Result<(CriClient, VersionResponse), CriError> {
         let path = find_socket(socket).ok_or(CriError::NoSocket)?;
-        let channel = channel(&path, Some(TIMEOUT)).await?;
+        let channel = channel(&path, timeout).await?;
         let mut client = CriClient {
             path,
             client: RuntimeServiceClient::new(channel.clone()),
             images: ImageServiceClient::new(channel),
         };
-        client.version().await?;
-        Ok(client)
+        let call = client.client.version(VersionRequest {
+            version: "v1".into(),
+        });
+        let version = bounded(&client.path, "Version", call).await?.into_inner();
+        Ok((client, version))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    async fn version(&mut self) -> Result<String, CriError> {
-        let call = self.client.version(VersionRequest {
-            version: "v1".into(),
-        });
-        let reply = bounded(&self.path, "Version", call).await?;
-        let v = reply.into_inner();
-        Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+    /// The runtime service, for calls beyond enrichment's (running and stopping containers).
+    pub fn runtime_service(&self) -> RuntimeServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// The image service, for calls beyond enrichment's (pulling).
+    pub fn image_service(&self) -> ImageServiceClient<Channel> {
+        self.images.clone()
     }
 
     /// Names, image and kubelet annotations of one container; a pod's sandbox (pause)
@@ -132,6 +147,11 @@ impl CriClient {
     /// The image's STOPSIGNAL, from the runtime's verbose image status (its OCI config). None
     /// when it sets none or the runtime does not say.
     async fn image_stop_signal(&mut self, image: &str) -> Option<Signal> {
+        stop_signal_of(&self.image_status(image).await.ok()?.info)
+    }
+
+    /// The runtime's verbose status of an image (`image` is None when the node does not have it).
+    pub async fn image_status(&mut self, image: &str) -> Result<ImageStatusResponse, CriError> {
         let call = self.images.image_status(ImageStatusRequest {
             image: Some(ImageSpec {
                 image: image.into(),
@@ -139,8 +159,7 @@ impl CriClient {
             }),
             verbose: true,
         });
-        let reply = bounded(&self.path, "ImageStatus", call).await.ok()?;
-        stop_signal_of(&reply.into_inner().info)
+        Ok(bounded(&self.path, "ImageStatus", call).await?.into_inner())
     }
 }
 
