@@ -42,6 +42,11 @@ async fn images_are_checked_as_kubernetes_would_stop_them() {
         ],
         Some("SIGUSR1"),
     );
+    ctd.import_image(
+        "graceful.test/stopsignal-kill:1",
+        &["/bin/sleep", "1000"],
+        Some("SIGKILL"),
+    );
 
     let out = check(&ctd, &["--json", "--image", "graceful.test/shell-form:1"]);
     let r = json_of(&out);
@@ -85,6 +90,20 @@ async fn images_are_checked_as_kubernetes_would_stop_them() {
     assert!(
         xml.contains("failures=\"0\"") && xml.contains("image graceful.test/usr1:1"),
         "{xml}"
+    );
+
+    // STOPSIGNAL SIGKILL: the runtime's own stop, said as such, not as a force delete.
+    let out = check(
+        &ctd,
+        &["--json", "--image", "graceful.test/stopsignal-kill:1"],
+    );
+    let r = json_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["verdict"], "killed_without_stop_signal", "{r:#}");
+    let why = r["explanation"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("stop signal is SIGKILL") && !why.contains("force delete"),
+        "{r:#}"
     );
 
     // A timeline for a person.

@@ -160,6 +160,14 @@ async fn sigkill_without_stop_signal() {
     assert_eq!(t.outcome, Outcome::Killed);
     assert!(t.stop.is_none());
     assert!(r.to_json(&Default::default())["stop"].is_null());
+    assert!(t.explanation.contains("force delete"), "{}", t.explanation);
+    // The same SIGKILL as the container's own stop signal is not a force delete.
+    let r = one(Scenario::force_delete().stop_with(Some(Signal::KILL))).await;
+    assert!(
+        r.termination.explanation.contains("stop signal is SIGKILL"),
+        "{}",
+        r.termination.explanation
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -45,7 +45,11 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
                 .kill
                 .as_ref()
                 .map_or(("?", 0), |k| (k.sender.comm.as_str(), k.sender.pid));
-            format!("SIGKILL from {from} (pid {pid}) with no stop signal before it: a force delete or kill -9, the app had no chance to shut down.")
+            if f.stop_signal_is_kill {
+                format!("The container's stop signal is SIGKILL (STOPSIGNAL SIGKILL in the image, or lifecycle.stopSignal), so {from} (pid {pid}) killed it at once and the app had no chance to shut down. Set a stop signal the app handles, such as SIGTERM.")
+            } else {
+                format!("SIGKILL from {from} (pid {pid}) with no stop signal before it: a force delete or kill -9, the app had no chance to shut down.")
+            }
         }
         Verdict::Graceful => {
             // PID 1 of a pid namespace exited and the kernel SIGKILLed what was left: still a
@@ -60,8 +64,13 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
                     if killed.len() == 1 { "it" } else { "they" }
                 )
             };
+            // Kubernetes shows a non-zero code as an error: the stop was still clean.
+            let code = match f.exit_code {
+                Some(code) if code != 0 => format!(" (exit code {code})"),
+                _ => String::new(),
+            };
             format!(
-                "{comm} (pid {main}) got {sig} and the container exited on its own in {:.1} s.{torn_down}",
+                "{comm} (pid {main}) got {sig} and the container exited on its own in {:.1} s{code}.{torn_down}",
                 f.duration
             )
         }

@@ -94,6 +94,9 @@ struct Active {
     unknown_because: Option<String>,
     /// The preStop exec hook's run before the stop signal.
     pre_stop: Option<HookRun>,
+    /// The container's own stop signal is SIGKILL (STOPSIGNAL SIGKILL, lifecycle.stopSignal): a
+    /// lone SIGKILL is then its runtime's stop, not a force delete.
+    stop_signal_is_kill: bool,
 }
 
 impl Active {
@@ -119,6 +122,7 @@ impl Active {
             oom_victims: oom_victims.clone(),
             unknown_because: None,
             pre_stop: None,
+            stop_signal_is_kill: false,
         }
     }
 }

@@ -133,6 +133,7 @@ impl Tracker {
             );
             active.unknown_because = unknown_because;
             active.pre_stop = pre_stop;
+            active.stop_signal_is_kill = own_stop_signal == Some(Signal::KILL);
             group.active = Some(active);
         }
         let Some(a) = group.active.as_mut() else {

@@ -43,6 +43,9 @@ pub(super) struct Facts {
     pub duration: f64,
     /// Stop to SIGKILL (else the duration), in seconds: the grace the runtime gave.
     pub grace: f64,
+    pub stop_signal_is_kill: bool,
+    /// The main process's exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
 }
 
 fn died_of(status: Option<ExitStatus>, sig: Signal) -> bool {
@@ -128,6 +131,8 @@ impl Facts {
             unknown_because: a.unknown_because.clone(),
             duration,
             grace,
+            stop_signal_is_kill: a.stop_signal_is_kill,
+            exit_code: main_exit.and_then(|s| s.code),
         }
     }
 }

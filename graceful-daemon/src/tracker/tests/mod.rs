@@ -548,3 +548,28 @@ fn a_child_that_ignored_the_signal_but_exited_is_not_blamed() {
         r.explanation
     );
 }
+
+#[test]
+fn a_stop_signal_of_sigkill_is_not_called_a_force_delete() {
+    let mut s = shell_with_child();
+    s.t.set_stop_signal(CG, Signal::KILL);
+    kill_after_grace(&mut s, 0.0);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::KilledWithoutStopSignal);
+    assert!(
+        r.explanation.contains("stop signal is SIGKILL") && !r.explanation.contains("force delete"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
+fn a_clean_exit_with_a_nonzero_code_says_the_code() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(11, None, Some(15))
+        .exit(10, Some(3), None);
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::Graceful);
+    assert!(r.explanation.contains("(exit code 3)"), "{}", r.explanation);
+}
