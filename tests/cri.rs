@@ -250,6 +250,9 @@ pub struct PodSpec<'a> {
     pub name: &'a str,
     pub uid: &'a str,
     pub grace_seconds: u64,
+    /// `shareProcessNamespace: true`: the containers join the sandbox's pid namespace, whose
+    /// init is the pause process.
+    pub shared_pids: bool,
 }
 
 pub struct Cri {
@@ -380,7 +383,11 @@ impl Cri {
                     security_context: Some(LinuxContainerSecurityContext {
                         namespace_options: Some(NamespaceOption {
                             network: NamespaceMode::Node as i32,
-                            pid: NamespaceMode::Container as i32,
+                            pid: if pod.shared_pids {
+                                NamespaceMode::Pod
+                            } else {
+                                NamespaceMode::Container
+                            } as i32,
                             ..Default::default()
                         }),
                         ..Default::default()

@@ -117,7 +117,9 @@ impl Pipeline {
     /// The kernel reports a running container's processes only once it is being stopped: at
     /// the first signal it reports for a container, the tracker learns who is there from the
     /// cgroup and /proc, before the signal itself.
-    fn fill(&mut self, cgroup: CgroupId) {
+    /// `target`: the process a signal just reached, alive then. If it is gone from
+    /// cgroup.procs already, it died of that signal and its exit is on its way: it stays.
+    fn fill(&mut self, cgroup: CgroupId, target: u32) {
         if cgroup == 0 || cgroup == self.cgroups.root_id() || self.tracker.stopping(cgroup) {
             return;
         }
@@ -130,7 +132,11 @@ impl Pipeline {
         // Inits and parents first, so the main process is the one the runtime started; the
         // processes it knew that are gone ended unreported while the container ran.
         let present = self.cgroup_processes(cgroup);
-        let pids: Vec<u32> = present.iter().map(|(pid, _)| *pid).collect();
+        let pids: Vec<u32> = present
+            .iter()
+            .map(|(pid, _)| *pid)
+            .chain([target])
+            .collect();
         self.tracker.only_present(cgroup, &pids);
         for (pid, status) in present {
             self.tracker.fill(found(pid, &status, cgroup));
@@ -212,7 +218,7 @@ impl Pipeline {
         match event {
             Event::Signal(e) => {
                 self.cgroups.learn(e.target_cgroup, e.target_pid);
-                self.fill(e.target_cgroup);
+                self.fill(e.target_cgroup, e.target_pid);
             }
             Event::Exit(e) => self.before_last_exit(e.pid, e.cgroup),
             _ => {}

@@ -79,6 +79,7 @@ async fn churn(ctd: &Containerd, round: usize) {
                     name: &name,
                     uid: &uid,
                     grace_seconds: 1,
+                    shared_pids: false,
                 };
                 // A Job's container: it ends on its own, nobody stops it.
                 let (sandbox, id) = cri.start_pod(&pod, "job", "true", None, &dir).await;

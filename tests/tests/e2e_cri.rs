@@ -43,16 +43,21 @@ struct Case {
     timeout: i64,
     verdict: &'static str,
     outcome: &'static str,
+    /// shareProcessNamespace: the app is not PID 1 (pause is).
+    shared_pids: bool,
 }
 
 const CASES: &[Case] = &[
-    Case { pod: "shell", script: "sleep 1000; true", programs: &["sh", "sleep"], timeout: 2, verdict: "swallowed_by_shell_pid1", outcome: "killed_after_grace" },
-    Case { pod: "exec-sleep", script: "exec sleep 1000", programs: &["sleep"], timeout: 2, verdict: "pid1_ignores_stop_signal", outcome: "killed_after_grace" },
-    Case { pod: "no-forward", script: "trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed_after_grace" },
-    Case { pod: "forwards", script: "trap 'kill -TERM -1; wait; exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited" },
-    Case { pod: "slow", script: "trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait", programs: &["sh", "sh", "sleep"], timeout: 2, verdict: "slow_shutdown", outcome: "killed_after_grace" },
-    Case { pod: "exits-on-term", script: "trap 'exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited" },
-    Case { pod: "force", script: "trap 'exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 0, verdict: "killed_without_stop_signal", outcome: "killed" },
+    Case { pod: "shell", script: "sleep 1000; true", programs: &["sh", "sleep"], timeout: 2, verdict: "swallowed_by_shell_pid1", outcome: "killed_after_grace", shared_pids: false },
+    Case { pod: "exec-sleep", script: "exec sleep 1000", programs: &["sleep"], timeout: 2, verdict: "pid1_ignores_stop_signal", outcome: "killed_after_grace", shared_pids: false },
+    Case { pod: "no-forward", script: "trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed_after_grace", shared_pids: false },
+    Case { pod: "forwards", script: "trap 'kill -TERM -1; wait; exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: false },
+    Case { pod: "slow", script: "trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait", programs: &["sh", "sh", "sleep"], timeout: 2, verdict: "slow_shutdown", outcome: "killed_after_grace", shared_pids: false },
+    Case { pod: "exits-on-term", script: "trap 'exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: false },
+    Case { pod: "force", script: "trap 'exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 0, verdict: "killed_without_stop_signal", outcome: "killed", shared_pids: false },
+    // shareProcessNamespace: pause is PID 1, so the app is not protected as an init.
+    Case { pod: "shared-exec-sleep", script: "exec sleep 1000", programs: &["sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: true },
+    Case { pod: "shared-shell", script: "sleep 1000; true", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed", shared_pids: true },
 ];
 
 fn uid(i: usize) -> String {
@@ -104,6 +109,7 @@ async fn run_pods() -> PodsRun {
             name: case.pod,
             uid: &uid(i),
             grace_seconds: 2,
+            shared_pids: case.shared_pids,
         };
         let pre_stop = (case.pod == "forwards").then_some("echo token=Bearer-s3cr3t > /dev/null");
         started.push(
@@ -237,6 +243,7 @@ fn each_pod_gets_its_verdict_outcome_and_names() {
     for ((_, id), (i, case)) in run.started.iter().zip(CASES.iter().enumerate()) {
         let r = &run.records[id];
         let c = &r["container"];
+
         assert_eq!(r["verdict"], case.verdict, "{}: {r:#}", case.pod);
         assert_eq!(r["outcome"], case.outcome, "{}: {r:#}", case.pod);
         assert_eq!(

@@ -168,6 +168,7 @@ async fn the_image_runs_with_exactly_the_daemonsets_privileges() {
         name: "shell",
         uid: "9b2c1d3e-4f5a-4b6c-8d7e-0f1a2b3c4d5e",
         grace_seconds: 1,
+        shared_pids: false,
     };
     let (sandbox, container) = cri
         .start_pod(&spec, "app", "sleep 1000; true", None, &ctd.dir)

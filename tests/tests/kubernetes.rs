@@ -115,12 +115,14 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         name: "web-7d4b9c8f5-x2x9z",
         uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000001",
         grace_seconds: 30,
+        shared_pids: false,
     };
     let calm = PodSpec {
         namespace: "shop",
         name: "calm-0",
         uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000002",
         grace_seconds: 30,
+        shared_pids: false,
     };
     let other_node = json!({"metadata": {"name": "elsewhere", "namespace": "shop", "uid": "7a1e0b52-1c2d-4e3f-8a9b-000000000009"},
         "spec": {"nodeName": "another-node", "containers": [{"name": "app", "image": "x"}]}});
@@ -377,6 +379,7 @@ async fn tracing_goes_on_while_the_api_server_is_down_slow_or_garbage() {
             name: mode,
             uid: &uid,
             grace_seconds: 1,
+            shared_pids: false,
         };
         let (sandbox, id) = cri
             .start_pod(&pod, "app", "sleep 1000; true", None, &ctd.dir)
@@ -416,6 +419,7 @@ async fn tracing_goes_on_while_the_api_server_is_down_slow_or_garbage() {
         name: "db-0",
         uid: "7a1e0b52-1c2d-4e3f-8a9b-000000000200",
         grace_seconds: 1,
+        shared_pids: false,
     };
     let (sandbox, id) = cri
         .start_pod(&back, "app", "sleep 1000; true", None, &ctd.dir)

@@ -15,6 +15,7 @@ async fn containers_running_before_the_daemon_get_their_names() {
         name: "early",
         uid: "5e1f0c2a-7b3d-4e4f-9a8b-0c1d2e3f4a5b",
         grace_seconds: 1,
+        shared_pids: false,
     };
     let (sandbox, id) = cri
         .start_pod(&pod, "app", "sleep 1000; true", None, &ctd.dir)

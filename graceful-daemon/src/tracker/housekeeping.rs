@@ -1,6 +1,6 @@
 //! What the tracker is told from outside the event stream (stop signals, grace periods, start
 //! times, dispositions), the sweep's housekeeping, and what the pipeline asks of it.
-use super::{CgroupId, Disposition, Mono, Tracker, GRACE_SLACK_NS};
+use super::{CgroupId, Disposition, Mono, Tracker, EXITED_KEPT_NS, GRACE_SLACK_NS};
 use crate::signals::Signal;
 
 impl Tracker {
@@ -99,6 +99,9 @@ impl Tracker {
         self.graces.retain(|cgroup, _| groups.contains_key(cgroup));
         self.stop_signals
             .retain(|cgroup, _| groups.contains_key(cgroup));
+        let now = self.now;
+        self.exited
+            .retain(|_, at| now.saturating_sub(*at) < EXITED_KEPT_NS);
     }
 
     /// What the tracker holds: (processes, containers, terminations under way).

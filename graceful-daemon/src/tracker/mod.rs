@@ -170,7 +170,19 @@ pub struct Tracker {
     /// Terminations completed outside `on_event` (their last process moved away during a
     /// /proc fill), handed out with the next event's.
     finished: Vec<Termination>,
+    /// Processes whose exit was seen, and when: a signal that reaches one later reached a
+    /// zombie (a pid namespace's teardown SIGKILLs those too) and must not bring it back.
+    exited: HashMap<u32, Mono>,
 }
+
+/// How long an exited pid is remembered, and how many: past either, a signal to it is taken
+/// as one to a new process under the same pid.
+const EXITED_KEPT_NS: u64 = 60 * 1_000_000_000;
+const EXITED_KEPT_MAX: usize = 8192;
+
+/// Bounds the walk from a process up to its container's main one (parents could loop in a
+/// tracker that missed events; trees are shallow).
+const MAIN_WALK_MAX: usize = 32;
 
 impl Tracker {
     pub fn new(config: TrackerConfig, now: Mono) -> Tracker {
@@ -186,6 +198,7 @@ impl Tracker {
             last_loss: None,
             now,
             finished: Vec::new(),
+            exited: HashMap::new(),
         }
     }
 
@@ -220,6 +233,7 @@ impl Tracker {
                 self.leave(pid, old);
             }
         }
+        self.exited.remove(&pid);
         let known = self.procs.get(&pid);
         let parent = parent.or_else(|| known.and_then(|p| p.parent));
         // A fork is a new process: a start time recorded under its pid was another's.
@@ -239,6 +253,18 @@ impl Tracker {
             && parent.is_none_or(|p| !group.members.contains(&p))
         {
             group.main = Some(pid);
+        }
+        // The main process is the root of the container's tree: its parent is outside.
+        // Processes become known in any order (when the pod shares one pid namespace, the
+        // first exec reported can be a child's), so walk up from the one taken so far.
+        if let Some(mut main) = group.main {
+            for _ in 0..MAIN_WALK_MAX {
+                match self.procs.get(&main).and_then(|p| p.parent) {
+                    Some(up) if up != main && group.members.contains(&up) => main = up,
+                    _ => break,
+                }
+            }
+            group.main = Some(main);
         }
         // A process that execs during a stop is named by what it runs now. One first heard of
         // during a stop but not born in it (the kernel reports a running container's forks only

@@ -3,7 +3,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{
     conclude, Active, CgroupId, ExitStatus, Kill, Mono, Process, Received, Sender, SignalEvent,
-    Stop, Termination, Tracker, CONVENTIONAL_STOP_SIGNALS, SI_KERNEL,
+    Stop, Termination, Tracker, CONVENTIONAL_STOP_SIGNALS, EXITED_KEPT_MAX, EXITED_KEPT_NS,
+    SI_KERNEL,
 };
 use crate::signals::Signal;
 
@@ -13,6 +14,13 @@ impl Tracker {
         // exec, `sched_process_exec` fires at its end. The kernel's task map knows the cgroup.
         // A target the tracker placed elsewhere moved, or is another process under a reused pid.
         let placed = self.procs.get(&e.target_pid).map(|p| p.cgroup);
+        let dead = self
+            .exited
+            .get(&e.target_pid)
+            .is_some_and(|at| e.ts >= *at && e.ts - at < EXITED_KEPT_NS);
+        if placed.is_none() && dead {
+            return;
+        }
         if placed != Some(e.target_cgroup)
             && e.target_cgroup != 0
             && e.target_cgroup != self.config.root_cgroup
@@ -182,6 +190,14 @@ impl Tracker {
         let known = self.procs.remove(&pid);
         let cgroup = known.as_ref().map(|p| p.cgroup).unwrap_or(cgroup);
         self.dispositions.remove(&pid);
+        if self.exited.len() >= EXITED_KEPT_MAX {
+            self.exited
+                .retain(|_, at| ts.saturating_sub(*at) < EXITED_KEPT_NS);
+            if self.exited.len() >= EXITED_KEPT_MAX {
+                self.exited.clear();
+            }
+        }
+        self.exited.insert(pid, ts);
         let Some(group) = self.groups.get_mut(&cgroup) else {
             return Vec::new();
         };

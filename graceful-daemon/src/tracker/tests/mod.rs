@@ -573,3 +573,49 @@ fn a_clean_exit_with_a_nonzero_code_says_the_code() {
     assert_eq!(r.verdict, Verdict::Graceful);
     assert!(r.explanation.contains("(exit code 3)"), "{}", r.explanation);
 }
+
+#[test]
+fn shared_pid_namespace_main_is_the_root_of_the_tree_whatever_order_it_is_learnt_in() {
+    // shareProcessNamespace: pause (pid 1, outside) is the init. The first exec reported is the
+    // child's; the shell the runtime started is found in /proc only at the stop.
+    for shell_first in [true, false] {
+        let mut s = Seq::new();
+        s.exec(11, "sleep");
+        if shell_first {
+            s.t.fill(found(10, Some(5), "sh", false));
+            s.t.fill(found(11, Some(10), "sleep", false));
+        } else {
+            s.t.fill(found(11, Some(10), "sleep", false));
+            s.t.fill(found(10, Some(5), "sh", false));
+        }
+        s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+            .exit(10, None, Some(15));
+        // The runtime kills what the dead shell left.
+        s.signal(Signal::KILL, RUNC, HOST, 11, SignalResult::Delivered)
+            .exit(11, None, Some(9));
+        let r = s.one();
+        assert_eq!((r.init.pid, r.init.comm.as_str()), (10, "sh"));
+        assert_eq!(r.verdict, Verdict::NotForwarded);
+        assert_eq!(r.outcome, Outcome::Killed);
+    }
+}
+
+#[test]
+fn a_signal_to_a_zombie_does_not_bring_it_back() {
+    // A process whose exit was seen is SIGKILLed as a zombie when the pid namespace's init
+    // dies later (its parent never reaped it): no second termination.
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(11, None, Some(15))
+        .exit(10, Some(0), None);
+    assert_eq!(s.one().verdict, Verdict::Graceful);
+    s.at(3.0)
+        .signal(Signal::KILL, 1, HOST, 11, SignalResult::Delivered);
+    assert!(!s.t.stopping(CG) && s.t.members(CG).is_empty());
+    assert!(s.done.is_empty(), "{:#?}", s.done);
+    // Once a pid is born again it is a process like any other.
+    s.at(61.0).exec(11, "sleep");
+    s.signal(Signal::KILL, RUNC, HOST, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+    assert_eq!(s.one().verdict, Verdict::KilledWithoutStopSignal);
+}
