@@ -58,6 +58,8 @@ const CASES: &[Case] = &[
     // shareProcessNamespace: pause is PID 1, so the app is not protected as an init.
     Case { pod: "shared-exec-sleep", script: "exec sleep 1000", programs: &["sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: true },
     Case { pod: "shared-shell", script: "sleep 1000; true", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed", shared_pids: true },
+    Case { pod: "shared-no-forward", script: "trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed_after_grace", shared_pids: true },
+    Case { pod: "shared-forwards", script: "trap 'kill -TERM $child; wait $child; exit 0' TERM; sleep 1000 & child=$!; wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: true },
 ];
 
 fn uid(i: usize) -> String {
@@ -258,6 +260,10 @@ fn each_pod_gets_its_verdict_outcome_and_names() {
         assert_eq!(c["pod_uid"], uid(i));
         assert_eq!(c["qos"], "besteffort");
         assert_eq!(r["grace_period_seconds"], 2.0);
+        if case.shared_pids && case.verdict != "graceful" {
+            // pause is PID 1: the shell the runtime started is still the main process.
+            assert_eq!(r["init"]["comm"], "sh", "{}: {r:#}", case.pod);
+        }
     }
 }
 

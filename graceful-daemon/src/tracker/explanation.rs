@@ -90,6 +90,13 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
             "PID 1 ({comm}) has no handler for {sig}; as the init of its pid namespace the kernel dropped the signal, and it was SIGKILLed after {grace}.{} Handle {sig}, or run it under an init such as tini.",
             victims(f)
         ),
+        // Not an init (the pod shares one pid namespace): the signal's default action ended it,
+        // and its children were left for the runtime to kill.
+        Verdict::NotForwarded if f.main_died_of_stop => format!(
+            "{comm} (pid {main}) died of {sig} without passing it on (it is not the init of its pid namespace, as when the pod shares one), so {} never received it and {} SIGKILLed. Use `exec` so that the app itself gets {sig}, or trap it and forward it to the children, then wait.",
+            names(&f.never_received_killed),
+            were(&f.never_received_killed)
+        ),
         Verdict::NotForwarded => format!(
             "{comm} (pid {main}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.",
             names(&f.never_received_killed),

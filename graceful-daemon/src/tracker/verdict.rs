@@ -44,6 +44,8 @@ pub(super) struct Facts {
     /// Stop to SIGKILL (else the duration), in seconds: the grace the runtime gave.
     pub grace: f64,
     pub stop_signal_is_kill: bool,
+    /// The main process died of the stop signal's default action.
+    pub main_died_of_stop: bool,
     /// The main process's exit code, when it exited by itself.
     pub exit_code: Option<i32>,
 }
@@ -132,6 +134,7 @@ impl Facts {
             duration,
             grace,
             stop_signal_is_kill: a.stop_signal_is_kill,
+            main_died_of_stop: stop_signal.is_some_and(|s| died_of(main_exit, s)),
             exit_code: main_exit.and_then(|s| s.code),
         }
     }

@@ -597,6 +597,13 @@ fn shared_pid_namespace_main_is_the_root_of_the_tree_whatever_order_it_is_learnt
         assert_eq!((r.init.pid, r.init.comm.as_str()), (10, "sh"));
         assert_eq!(r.verdict, Verdict::NotForwarded);
         assert_eq!(r.outcome, Outcome::Killed);
+        assert!(
+            r.explanation
+                .contains("sh (pid 10) died of SIGTERM without passing it on")
+                && r.explanation.contains("sleep (pid 11) never received it"),
+            "{}",
+            r.explanation
+        );
     }
 }
 
