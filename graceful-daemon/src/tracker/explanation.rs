@@ -27,6 +27,8 @@ fn names(procs: &[NamedProcess]) -> String {
 
 pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
     let sig = f.stop_signal.map(|s| s.to_string()).unwrap_or_default();
+    // As a shell's `trap` names it.
+    let trap_name = sig.strip_prefix("SIG").unwrap_or(&sig);
     let (main, comm, grace) = (f.main, &f.main_comm, format!("{:.1} s", f.grace));
     match verdict {
         Verdict::Unknown => format!(
@@ -77,8 +79,7 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
         // SIG_IGN survives exec, so the usual fixes (exec form, tini) would not help.
         Verdict::SwallowedByShellPid1 | Verdict::Pid1IgnoresStopSignal if f.ignored_explicitly => {
             format!(
-                "PID 1 ({comm}) ignores {sig}: its disposition is SIG_IGN (set by `trap '' {}`, nohup, or inherited from whoever started it), so the kernel dropped the signal and it was SIGKILLed after {grace}.{} Remove the ignore, or handle {sig}; SIG_IGN is kept across exec, so exec form or an init alone will not help.",
-                sig.strip_prefix("SIG").unwrap_or(&sig),
+                "PID 1 ({comm}) ignores {sig}: its disposition is SIG_IGN (set by `trap '' {trap_name}`, nohup, or inherited from whoever started it), so the kernel dropped the signal and it was SIGKILLed after {grace}.{} Remove the ignore, or handle {sig}; SIG_IGN is kept across exec, so exec form or an init alone will not help.",
                 victims(f)
             )
         }
@@ -109,10 +110,9 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
             } else {
                 // The kernel dropped it there: no grace period would have been long enough.
                 format!(
-                    "Every process got {sig}, but the kernel dropped it at {}: {} set to ignore it (SIG_IGN, from `trap '' {}`, nohup, or inherited from the process that started {}), so the container was still running when the runtime sent SIGKILL after {grace}. Remove the ignore or handle {sig} there; a longer grace period will not help.",
+                    "Every process got {sig}, but the kernel dropped it at {}: {} set to ignore it (SIG_IGN, from `trap '' {trap_name}`, nohup, or inherited from the process that started {}), so the container was still running when the runtime sent SIGKILL after {grace}. Remove the ignore or handle {sig} there; a longer grace period will not help.",
                     names(ignoring),
                     if ignoring.len() == 1 { "it is" } else { "they are" },
-                    sig.strip_prefix("SIG").unwrap_or(&sig),
                     if ignoring.len() == 1 { "it" } else { "them" },
                 )
             }

@@ -254,9 +254,9 @@ impl Tracker {
         {
             group.main = Some(pid);
         }
-        // The main process is the root of the container's tree: its parent is outside.
-        // Processes become known in any order (when the pod shares one pid namespace, the
-        // first exec reported can be a child's), so walk up from the one taken so far.
+        // The main process is the root of the container's tree: its parent is outside. A child
+        // can become known before its parent (an exec reported before a /proc fill, pids that
+        // wrapped around), and with a shared pid namespace no init marks the root: walk up.
         if let Some(mut main) = group.main {
             for _ in 0..MAIN_WALK_MAX {
                 match self.procs.get(&main).and_then(|p| p.parent) {

@@ -151,6 +151,20 @@ fn shell_with_child() -> Seq {
     s
 }
 
+/// What /proc showed of sh (10) when SIGTERM reached it: no handler, so dropped as an init;
+/// `ignores`: set to SIG_IGN.
+fn shell_init_drops_term(s: &mut Seq, ignores: bool) {
+    s.t.observe(
+        10,
+        Disposition {
+            signal: Signal::TERM,
+            handles: false,
+            drops: true,
+            ignores,
+        },
+    );
+}
+
 /// The runtime's SIGKILL after the grace, the init's death and the kernel's teardown.
 fn kill_after_grace(s: &mut Seq, grace: f64) {
     s.at(grace)
@@ -396,15 +410,7 @@ fn blocked_stop_signal_on_a_shell_init_is_still_swallowed() {
     // The shell had every signal blocked for a moment: the kernel queued SIGTERM ("delivered")
     // and dropped it when unblocked. /proc showed no handler on the init.
     let mut s = shell_with_child();
-    s.t.observe(
-        10,
-        Disposition {
-            signal: Signal::TERM,
-            handles: false,
-            drops: true,
-            ignores: false,
-        },
-    );
+    shell_init_drops_term(&mut s, false);
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
     kill_after_grace(&mut s, 2.0);
     let r = s.one();
@@ -486,15 +492,7 @@ fn a_shell_init_set_to_sig_ign_is_told_apart_from_one_without_a_handler() {
     // `trap '' TERM`: exec form or tini would not help (SIG_IGN is kept across exec), so the
     // explanation must not suggest them.
     let mut s = shell_with_child();
-    s.t.observe(
-        10,
-        Disposition {
-            signal: Signal::TERM,
-            handles: false,
-            drops: true,
-            ignores: true,
-        },
-    );
+    shell_init_drops_term(&mut s, true);
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
     kill_after_grace(&mut s, 2.0);
     let r = s.one();
