@@ -131,20 +131,46 @@ impl Drop for Kernel {
     }
 }
 
-/// Waits until a process of the sandbox runs `program` (its comm, from /proc) and returns its
-/// pid: a running container's forks and execs do not reach the event stream.
+/// Waits until a process of the sandbox runs `program` (its comm, from /proc) and is done
+/// exec'ing it, and returns its pid: a running container's forks and execs do not reach the
+/// event stream.
 pub fn wait_for_program(sb: &Throwaway, program: &str) -> u32 {
+    wait_for_process(sb, program, |pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end() == program)
+    })
+}
+
+/// As [`wait_for_program`], for the process whose command line is exactly `argv` (several
+/// runs of one program tell apart only by their arguments).
+pub fn wait_for_command(sb: &Throwaway, argv: &[&str]) -> u32 {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    wait_for_process(sb, &argv.join(" "), |pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted)
+    })
+}
+
+/// The comm and the command line change inside execve, before the kernel's exec tracepoint
+/// fires: a process is only done exec'ing once it is blocked in some other system call.
+fn wait_for_process(sb: &Throwaway, what: &str, matches: impl Fn(i32) -> bool) -> u32 {
+    let execve = [libc::SYS_execve, libc::SYS_execveat].map(|nr| nr.to_string());
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     loop {
         for pid in sb.pids() {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim_end() == program {
+            let syscall =
+                std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            let nr = syscall.split_whitespace().next().unwrap_or("running");
+            let blocked = nr != "running" && !execve.iter().any(|e| e == nr);
+            if blocked && matches(pid) {
                 return pid as u32;
             }
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{} never ran {program}: {:?}",
+            "{} never ran {what}: {:?}",
             sb.cgroup,
             sb.programs()
         );

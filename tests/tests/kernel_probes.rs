@@ -7,7 +7,7 @@ use graceful::{
     signals::Signal,
     throwaway::Throwaway,
 };
-use graceful_tests::{wait_for_program, wait_until_quiescent, Kernel};
+use graceful_tests::{wait_for_command, wait_for_program, wait_until_quiescent, Kernel};
 
 const KILLED: ExitStatus = ExitStatus {
     code: None,
@@ -187,7 +187,8 @@ async fn a_running_container_reaches_userspace_only_once_it_is_stopped() {
     let mut sb =
         Throwaway::spawn(&mut k.cgroups, &parent, "quiet", &["/bin/sh", "-c", script]).unwrap();
     let (id, init) = (sb.cgroup_id, sb.init as u32);
-    wait_for_program(&sb, "sleep");
+    // The last sleep, not one of the loop's: a loop's exec after the stop would be reported.
+    wait_for_command(&sb, &["sleep", "1000"]);
     wait_until_quiescent(sb.init);
     sb.signal(Signal::TERM).unwrap();
     k.expect_signal(Signal::TERM, init).await;
