@@ -136,8 +136,7 @@ impl Drop for Kernel {
 /// event stream.
 pub fn wait_for_program(sb: &Throwaway, program: &str) -> u32 {
     wait_for_process(sb, program, |pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| comm.trim_end() == program)
+        graceful::procfs::comm(pid).is_some_and(|comm| comm == program)
     })
 }
 
@@ -154,19 +153,19 @@ pub fn wait_for_command(sb: &Throwaway, argv: &[&str]) -> u32 {
 }
 
 /// The comm and the command line change inside execve, before the kernel's exec tracepoint
-/// fires: a process is only done exec'ing once it is blocked in some other system call.
+/// fires: a process that matched is only done exec'ing once it is seen, after matching,
+/// blocked in some other system call (`/proc/<pid>/syscall` says "running" while it runs).
 fn wait_for_process(sb: &Throwaway, what: &str, matches: impl Fn(i32) -> bool) -> u32 {
-    let execve = [libc::SYS_execve, libc::SYS_execveat].map(|nr| nr.to_string());
+    let past_exec = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
+            .is_some_and(|nr| nr != libc::SYS_execve && nr != libc::SYS_execveat)
+    };
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     loop {
-        for pid in sb.pids() {
-            let syscall =
-                std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-            let nr = syscall.split_whitespace().next().unwrap_or("running");
-            let blocked = nr != "running" && !execve.iter().any(|e| e == nr);
-            if blocked && matches(pid) {
-                return pid as u32;
-            }
+        if let Some(pid) = sb.pids().into_iter().find(|&p| matches(p) && past_exec(p)) {
+            return pid as u32;
         }
         assert!(
             std::time::Instant::now() < deadline,

@@ -86,6 +86,13 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The program a process runs now (`/proc/<pid>/comm`): a forked child bears its parent's
+/// name until it execs.
+pub fn comm(pid: impl std::fmt::Display) -> Option<String> {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_string())
+}
+
 /// When a process started (clock ticks since boot): a pid with another start time is another
 /// process that reused the number.
 pub fn start_time(pid: u32) -> Option<u64> {

@@ -230,8 +230,7 @@ impl Throwaway {
     pub fn programs(&self) -> Vec<String> {
         self.pids()
             .into_iter()
-            .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).ok())
-            .map(|comm| comm.trim_end().to_string())
+            .filter_map(crate::procfs::comm)
             .collect()
     }
 

@@ -41,11 +41,7 @@ pub(crate) fn daemon_bench() {
     let started = Instant::now();
     for sb in &batch {
         // Running as its own init (comm sleep) before the kill.
-        while std::fs::read_to_string(format!("/proc/{}/comm", sb.init))
-            .unwrap_or_default()
-            .trim()
-            != "sleep"
-        {
+        while graceful::procfs::comm(sb.init).as_deref() != Some("sleep") {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "{} never ran sleep",

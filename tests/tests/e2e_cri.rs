@@ -130,8 +130,7 @@ async fn run_pods() -> PodsRun {
             let mut running: Vec<String> = std::fs::read_to_string(&procs)
                 .ok()?
                 .lines()
-                .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
-                .map(|c| c.trim().to_string())
+                .filter_map(graceful::procfs::comm)
                 .collect();
             running.sort();
             let mut wanted: Vec<&str> = case.programs.to_vec();

@@ -4,6 +4,7 @@ use std::time::Duration;
 use graceful::{
     events::{Event, ExitStatus, SignalResult},
     probes::PROGRAMS,
+    procfs,
     signals::Signal,
     throwaway::Throwaway,
 };
@@ -108,9 +109,8 @@ async fn processes_older_than_the_probes_have_their_cgroup() {
     let parent = format!("/graceful-tests/old-{}", std::process::id());
     let sb = Throwaway::spawn(&mut cgroups, &parent, "old", &["/bin/sleep", "1000"]).unwrap();
     // The init has joined its cgroup and exec'd before the probes exist.
-    let comm = || std::fs::read_to_string(format!("/proc/{}/comm", sb.init)).unwrap_or_default();
     let deadline = std::time::Instant::now() + graceful_tests::EVENT_TIMEOUT;
-    while sb.pids() != vec![sb.init] || comm().trim() != "sleep" {
+    while sb.pids() != vec![sb.init] || procfs::comm(sb.init).as_deref() != Some("sleep") {
         assert!(
             std::time::Instant::now() < deadline,
             "the init never ran sleep in its cgroup"
