@@ -78,7 +78,8 @@ pub struct SignalRecord {
     pub target_pid: i32,
     pub sender_tgid: u32,
     pub sender_tid: u32,
-    pub _pad: u32,
+    /// The target's disposition for the signal when it was generated: `DISPOSITION_*`.
+    pub disposition: u32,
     /// 0 when the target was never seen by the task map.
     pub target_cgroup: u64,
     pub sender_cgroup: u64,
@@ -176,12 +177,31 @@ pub struct Config {
     pub kernfs_node_id: u32,
     /// `signal_struct.live` (an atomic_t: its counter is at offset 0).
     pub signal_live: u32,
+    /// `task_struct.blocked` and `.real_blocked` (sigset_t: one u64 on 64-bit kernels).
+    pub task_blocked: u32,
+    pub task_real_blocked: u32,
+    /// `task_struct.sighand` -> `sighand_struct.action[sig - 1]` (each `k_sigaction_size`
+    /// bytes) -> its `sa.sa_handler` at `k_sigaction_handler`.
+    pub task_sighand: u32,
+    pub sighand_action: u32,
+    pub k_sigaction_size: u32,
+    pub k_sigaction_handler: u32,
     /// Bytes of each tracepoint's fixed record (end of its last field).
     pub exit_size: u32,
     pub newtask_size: u32,
     pub attach_size: u32,
     pub oom_size: u32,
 }
+
+/// `SignalRecord.disposition`: the handler (low two bits) and whether the signal was blocked.
+pub const DISPOSITION_DEFAULT: u32 = 0;
+pub const DISPOSITION_IGNORE: u32 = 1;
+pub const DISPOSITION_HANDLER: u32 = 2;
+/// The handler could not be read.
+pub const DISPOSITION_UNKNOWN: u32 = 3;
+pub const DISPOSITION_HANDLER_MASK: u32 = 3;
+/// Blocked (`blocked` or, in sigtimedwait, `real_blocked`): it waits, pending, to be taken.
+pub const DISPOSITION_BLOCKED: u32 = 4;
 
 /// A tracepoint field the running kernel does not have.
 pub const NO_FIELD: u32 = u32::MAX;

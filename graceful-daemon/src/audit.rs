@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     identity::{self, Identity},
-    procfs::{processes, ProcStatus},
+    procfs::{in_sigwait, processes, ProcStatus, Program, Shell},
     record::ContainerJson,
     signals::{is_shell, Signal},
 };
@@ -37,13 +37,29 @@ pub struct AuditEntry {
     pub identity: Identity,
     pub pid: u32,
     pub status: ProcStatus,
+    /// In sigtimedwait when looked at: signals it waits for are unblocked for the wait.
+    pub in_sigwait: bool,
+    /// What PID 1 runs, when /proc could tell.
+    pub program: Option<Program>,
     pub stop_signal: Signal,
 }
 
 impl AuditEntry {
-    /// The stop signal never reaches the app: the kernel drops it at PID 1.
+    /// The stop signal never reaches the app: the kernel drops it at PID 1. A signal PID 1
+    /// blocks or waits for is pending until it takes it, not dropped (tini).
     pub fn stop_signal_dropped(&self) -> bool {
-        self.status.drops(self.stop_signal)
+        self.status.drops(self.stop_signal) && !self.in_sigwait
+    }
+
+    /// PID 1 is a shell: by what it runs, else by its name.
+    pub fn shell(&self) -> Option<Shell> {
+        match &self.program {
+            Some(program) => program.shell(),
+            None => is_shell(&self.status.comm).then(|| Shell {
+                name: self.status.comm.clone(),
+                script: None,
+            }),
+        }
     }
 
     pub fn explanation(&self) -> String {
@@ -54,8 +70,8 @@ impl AuditEntry {
         if self.status.ignores(sig) {
             return format!("PID 1 ({comm}) ignores {sig}: a stop will wait out the whole grace period and end in SIGKILL.");
         }
-        if is_shell(comm) {
-            format!("PID 1 is a shell ({comm}) with no handler for {sig}: the kernel will drop it and the container will be SIGKILLed after the grace period. Use `exec` or trap and forward {sig}.")
+        if let Some(shell) = self.shell() {
+            format!("PID 1 is a shell ({shell}) with no handler for {sig}: the kernel will drop it and the container will be SIGKILLed after the grace period. Use `exec` or trap and forward {sig}.")
         } else {
             format!("PID 1 ({comm}) has no handler for {sig}: as a pid-namespace init the kernel will drop it and the container will be SIGKILLed after the grace period.")
         }
@@ -68,9 +84,11 @@ impl AuditEntry {
             init: AuditInit {
                 pid: self.pid,
                 comm: &self.status.comm,
-                shell: is_shell(&self.status.comm),
+                shell: self.shell().is_some(),
                 stop_signal: self.stop_signal,
-                handles_stop_signal: self.status.handles(self.stop_signal),
+                handles_stop_signal: self.status.handles(self.stop_signal)
+                    || self.status.blocks(self.stop_signal)
+                    || self.in_sigwait,
                 ignores_stop_signal: self.status.ignores(self.stop_signal),
             },
             risk: if self.stop_signal_dropped() {
@@ -116,6 +134,8 @@ pub fn scan(stop_signal: Signal) -> Vec<AuditEntry> {
                 identity,
                 pid: *pid,
                 status: status.clone(),
+                in_sigwait: in_sigwait(*pid),
+                program: Program::read(*pid),
                 stop_signal,
             });
         }

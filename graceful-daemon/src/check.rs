@@ -53,6 +53,8 @@ pub struct CheckOptions {
     pub stop_signal: Signal,
     /// Stop this long after the start; else once its processes have settled.
     pub ready_after: Option<Duration>,
+    /// `KEY=VALUE` for the command, on top of a runtime's environment.
+    pub env: Vec<String>,
 }
 
 /// Runs `command` as PID 1 of a throwaway container, stops it and returns its record.
@@ -77,11 +79,15 @@ pub async fn run(
         Some(d) => Ready::After(d),
         None => Ready::Settled,
     };
+    scenario.spawn.env = options.env.clone();
     let mut records = demo::run(&[scenario], options.grace).await?;
-    records.pop().ok_or(CheckError::Run(DemoError::NoRecord {
+    let mut record = records.pop().ok_or(CheckError::Run(DemoError::NoRecord {
         name,
         waiting_for: Vec::new(),
-    }))
+    }))?;
+    // The grace it was given, as a pod's record carries its terminationGracePeriodSeconds.
+    record.grace_period_seconds = Some(options.grace.as_secs_f64());
+    Ok(record)
 }
 
 fn xml(s: &str) -> String {

@@ -12,7 +12,7 @@ use crate::{
     probes::{ProbeError, ProbeOptions, DEFAULT_STOP_SIGNALS},
     record::TerminationRecord,
     signals::Signal,
-    throwaway::Throwaway,
+    throwaway::{SpawnOptions, Throwaway},
     tracker::Verdict,
 };
 
@@ -106,7 +106,8 @@ pub struct Scenario {
     pub stop_signal: Option<Signal>,
     /// When the container is ready to be stopped.
     pub ready: Ready,
-    pub memory_limit: Option<u64>,
+    /// Memory limit and environment.
+    pub spawn: SpawnOptions,
     /// Stopped by the test, or (false) ends by itself (the OOM killer).
     pub stopped: bool,
     pub expect: Verdict,
@@ -130,7 +131,7 @@ impl Scenario {
             argv,
             stop_signal: Some(Signal::TERM),
             ready: Ready::Programs(programs.to_vec()),
-            memory_limit: None,
+            spawn: SpawnOptions::default(),
             stopped: true,
             expect,
         }
@@ -251,7 +252,7 @@ impl Scenario {
             &["sh"],
             Verdict::OomKilled,
         );
-        s.memory_limit = Some(32 << 20);
+        s.spawn.memory_limit = Some(32 << 20);
         s.stopped = false;
         s
     }
@@ -322,21 +323,17 @@ pub async fn run(
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let parent = format!("/graceful-demo/{}-{run}", std::process::id());
+    // Declared before the containers, so dropped after them: however the run ends.
+    let _parent = RemoveOnDrop(pipeline.cgroups.dir(&parent));
 
     let mut sandboxes = Vec::new();
     for s in scenarios {
         let argv: Vec<&str> = s.argv.iter().map(String::as_str).collect();
-        let sb = Throwaway::spawn_limited(
-            &mut pipeline.cgroups,
-            &parent,
-            &s.name,
-            &argv,
-            s.memory_limit,
-        )
-        .map_err(|error| DemoError::Spawn {
-            name: s.name.clone(),
-            error,
-        })?;
+        let sb = Throwaway::spawn_with(&mut pipeline.cgroups, &parent, &s.name, &argv, &s.spawn)
+            .map_err(|error| DemoError::Spawn {
+                name: s.name.clone(),
+                error,
+            })?;
         if let Some(signal) = s.stop_signal {
             pipeline.tracker.set_stop_signal(sb.cgroup_id, signal);
         }
@@ -404,20 +401,34 @@ pub async fn run(
 
     let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
     let deadline = Instant::now() + grace + READY_TIMEOUT;
-    await_records(
+    let awaited = await_records(
         &mut events,
         &mut pipeline,
         (&ids, &names),
         &mut records,
         deadline,
     )
-    .await?;
+    .await;
     // Every init is reaped by now (its record needed all processes gone): the joins are quick.
+    // Joined whatever came of the wait, so that each container is gone before its parent.
     for stop in stops {
         let _ = stop.join();
     }
-    let _ = std::fs::remove_dir(pipeline.cgroups.dir(&parent));
+    awaited?;
     Ok(records.into_iter().flatten().collect())
+}
+
+/// A run's parent cgroup, removed once its containers (dropped first) have removed theirs;
+/// `/graceful-demo` itself goes too when no other run uses it.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(top) = self.0.parent() {
+            let _ = std::fs::remove_dir(top);
+        }
+    }
 }
 
 fn describe(status: &crate::events::ExitStatus) -> String {
@@ -492,7 +503,7 @@ pub(crate) async fn await_records(
             }
             // A process gone without its exit event ends its record (as unknown) rather than
             // holding it until the deadline, as the daemon's sweep does.
-            _ = sweep.tick() => keep(pipeline.sweep(), ids, records),
+            _ = sweep.tick() => pipeline.sweep(),
         }
     }
     Ok(())

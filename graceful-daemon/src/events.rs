@@ -3,6 +3,8 @@ use std::mem::size_of;
 
 use graceful_common::{
     AttachRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord, SignalRecord,
+    DISPOSITION_BLOCKED, DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_HANDLER_MASK,
+    DISPOSITION_IGNORE,
 };
 use serde::Serialize;
 
@@ -61,6 +63,41 @@ impl SignalResult {
     }
 }
 
+/// What the target had set for a signal when the kernel generated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Handler {
+    /// SIG_DFL: the default action (which a pid-namespace init never takes from outside).
+    Default,
+    /// SIG_IGN.
+    Ignore,
+    /// A handler function.
+    Function,
+}
+
+/// The target's disposition for a signal at its generation, read by the kernel program: the
+/// ground truth of what the kernel did with it, whatever /proc shows later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AtGeneration {
+    /// None when the kernel program could not read it.
+    pub handler: Option<Handler>,
+    /// Blocked (or waited for in sigtimedwait): it stays pending until the process takes it.
+    pub blocked: bool,
+}
+
+impl AtGeneration {
+    pub fn from_raw(raw: u32) -> AtGeneration {
+        AtGeneration {
+            handler: match raw & DISPOSITION_HANDLER_MASK {
+                DISPOSITION_DEFAULT => Some(Handler::Default),
+                DISPOSITION_IGNORE => Some(Handler::Ignore),
+                DISPOSITION_HANDLER => Some(Handler::Function),
+                _ => None,
+            },
+            blocked: raw & DISPOSITION_BLOCKED != 0,
+        }
+    }
+}
+
 /// A cgroup2 id (the cgroup directory's inode number); 0 = unknown.
 pub type CgroupId = u64;
 
@@ -79,6 +116,7 @@ pub struct SignalEvent {
     pub target_pid: u32,
     pub target_comm: String,
     pub target_cgroup: CgroupId,
+    pub at_generation: AtGeneration,
 }
 
 /// How a process ended, decoded from `task_struct.exit_code`.
@@ -172,6 +210,9 @@ pub enum Event {
     Attach(AttachEvent),
     Oom(OomEvent),
     Lost(LostEvent),
+    /// Not the kernel's: the reader found the ring buffer empty at `ts`, so every record the
+    /// kernel wrote before then has come (a process gone from /proc has had its exit reported).
+    Drained(Mono),
 }
 
 impl Event {
@@ -184,6 +225,7 @@ impl Event {
             Event::Attach(e) => e.ts,
             Event::Oom(e) => e.ts,
             Event::Lost(e) => e.ts,
+            Event::Drained(ts) => *ts,
         }
     }
 }
@@ -270,6 +312,7 @@ impl From<SignalRecord> for SignalEvent {
             target_pid: r.target_pid as u32,
             target_comm: comm(&r.target_comm),
             target_cgroup: r.target_cgroup,
+            at_generation: AtGeneration::from_raw(r.disposition),
         }
     }
 }
@@ -353,7 +396,7 @@ mod tests {
             target_pid: 1234,
             sender_tgid: 99,
             sender_tid: 100,
-            _pad: 0,
+            disposition: DISPOSITION_HANDLER | DISPOSITION_BLOCKED,
             target_cgroup: 7,
             sender_cgroup: 1,
             target_comm: comm_sh,
@@ -364,6 +407,13 @@ mod tests {
         };
         assert_eq!(e.signal, Signal::TERM);
         assert_eq!(e.result, SignalResult::Ignored);
+        assert_eq!(
+            e.at_generation,
+            AtGeneration {
+                handler: Some(Handler::Function),
+                blocked: true
+            }
+        );
         assert_eq!(
             (e.target_pid, e.target_comm.as_str(), e.target_cgroup),
             (1234, "sh", 7)

@@ -63,6 +63,10 @@ struct CheckArgs {
     /// Also write a JUnit report to this file (for CI systems).
     #[arg(long)]
     junit: Option<std::path::PathBuf>,
+    /// An environment variable for the command, KEY=VALUE (repeat it); PATH, HOSTNAME and
+    /// HOME are set as a runtime sets them.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = env_var, conflicts_with = "image")]
+    env: Vec<String>,
     /// Check this image instead of a command: its own entrypoint, command and STOPSIGNAL, run
     /// and stopped by the node's container runtime through CRI, as Kubernetes would.
     #[arg(long, value_name = "REF", conflicts_with = "command")]
@@ -188,6 +192,14 @@ struct TraceArgs {
 }
 
 /// A number of seconds in (0, max].
+/// `KEY=VALUE` with a non-empty key and no NUL.
+fn env_var(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.is_empty() && !s.contains('\0') => Ok(s.to_string()),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
 fn seconds_up_to(max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
     move |s| match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= max => Ok(v),
@@ -287,9 +299,8 @@ async fn trace(args: TraceArgs) -> Result<()> {
             _ = sweep.tick() => {
                 // An NTP step or a resumed VM moves the wall clock: follow it.
                 clock = WallClock::default();
-                let records = pipeline.sweep();
+                pipeline.sweep();
                 pipeline.prune();
-                print_records(&mut out, &clock, &records, args.json)?;
             }
             _ = ticker.tick(), if args.all_signals => {
                 let now = probes.signal_counts()?;
@@ -325,6 +336,7 @@ async fn check(args: CheckArgs) -> i32 {
         grace: Duration::from_secs_f64(args.grace),
         stop_signal: args.stop_signal.unwrap_or(Signal::TERM),
         ready_after: args.ready_after.map(Duration::from_secs_f64),
+        env: args.env.clone(),
     };
     let checked = match &args.image {
         Some(image) => {
@@ -361,6 +373,11 @@ async fn check(args: CheckArgs) -> i32 {
                 "error: cannot start `{name}` (exit code {})",
                 status.code.unwrap_or(0)
             );
+            return 2;
+        }
+        // Nothing to stop: the command must run until it is stopped, as a server does.
+        Err(CheckError::Run(e @ graceful::demo::DemoError::ExitedEarly { .. })) => {
+            eprintln!("error: {e}: check stops a command that keeps running, as a container's main process does");
             return 2;
         }
         Err(e) => {

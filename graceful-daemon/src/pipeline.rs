@@ -2,17 +2,17 @@
 //! reads /proc dispositions when a stop signal arrives, seeds the tracker from /proc at start,
 //! sweeps for processes whose exit was lost, and turns terminations into records.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tokio::sync::mpsc;
 
 use crate::{
     cgroup::Cgroup2,
     clock,
-    events::{CgroupId, Event},
+    events::{CgroupId, Event, Mono},
     identity,
     probes::{ProbeError, ProbeOptions, Probes},
-    procfs::{processes, start_time, ProcStatus},
+    procfs::{in_sigwait, processes, start_time, ProcStatus, Program},
     record::TerminationRecord,
     signals::Signal,
     tracker::{Disposition, Found, Tracker, TrackerConfig},
@@ -51,11 +51,15 @@ pub struct Pipeline {
     pub cgroups: Cgroup2,
     /// Containers whose processes were read from /proc at their first reported signal.
     filled: HashSet<CgroupId>,
-    /// Awaited processes the last sweep found gone from /proc: their exit may still be on its
-    /// way from the kernel (reaped before its event was read), so they are forgotten only if
-    /// the next sweep finds them gone too and no exit came meanwhile.
-    missing: HashSet<u32>,
+    /// Awaited processes a sweep found gone from /proc, and when. A reaped process's exit was
+    /// written to the ring buffer before it could be reaped, but may not have been read yet:
+    /// it is forgotten (its exit lost) only once the reader found the ring empty after that.
+    missing: HashMap<u32, Mono>,
 }
+
+/// Slack for a record reserved before a sweep's look but still being written when the reader
+/// found the ring empty (a BPF program runs for microseconds).
+const DRAIN_SLACK_NS: Mono = 10_000_000;
 
 /// Above this many, the filled set starts afresh (a container is then read again: harmless).
 const FILLED_MAX: usize = 4096;
@@ -105,7 +109,7 @@ impl Pipeline {
             tracker,
             cgroups,
             filled: HashSet::new(),
-            missing: HashSet::new(),
+            missing: HashMap::new(),
         }
     }
 
@@ -192,10 +196,10 @@ impl Pipeline {
                     && e.target_cgroup != 0
                     && e.target_cgroup != self.cgroups.root_id() =>
             {
-                // "Delivered" can still mean dropped later (it was blocked at the time): what
-                // /proc says of the handlers now is the ground truth; for "ignored" it tells SIG_IGN
-                // from an init without a handler. Only for containers: host processes get
-                // terminal signals all day.
+                // The kernel's disposition at generation comes with the event; /proc adds what
+                // it cannot say: whether a blocked signal is waited for (sigwait) or will be
+                // dropped once unblocked, SIG_IGN from no handler, and what the process runs.
+                // Only for containers: host processes get terminal signals all day.
                 // Only while the pid is still the process the signal reached (not reused).
                 let same = match self.tracker.start_of(e.target_pid) {
                     Some(known) => start_time(e.target_pid) == Some(known),
@@ -207,8 +211,11 @@ impl Pipeline {
                         Disposition {
                             signal: e.signal,
                             handles: status.handles(e.signal),
-                            drops: status.drops(e.signal),
+                            drops: status.drops(e.signal) && !in_sigwait(e.target_pid),
                             ignores: status.ignores(e.signal),
+                            waits: status.blocks(e.signal) || in_sigwait(e.target_pid),
+                            namespace_init: status.is_namespace_init(),
+                            program: Program::read(e.target_pid),
                         },
                     );
                 }
@@ -223,7 +230,10 @@ impl Pipeline {
             Event::Exit(e) => self.before_last_exit(e.pid, e.cgroup),
             _ => {}
         }
-        let done = self.tracker.on_event(event);
+        let mut done = self.tracker.on_event(event);
+        if let Event::Drained(at) = event {
+            done.extend(self.forget_missing(*at));
+        }
         for t in &done {
             self.filled.remove(&t.cgroup);
         }
@@ -236,26 +246,26 @@ impl Pipeline {
         self.tracker.prune(still_there);
     }
 
-    /// Processes the tracker still counts that /proc no longer has, two sweeps running: their
-    /// exits were lost.
-    pub fn sweep(&mut self) -> Vec<TerminationRecord> {
+    /// Looks for processes the tracker still awaits that /proc no longer has (their exit may
+    /// have been lost; [`Event::Drained`] settles it), and drops stops that never ended.
+    pub fn sweep(&mut self) {
+        let now = clock::monotonic_now();
         let checked: Vec<(u32, Option<u64>)> = self
             .tracker
             .awaited()
             .map(|(pid, known)| (pid, still_there(pid, known)))
             .collect();
-        let (mut gone, mut missing) = (Vec::new(), HashSet::new());
-        for (pid, now) in checked {
-            match now {
-                Some(start) => self.tracker.set_start(pid, start),
-                None if self.missing.contains(&pid) => gone.push(pid),
+        for (pid, start) in checked {
+            match start {
+                Some(start) => {
+                    self.tracker.set_start(pid, start);
+                    self.missing.remove(&pid);
+                }
                 None => {
-                    missing.insert(pid);
+                    self.missing.entry(pid).or_insert(now);
                 }
             }
         }
-        self.missing = missing;
-        let now = clock::monotonic_now();
         for cgroup in self.tracker.abandon(now) {
             tracing::debug!(
                 cgroup,
@@ -263,14 +273,27 @@ impl Pipeline {
             );
             self.filled.remove(&cgroup);
         }
-        let done: Vec<_> = gone
-            .into_iter()
-            .flat_map(|pid| self.tracker.forget(pid, now))
+    }
+
+    /// The ring buffer was empty at `drained`: processes found gone from /proc before then
+    /// whose exit has still not come had it lost.
+    fn forget_missing(&mut self, drained: Mono) -> Vec<crate::tracker::Termination> {
+        let due: Vec<u32> = self
+            .missing
+            .iter()
+            .filter(|(_, at)| at.saturating_add(DRAIN_SLACK_NS) <= drained)
+            .map(|(pid, _)| *pid)
             .collect();
-        for t in &done {
-            self.filled.remove(&t.cgroup);
+        let mut done = Vec::new();
+        for pid in due {
+            self.missing.remove(&pid);
+            // Its exit came meanwhile, or the pid is a new process's now: nothing was lost.
+            let awaited = self.tracker.awaited().any(|(p, _)| p == pid);
+            if awaited && still_there(pid, self.tracker.start_of(pid)).is_none() {
+                done.extend(self.tracker.forget(pid, drained));
+            }
         }
-        done.into_iter().filter_map(|t| self.record(t)).collect()
+        done
     }
 
     /// A record for containers and services; the ends of other cgroups (login sessions,
@@ -297,20 +320,21 @@ impl Pipeline {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_process_gone_from_proc_is_forgotten_only_at_the_second_sweep() {
-        use crate::events::{ExecEvent, SignalEvent, SignalResult};
+    use crate::events::{ExecEvent, ExitEvent, ExitStatus, SignalEvent, SignalResult};
+
+    /// A pipeline with one container under a stop: its only process, `pid`, is in no /proc
+    /// (above any pid_max), as if it had been reaped.
+    fn stopping_one(pid: u32, cg: CgroupId) -> (Pipeline, Mono) {
         let cgroups = Cgroup2::discover().expect("cgroup2");
         let mut p = Pipeline::new(cgroups, TrackerConfig::default());
-        // A pid above any pid_max: never in /proc.
-        let (pid, cg, now) = (u32::MAX - 7, 0xC0FFEE, clock::monotonic_now());
-        p.tracker.on_event(&Event::Exec(ExecEvent {
+        let now = clock::monotonic_now();
+        p.handle(&Event::Exec(ExecEvent {
             ts: now,
             pid,
             cgroup: cg,
             comm: "app".into(),
         }));
-        p.tracker.on_event(&Event::Signal(SignalEvent {
+        p.handle(&Event::Signal(SignalEvent {
             ts: now,
             signal: Signal::TERM,
             code: 0,
@@ -323,13 +347,67 @@ mod tests {
             target_pid: pid,
             target_comm: "app".into(),
             target_cgroup: cg,
+            at_generation: Default::default(),
         }));
         assert!(p.tracker.stopping(cg));
-        // Its exit may still be on its way from the kernel.
-        assert!(p.sweep().is_empty());
-        assert!(p.tracker.stopping(cg));
+        (p, now)
+    }
+
+    #[test]
+    fn a_process_gone_from_proc_is_forgotten_once_the_ring_was_drained_after_the_look() {
+        let (pid, cg) = (u32::MAX - 7, 0xC0FFEE);
+        let (mut p, _) = stopping_one(pid, cg);
+        // However many sweeps look, its exit may still be queued behind them.
         p.sweep();
-        assert!(!p.tracker.stopping(cg), "forgotten at the second sweep");
+        p.sweep();
+        assert!(p.tracker.stopping(cg));
+        let looked = clock::monotonic_now();
+        // A drain that began before the look says nothing of it.
+        assert!(p.handle(&Event::Drained(looked - 1)).is_empty());
+        assert!(p.tracker.stopping(cg));
+        let records = p.handle(&Event::Drained(looked + DRAIN_SLACK_NS + 1));
+        assert_eq!(
+            records.len(),
+            1,
+            "forgotten once the ring was empty after the look"
+        );
+        assert_eq!(
+            records[0].termination.verdict,
+            crate::tracker::Verdict::Unknown
+        );
+        assert!(!p.tracker.stopping(cg));
+    }
+
+    #[test]
+    fn an_exit_read_after_the_sweeps_found_the_process_gone_is_not_lost() {
+        // The ordering that made a false `unknown`: the process is reaped, two sweeps run
+        // back to back (a busy loop's missed ticks), and only then is its exit read.
+        let (pid, cg) = (u32::MAX - 9, 0xC0FFEF);
+        let (mut p, started) = stopping_one(pid, cg);
+        p.sweep();
+        p.sweep();
+        let records = p.handle(&Event::Exit(ExitEvent {
+            ts: started + 1_000_000,
+            pid,
+            tid: pid,
+            cgroup: cg,
+            status: ExitStatus {
+                code: None,
+                signal: Some(Signal::TERM.0),
+            },
+            comm: "app".into(),
+        }));
+        assert_eq!(records.len(), 1);
+        let t = &records[0].termination;
+        assert_eq!(
+            t.verdict,
+            crate::tracker::Verdict::Graceful,
+            "{}",
+            t.explanation
+        );
+        assert!(p
+            .handle(&Event::Drained(clock::monotonic_now() + DRAIN_SLACK_NS))
+            .is_empty());
     }
 
     #[test]

@@ -70,11 +70,115 @@ impl ProcStatus {
         mask_has(self.sig_ign, signal)
     }
 
+    /// Blocked: it stays pending until the process takes it (sigwait) or unblocks it.
+    pub fn blocks(&self, signal: Signal) -> bool {
+        mask_has(self.sig_blk, signal)
+    }
+
     /// Whether the kernel drops this signal when it comes from outside: ignored explicitly, or
     /// a pid-namespace init without a handler (the kernel protects inits from default actions).
+    /// A blocked signal is not dropped: it waits, pending (signal(7)).
     pub fn drops(&self, signal: Signal) -> bool {
         signal != Signal::KILL
+            && !self.blocks(signal)
             && (self.ignores(signal) || (self.is_namespace_init() && !self.handles(signal)))
+    }
+}
+
+/// The process sits in sigtimedwait/sigwaitinfo: the signals it waits for are unblocked for
+/// the wait (the mask in /proc lacks them), yet it takes them there, as tini does.
+pub fn in_sigwait(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<i64>().ok())
+        == Some(libc::SYS_rt_sigtimedwait)
+}
+
+/// Shells that, as PID 1, neither handle nor forward signals unless told to (`trap`).
+const SHELLS: [&str; 10] = [
+    "sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "hush", "yash", "posh",
+];
+
+/// A shell, as what a process runs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shell {
+    /// The shell's name (`dash`, `bash`, busybox's `sh`).
+    pub name: String,
+    /// The script it runs, when run as `shell script` or through a script's `#!` line.
+    pub script: Option<String>,
+}
+
+impl std::fmt::Display for Shell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.script {
+            Some(script) => write!(f, "{script}, run by {}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// What a process runs: its executable and command line (a script's is its interpreter's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// The executable's file name, from `/proc/<pid>/exe`.
+    pub exe: String,
+    pub args: Vec<String>,
+}
+
+fn base_name(path: &str) -> &str {
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl Program {
+    /// None when /proc cannot tell (the process is gone, or its executable is hidden).
+    pub fn read(pid: u32) -> Option<Program> {
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Some(Program {
+            exe: base_name(&exe.to_string_lossy()).to_string(),
+            args,
+        })
+    }
+
+    /// A busybox's applet: the name it was called by (`sh`, `httpd`, `sleep`).
+    fn applet(&self) -> Option<&str> {
+        let first = base_name(self.args.first()?);
+        if first == "busybox" {
+            self.args.get(1).map(|a| base_name(a))
+        } else {
+            Some(first)
+        }
+    }
+
+    /// The shell it is, by what it runs, not by its name: a script run through its `#!` line
+    /// is named after the script, and `busybox httpd` is busybox but no shell.
+    pub fn shell(&self) -> Option<Shell> {
+        let name = if self.exe == "busybox" {
+            self.applet().filter(|a| SHELLS.contains(a))?
+        } else if SHELLS.contains(&self.exe.as_str()) {
+            self.exe.as_str()
+        } else {
+            return None;
+        };
+        // `sh -c 'cmd'` runs a command string; `sh [options] script args` a script.
+        let mut rest = self.args.iter().skip(1);
+        let script = loop {
+            match rest.next().map(String::as_str) {
+                Some("-c") | None => break None,
+                Some(a) if a.starts_with('-') || a.starts_with('+') => continue,
+                Some(a) => break Some(base_name(a).to_string()),
+            }
+        };
+        Some(Shell {
+            name: name.to_string(),
+            script,
+        })
     }
 }
 
@@ -156,6 +260,67 @@ SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\
         assert!(s.drops(Signal::INT), "explicitly ignored");
         assert!(!s.drops(Signal::HUP), "handled");
         assert!(!s.drops(Signal::KILL));
+    }
+
+    fn program(exe: &str, args: &[&str]) -> Program {
+        Program {
+            exe: exe.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn shells_are_known_by_what_they_run() {
+        let shell = |exe, args: &[&str]| program(exe, args).shell();
+        assert_eq!(
+            shell("dash", &["/bin/sh", "-c", "sleep 1"])
+                .unwrap()
+                .to_string(),
+            "dash"
+        );
+        // A `#!/bin/sh` script run directly: comm is the script's name, exe the shell.
+        let script = shell("dash", &["/bin/sh", "./docker-entrypoint.sh", "nginx"]).unwrap();
+        assert_eq!(script.to_string(), "docker-entrypoint.sh, run by dash");
+        assert_eq!(
+            shell("bash", &["bash", "-e", "-x", "/entry.sh"])
+                .unwrap()
+                .script
+                .as_deref(),
+            Some("entry.sh")
+        );
+        assert_eq!(shell("busybox", &["sh", "-c", "x"]).unwrap().name, "sh");
+        assert_eq!(
+            shell("busybox", &["/bin/busybox", "ash"]).unwrap().name,
+            "ash"
+        );
+        assert!(shell("busybox", &["busybox", "httpd", "-f"]).is_none());
+        assert!(shell("busybox", &["sleep", "1000"]).is_none());
+        assert!(shell("python3.11", &["python3", "app.py"]).is_none());
+        assert!(shell("tini", &["tini", "--", "sh", "-c", "x"]).is_none());
+        assert_eq!(base_name("/usr/bin/dash (deleted)"), "dash");
+    }
+
+    #[test]
+    fn our_own_program_is_read() {
+        let me = Program::read(std::process::id()).expect("our own /proc");
+        assert!(!me.exe.is_empty() && !me.args.is_empty());
+        assert!(me.shell().is_none());
+    }
+
+    #[test]
+    fn a_blocked_signal_is_not_dropped() {
+        let waiting = ProcStatus::parse(
+            "Name:\ttini\nNSpid:\t77\t1\nSigBlk:\t0000000000004000\nSigCgt:\t0\n",
+        );
+        assert!(waiting.blocks(Signal::TERM));
+        assert!(
+            !waiting.drops(Signal::TERM),
+            "pending until sigwait takes it"
+        );
+        assert!(
+            waiting.drops(Signal::INT),
+            "not blocked, no handler, an init"
+        );
     }
 
     #[test]

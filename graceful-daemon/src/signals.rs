@@ -103,11 +103,13 @@ impl FromStr for Signal {
     }
 }
 
-/// Shells that, as PID 1, neither handle nor forward signals unless told to (`trap`).
+/// Shells by process name alone, where /proc could not say what a process runs
+/// ([`crate::procfs::Program::shell`] decides otherwise). `busybox` is no shell's name: busybox's
+/// shell calls itself `sh`, its other applets are not shells.
 pub fn is_shell(comm: &str) -> bool {
     matches!(
         comm,
-        "sh" | "bash" | "dash" | "ash" | "zsh" | "busybox" | "ksh" | "mksh"
+        "sh" | "bash" | "dash" | "ash" | "zsh" | "ksh" | "mksh"
     )
 }
 

@@ -14,6 +14,32 @@ use crate::{
     signals::Signal,
 };
 
+/// How a throwaway container starts, beyond its command.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// In bytes: cgroup2 `memory.max`, or the v1 memory controller on hybrid hosts where
+    /// cgroup2 has no memory controller.
+    pub memory_limit: Option<u64>,
+    /// `KEY=VALUE` on top of what a runtime gives (a later one wins over an earlier key).
+    pub env: Vec<String>,
+}
+
+/// What a runtime puts in a container's environment (runc: PATH, HOME; the kubelet:
+/// HOSTNAME), then `extra`, each key once.
+fn environment(hostname: &str, extra: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        format!("HOSTNAME={hostname}"),
+        "HOME=/root".into(),
+    ];
+    for var in extra {
+        let key = var.split('=').next().unwrap_or(var);
+        env.retain(|v| v.split('=').next() != Some(key));
+        env.push(var.clone());
+    }
+    env
+}
+
 /// A running throwaway container. Dropping it kills what is left and removes its cgroup.
 #[derive(Debug)]
 pub struct Throwaway {
@@ -52,6 +78,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         for fd in 0..3 {
             libc::dup2(a.devnull, fd);
         }
+        // As runc starts a container's process: a session of its own (a `kill 0` inside stays
+        // inside), every signal unblocked and at its default action (we ignore SIGPIPE, and
+        // SIG_IGN would survive the exec).
+        libc::setsid();
+        let mut empty: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut());
+        let default: libc::sigaction = core::mem::zeroed();
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &default, core::ptr::null_mut());
+            }
+        }
         libc::execve(a.argv[0], a.argv.as_ptr(), a.envp.as_ptr());
         libc::_exit(127)
     }
@@ -69,18 +108,18 @@ impl Throwaway {
         name: &str,
         argv: &[&str],
     ) -> io::Result<Throwaway> {
-        Throwaway::spawn_limited(cgroups, parent, name, argv, None)
+        Throwaway::spawn_with(cgroups, parent, name, argv, &SpawnOptions::default())
     }
 
-    /// As `spawn`, with a memory limit in bytes (cgroup2 `memory.max`, or the v1 memory
-    /// controller on hybrid hosts where cgroup2 has no memory controller).
-    pub fn spawn_limited(
+    /// As `spawn`, with a memory limit and more environment.
+    pub fn spawn_with(
         cgroups: &mut Cgroup2,
         parent: &str,
         name: &str,
         argv: &[&str],
-        memory_limit: Option<u64>,
+        options: &SpawnOptions,
     ) -> io::Result<Throwaway> {
+        let memory_limit = options.memory_limit;
         let cgroup = format!("{}/{}", parent.trim_end_matches('/'), name);
         let dir = cgroups.dir(&cgroup);
         fs::create_dir_all(&dir)?;
@@ -107,9 +146,10 @@ impl Throwaway {
             .write(true)
             .open("/dev/null")?;
         let args: Vec<CString> = argv.iter().map(|a| cstr(a)).collect::<io::Result<_>>()?;
-        let env = [cstr(
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )?];
+        let env: Vec<CString> = environment(name, &options.env)
+            .iter()
+            .map(|v| cstr(v))
+            .collect::<io::Result<_>>()?;
         let mut child = ChildArgs {
             procs_fd: procs.as_raw_fd(),
             memory_procs_fd: memory_procs.as_ref().map_or(-1, |f| f.as_raw_fd()),
@@ -280,6 +320,20 @@ impl Drop for Throwaway {
 }
 
 const MEMORY_V1: &str = "/sys/fs/cgroup/memory";
+
+#[cfg(test)]
+mod tests {
+    use super::environment;
+
+    #[test]
+    fn the_environment_is_a_runtimes_and_extra_keys_win() {
+        let env = environment("web", &["HOME=/app".into(), "MODE=prod".into()]);
+        assert!(env.iter().any(|v| v.starts_with("PATH=/usr/local/sbin:")));
+        assert!(env.contains(&"HOSTNAME=web".to_string()));
+        assert!(env.contains(&"HOME=/app".to_string()) && !env.contains(&"HOME=/root".to_string()));
+        assert!(env.contains(&"MODE=prod".to_string()));
+    }
+}
 
 /// Sets a memory limit on `cgroup`; returns the v1 memory cgroup the init must join, if any.
 fn limit_memory(cgroups: &Cgroup2, cgroup: &str, limit: u64) -> io::Result<Option<PathBuf>> {

@@ -19,9 +19,10 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use graceful_common::{
     AttachRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
-    SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, ENTERED_ENTRIES, LOST_ENTRIES,
-    LOST_READ_FAILED, LOST_RING_FULL, MAX_SIGNAL, NO_FIELD, RECORD_BUF, RESULT_SLOTS, RING_BYTES,
-    SEEN_ENTRIES, STOPPING_ENTRIES,
+    SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, DISPOSITION_BLOCKED,
+    DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_IGNORE, DISPOSITION_UNKNOWN,
+    ENTERED_ENTRIES, LOST_ENTRIES, LOST_READ_FAILED, LOST_RING_FULL, MAX_SIGNAL, NO_FIELD,
+    RECORD_BUF, RESULT_SLOTS, RING_BYTES, SEEN_ENTRIES, STOPPING_ENTRIES,
 };
 
 #[no_mangle]
@@ -45,6 +46,12 @@ static CONFIG: Config = Config {
     cgroup_kn: 0,
     kernfs_node_id: 0,
     signal_live: 0,
+    task_blocked: 0,
+    task_real_blocked: 0,
+    task_sighand: 0,
+    sighand_action: 0,
+    k_sigaction_size: 0,
+    k_sigaction_handler: 0,
     exit_size: 0,
     newtask_size: 0,
     attach_size: 0,

@@ -55,6 +55,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         _ => unsafe { read_kernel(info, SI_CODE_OFFSET as u32) },
     };
     let pid_tgid = bpf_get_current_pid_tgid();
+    let disposition = disposition(task, sig);
     output(
         &ctx,
         SignalRecord {
@@ -66,7 +67,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
             target_pid: tgid,
             sender_tgid: (pid_tgid >> 32) as u32,
             sender_tid: pid_tgid as u32,
-            _pad: 0,
+            disposition,
             target_cgroup,
             sender_cgroup,
             target_comm: comm,
@@ -74,6 +75,40 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         },
     );
     0
+}
+
+/// The target's handler for `sig` and whether it blocks it, as the kernel decides by them now:
+/// what /proc shows later may have changed (a handler that resets itself, sigtimedwait's
+/// temporary unblocking).
+#[inline(always)]
+fn disposition(task: u64, sig: i32) -> u32 {
+    let bit = 1u64 << (sig as u64 - 1);
+    // SAFETY: `task` is the live target task_struct; each pointer is checked before it is
+    // followed and the offsets are the running kernel's (BTF); `sig` is within 1..=64.
+    unsafe {
+        let blocked: u64 = read_kernel(task, config!(task_blocked));
+        let real_blocked: u64 = read_kernel(task, config!(task_real_blocked));
+        let blocked = if (blocked | real_blocked) & bit != 0 {
+            DISPOSITION_BLOCKED
+        } else {
+            0
+        };
+        let sighand: u64 = read_kernel(task, config!(task_sighand));
+        if sighand == 0 {
+            return DISPOSITION_UNKNOWN | blocked;
+        }
+        let at = config!(sighand_action)
+            + (sig as u32 - 1) * config!(k_sigaction_size)
+            + config!(k_sigaction_handler);
+        let handler =
+            match bpf_probe_read_kernel((sighand as *const u8).add(at as usize).cast::<u64>()) {
+                Ok(0) => DISPOSITION_DEFAULT,
+                Ok(1) => DISPOSITION_IGNORE,
+                Ok(_) => DISPOSITION_HANDLER,
+                Err(_) => DISPOSITION_UNKNOWN,
+            };
+        handler | blocked
+    }
 }
 
 /// Not attached by the daemon: the benchmark's floor, the least any program on this raw

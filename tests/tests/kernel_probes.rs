@@ -198,7 +198,7 @@ async fn a_running_container_reaches_userspace_only_once_it_is_stopped() {
         Event::Fork(f) => f.cgroup == id,
         Event::Exit(x) => x.cgroup == id,
         Event::Attach(a) => a.cgroup == id,
-        Event::Oom(_) | Event::Lost(_) => false,
+        Event::Oom(_) | Event::Lost(_) | Event::Drained(_) => false,
     };
     let before_stop: Vec<&Event> = k.seen.iter().filter(|e| of_it(e)).collect();
     // Everything up to and including the stop: the first exec (sh) and the stop itself.

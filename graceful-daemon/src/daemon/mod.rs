@@ -322,9 +322,7 @@ impl Daemon {
                         if let Ok(counts) = kernel.signal_counts() {
                             lock(&self.state).metrics.node_signals(counts);
                         }
-                        for record in self.pipeline.sweep() {
-                            self.finish(record);
-                        }
+                        self.pipeline.sweep();
                         lock(&self.state).metrics.prune(Instant::now());
                         self.report_tracked();
                     }

@@ -139,6 +139,7 @@ mod tests {
             target_pid: 20,
             target_comm: "sh".into(),
             target_cgroup: 0,
+            at_generation: Default::default(),
         };
         let r = ResolvedSignal {
             event: &e,

@@ -20,7 +20,18 @@ fn name(strings: &[u8], off: u32) -> &[u8] {
 
 /// Byte offset of `member` in `struct type_name`, searched in raw BTF (little endian).
 pub fn member_offset(btf: &[u8], type_name: &str, member: &str) -> Result<u32, ProbeError> {
-    let bad = |why: &str| ProbeError::Btf(format!("{why} while looking for {type_name}.{member}"));
+    lookup(btf, type_name, Some(member))
+}
+
+/// Size in bytes of `struct type_name` (an array's element stride).
+pub fn struct_size(btf: &[u8], type_name: &str) -> Result<u32, ProbeError> {
+    lookup(btf, type_name, None)
+}
+
+/// A member's offset, or with no member the struct's size.
+fn lookup(btf: &[u8], type_name: &str, member: Option<&str>) -> Result<u32, ProbeError> {
+    let what = member.unwrap_or("size");
+    let bad = |why: &str| ProbeError::Btf(format!("{why} while looking for {type_name}.{what}"));
     if u16_at(btf, 0) != Some(BTF_MAGIC) {
         return Err(bad("not little-endian BTF"));
     }
@@ -43,8 +54,12 @@ pub fn member_offset(btf: &[u8], type_name: &str, member: &str) -> Result<u32, P
         let name_off = u32_at(types, at).ok_or_else(|| bad("truncated type"))?;
         let info = u32_at(types, at + 4).ok_or_else(|| bad("truncated type"))?;
         let (kind, vlen, kflag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31);
+        let size = u32_at(types, at + 8).ok_or_else(|| bad("truncated type"))?;
         at += 12;
         if kind == KIND_STRUCT && name(strings, name_off) == type_name.as_bytes() {
+            let Some(member) = member else {
+                return Ok(size);
+            };
             for m in 0..vlen {
                 let base = at + m * 12;
                 let m_name = u32_at(types, base).ok_or_else(|| bad("truncated member"))?;
@@ -120,6 +135,8 @@ mod tests {
         assert!(member_offset(&btf, "task_struct", "tgid").is_err());
         assert!(member_offset(&btf[..20], "task_struct", "pid").is_err());
         assert!(member_offset(b"garbage garbage garbage", "task_struct", "pid").is_err());
+        assert_eq!(struct_size(&btf, "task_struct").unwrap(), 8);
+        assert!(struct_size(&btf, "mm_struct").is_err());
     }
 
     #[test]
@@ -129,5 +146,8 @@ mod tests {
         };
         let off = member_offset(&btf, "task_struct", "exit_code").unwrap();
         assert!(off > 0 && off < 16384, "{off}");
+        // One handler pointer and flags at least, as the kernel programs step through them.
+        let ka = struct_size(&btf, "k_sigaction").unwrap();
+        assert!((16..=64).contains(&ka), "{ka}");
     }
 }

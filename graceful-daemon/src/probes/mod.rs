@@ -218,6 +218,13 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         cgroup_kn: btf::member_offset(&btf, "cgroup", "kn")?,
         kernfs_node_id: btf::member_offset(&btf, "kernfs_node", "id")?,
         signal_live: btf::member_offset(&btf, "signal_struct", "live")?,
+        task_blocked: btf::member_offset(&btf, "task_struct", "blocked")?,
+        task_real_blocked: btf::member_offset(&btf, "task_struct", "real_blocked")?,
+        task_sighand: btf::member_offset(&btf, "task_struct", "sighand")?,
+        sighand_action: btf::member_offset(&btf, "sighand_struct", "action")?,
+        k_sigaction_size: btf::struct_size(&btf, "k_sigaction")?,
+        k_sigaction_handler: btf::member_offset(&btf, "k_sigaction", "sa")?
+            + btf::member_offset(&btf, "sigaction", "sa_handler")?,
         exit_size: exit.size()?,
         newtask_size: newtask.size()?,
         attach_size: size(&attach),
@@ -346,47 +353,26 @@ impl Probes {
         let (tx, rx) = mpsc::channel(1 << 16);
         let mut placer = LossPlacer::default();
         tokio::spawn(async move {
+            let mut marked = crate::clock::monotonic_now();
             loop {
-                let Ok(mut guard) = fd.readable_mut().await else {
-                    return;
-                };
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    let lost = placer.newly_lost(&item);
-                    let events = match decode(&item) {
-                        Ok(event) => {
-                            let placed = (lost > 0).then(|| {
-                                Event::Lost(LostEvent {
-                                    ts: event.ts(),
-                                    count: lost,
-                                    reason: LossReason::Kernel,
-                                })
-                            });
-                            [placed, Some(event)]
-                        }
-                        Err(e) => {
-                            log::warn!("dropping a malformed ring-buffer record: {e}");
-                            let ts = crate::clock::monotonic_now();
-                            let kernel = (lost > 0).then_some(Event::Lost(LostEvent {
-                                ts,
-                                count: lost,
-                                reason: LossReason::Kernel,
-                            }));
-                            let decode = Event::Lost(LostEvent {
-                                ts,
-                                count: 1,
-                                reason: LossReason::Decode,
-                            });
-                            [kernel, Some(decode)]
-                        }
-                    };
-                    for event in events.into_iter().flatten() {
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
+                // A wake-up can be missed (data that lands between the last read and clearing
+                // readiness): an idle reader looks again, and says the ring is drained.
+                let drained = match tokio::time::timeout(IDLE_LOOK, fd.readable_mut()).await {
+                    Ok(Ok(mut guard)) => {
+                        let drained = drain(guard.get_inner_mut(), &mut placer, &tx).await;
+                        guard.clear_ready();
+                        drained
                     }
+                    Ok(Err(_)) => return,
+                    Err(_) => drain(fd.get_mut(), &mut placer, &tx).await,
+                };
+                let Some(at) = drained else { return };
+                if at.saturating_sub(marked) >= MARK_EVERY_NS {
+                    if tx.send(Event::Drained(at)).await.is_err() {
+                        return;
+                    }
+                    marked = at;
                 }
-                guard.clear_ready();
             }
         });
         Ok(rx)
@@ -484,5 +470,57 @@ fn start_kernel_logger(ebpf: &mut Ebpf) {
             Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
         },
         Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
+    }
+}
+
+/// How long the reader waits for the ring to say it is readable before it looks anyway.
+const IDLE_LOOK: std::time::Duration = std::time::Duration::from_millis(250);
+/// At most one [`Event::Drained`] per this many ns while records flow.
+const MARK_EVERY_NS: u64 = 50_000_000;
+
+/// Reads the ring until it is empty, sending what it holds. Returns when it was found empty
+/// (the clock read before the read that found nothing), None once the receiver is gone.
+async fn drain(
+    ring: &mut RingBuf<MapData>,
+    placer: &mut LossPlacer,
+    tx: &mpsc::Sender<Event>,
+) -> Option<crate::events::Mono> {
+    loop {
+        let at = crate::clock::monotonic_now();
+        let Some(item) = ring.next() else {
+            return Some(at);
+        };
+        let lost = placer.newly_lost(&item);
+        let events = match decode(&item) {
+            Ok(event) => {
+                let placed = (lost > 0).then(|| {
+                    Event::Lost(LostEvent {
+                        ts: event.ts(),
+                        count: lost,
+                        reason: LossReason::Kernel,
+                    })
+                });
+                [placed, Some(event)]
+            }
+            Err(e) => {
+                log::warn!("dropping a malformed ring-buffer record: {e}");
+                let ts = crate::clock::monotonic_now();
+                let kernel = (lost > 0).then_some(Event::Lost(LostEvent {
+                    ts,
+                    count: lost,
+                    reason: LossReason::Kernel,
+                }));
+                let decode = Event::Lost(LostEvent {
+                    ts,
+                    count: 1,
+                    reason: LossReason::Decode,
+                });
+                [kernel, Some(decode)]
+            }
+        };
+        drop(item);
+        for event in events.into_iter().flatten() {
+            tx.send(event).await.ok()?;
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The words of a record: one or two plain sentences per verdict, naming the fix.
 use super::{termination::*, verdict::Facts};
+use crate::signals::Signal;
 
 /// "was" or "were", as many as `procs` are.
 fn were(procs: &[NamedProcess]) -> &'static str {
@@ -83,10 +84,17 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
                 victims(f)
             )
         }
-        Verdict::SwallowedByShellPid1 => format!(
-            "PID 1 is a shell ({comm}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{} Use the exec form (CMD [\"app\"]), `exec app` in the entrypoint script, an init such as tini, or trap and forward {sig}.",
-            victims(f)
-        ),
+        Verdict::SwallowedByShellPid1 => match f.shell.as_ref().and_then(|sh| Some((sh.script.as_deref()?, &sh.name))) {
+            Some((script, shell)) => format!(
+                "PID 1 is the shell script {script} (run by {shell}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{} Start the app with `exec` in {script} (`exec \"$@\"`, `exec app`) so that it becomes PID 1, run the script under an init such as tini, or trap and forward {sig}.",
+                victims(f)
+            ),
+            None => format!(
+                "PID 1 is a shell ({}) with no handler for {sig}, so the kernel dropped the signal and the container was SIGKILLed after {grace}.{} Use the exec form (CMD [\"app\"]), `exec app` in the entrypoint script, an init such as tini, or trap and forward {sig}.",
+                f.shell.as_ref().map_or(comm.as_str(), |sh| sh.name.as_str()),
+                victims(f)
+            ),
+        },
         Verdict::Pid1IgnoresStopSignal => format!(
             "PID 1 ({comm}) has no handler for {sig}; as the init of its pid namespace the kernel dropped the signal, and it was SIGKILLed after {grace}.{} Handle {sig}, or run it under an init such as tini.",
             victims(f)
@@ -99,10 +107,22 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
             were(&f.never_received_killed)
         ),
         Verdict::NotForwarded => format!(
-            "{comm} (pid {main}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.",
+            "{comm} (pid {main}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.{}",
             names(&f.never_received_killed),
-            were(&f.never_received_killed)
+            were(&f.never_received_killed),
+            if f.reraised { format!(" {}", reraised(f)) } else { String::new() }
         ),
+        Verdict::SlowShutdown if f.reraised => reraised(f),
+        // Nothing even began to stop: the stop signal is not one this program stops on.
+        Verdict::SlowShutdown
+            if !f.exit_before_kill
+                && f.ignored_and_killed.is_empty()
+                && f.stop_signal.is_some_and(|s| s != Signal::TERM && s != Signal::INT) =>
+        {
+            format!(
+                "{sig} is this container's stop signal and {comm} (pid {main}) took it, but no process exited in the {grace} before SIGKILL: {comm} does not stop on {sig} (a JVM prints a thread dump on SIGQUIT, many servers reload on SIGHUP or reopen logs on SIGUSR1). Set a stop signal it stops on, usually SIGTERM (STOPSIGNAL in the image, or lifecycle.stopSignal); a longer grace period will not help."
+            )
+        }
         Verdict::SlowShutdown => {
             let ignoring = &f.ignored_and_killed;
             if ignoring.is_empty() {
@@ -118,6 +138,18 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
             }
         }
     }
+}
+
+/// A handler that re-raised the stop signal at an init, where the kernel drops it.
+fn reraised(f: &Facts) -> String {
+    let sig = f.stop_signal.map(|s| s.to_string()).unwrap_or_default();
+    format!(
+        "{comm} (pid {main}) handled {sig}, then re-raised it with the default action to end itself, but the kernel never lets a pid-namespace init die of a signal it does not handle: the signal was dropped and {comm} kept running until SIGKILL after {grace:.1} s. Exit instead of re-raising (exit(128 + {signo}), process.exit(), sys.exit()), or run it under an init such as tini; a longer grace period will not help.",
+        comm = f.main_comm,
+        main = f.main,
+        grace = f.grace,
+        signo = f.stop_signal.map_or(15, |s| s.0),
+    )
 }
 
 /// " sleep (pid 11) never received it." for a dropped stop signal, when anyone was left out.

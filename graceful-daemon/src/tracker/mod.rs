@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::{
-    events::{CgroupId, Event, ExitStatus, Mono, SignalEvent},
+    events::{AtGeneration, CgroupId, Event, ExitStatus, Mono, SignalEvent},
     signals::Signal,
 };
 
@@ -84,6 +84,13 @@ struct Active {
     main: u32,
     main_comm: String,
     main_disposition: Option<Disposition>,
+    /// The main process's disposition for the stop signal as the kernel saw it at generation.
+    main_at_generation: Option<AtGeneration>,
+    /// The main process sent the stop signal to itself after taking it (a handler that
+    /// cleans up and re-raises it with the default action).
+    reraised: bool,
+    /// A process of the container exited before any SIGKILL from outside.
+    exit_before_kill: bool,
     alive_at_stop: BTreeMap<u32, String>,
     received: BTreeMap<u32, Received>,
     kill: Option<Kill>,
@@ -114,6 +121,9 @@ impl Active {
             main,
             main_comm,
             main_disposition: None,
+            main_at_generation: None,
+            reraised: false,
+            exit_before_kill: false,
             alive_at_stop,
             received: BTreeMap::new(),
             kill: None,
@@ -377,6 +387,7 @@ impl Tracker {
                 self.lost(e.ts, e.count);
                 Vec::new()
             }
+            Event::Drained(_) => Vec::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use super::{
     Stop, Termination, Tracker, CONVENTIONAL_STOP_SIGNALS, EXITED_KEPT_MAX, EXITED_KEPT_NS,
     SI_KERNEL,
 };
-use crate::signals::Signal;
+use crate::{events::Handler, signals::Signal};
 
 impl Tracker {
     pub(super) fn on_signal(&mut self, e: &SignalEvent) {
@@ -168,6 +168,18 @@ impl Tracker {
                     .remove(&e.target_pid)
                     .filter(|d| d.signal == e.signal);
             }
+            if e.target_pid == a.main && a.main_at_generation.is_none() {
+                a.main_at_generation = Some(e.at_generation);
+            }
+            // The main process signalling itself with the stop signal it already had, now with
+            // the default action: it re-raised it to die of it.
+            if e.target_pid == a.main
+                && e.sender_pid == a.main
+                && a.stop.as_ref().is_some_and(|s| e.ts > s.at)
+                && e.at_generation.handler == Some(Handler::Default)
+            {
+                a.reraised = true;
+            }
         }
         if e.signal == Signal::KILL && outside {
             if a.kill.is_none() {
@@ -240,6 +252,9 @@ impl Tracker {
         let mut done = Vec::new();
         if let Some(a) = group.active.as_mut() {
             a.exits.insert(pid, status);
+            if a.kill.is_none() {
+                a.exit_before_kill = true;
+            }
             if group.members.is_empty() {
                 if let Some(a) = group.active.take() {
                     done.push(conclude(cgroup, a, ts));

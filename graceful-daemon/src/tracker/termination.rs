@@ -6,6 +6,8 @@ use crate::{
     signals::Signal,
 };
 
+pub use crate::procfs::{Program, Shell};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Exited,
@@ -134,8 +136,9 @@ impl Termination {
     }
 }
 
-/// What the enrichment read from /proc about a process when a stop signal reached it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the enrichment read from /proc about a process when a stop signal reached it. The
+/// kernel's view at the signal's generation ([`crate::events::AtGeneration`]) wins over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disposition {
     pub signal: Signal,
     /// A handler is installed for the signal.
@@ -144,4 +147,10 @@ pub struct Disposition {
     pub drops: bool,
     /// Set to SIG_IGN: dropped however the process is started (exec keeps SIG_IGN).
     pub ignores: bool,
+    /// Blocks it, or sits in sigtimedwait: it takes the signal when it asks for it (tini).
+    pub waits: bool,
+    /// PID 1 of a pid namespace below the host's.
+    pub namespace_init: bool,
+    /// What it runs, when /proc could tell: whether it is a shell.
+    pub program: Option<Program>,
 }

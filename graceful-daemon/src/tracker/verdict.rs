@@ -1,7 +1,10 @@
 //! Outcome and verdict of a termination: the facts a stop left, then DESIGN.md's rules, one
 //! function each, in their order. The words are `explanation`'s.
 use super::{explanation::explain, Active, CgroupId, ExitStatus, Kill, Mono, Signal};
-use crate::{events::SignalResult, signals::is_shell};
+use crate::{
+    events::{Handler, SignalResult},
+    signals::is_shell,
+};
 
 use super::termination::*;
 
@@ -20,7 +23,8 @@ fn capped<T>(mut list: Vec<T>) -> (Vec<T>, usize) {
 pub(super) struct Facts {
     pub main: u32,
     pub main_comm: String,
-    pub shell: bool,
+    /// The main process is a shell: by what it runs where /proc told, else by its name.
+    pub shell: Option<Shell>,
     pub stop_signal: Option<Signal>,
     pub kill: Option<Kill>,
     /// The kernel dropped the stop signal at the main process: it said so at generation, or
@@ -48,6 +52,53 @@ pub(super) struct Facts {
     pub main_died_of_stop: bool,
     /// The main process's exit code, when it exited by itself.
     pub exit_code: Option<i32>,
+    /// The main process re-raised the stop signal with its default action.
+    pub reraised: bool,
+    /// A process exited between the stop signal and the SIGKILL.
+    pub exit_before_kill: bool,
+}
+
+/// Whether the kernel dropped the stop signal at the main process. The kernel's view at
+/// generation decides; /proc's (read as the event was handled) only where it is silent.
+fn dropped_at_main(a: &Active, died_of_it: bool) -> bool {
+    let proc_view = a.main_disposition.as_ref();
+    let result = a.received.get(&a.main).map(|r| r.result);
+    let at_generation = a
+        .main_at_generation
+        .and_then(|g| g.handler.map(|h| (h, g.blocked)));
+    match (result, at_generation) {
+        (Some(SignalResult::Ignored), _) => true,
+        // A handler had it, whatever it did with its handler since (re-raised, reset).
+        (Some(_), Some((Handler::Function, _))) => false,
+        // SIG_IGN while blocked: discarded once unblocked.
+        (Some(_), Some((Handler::Ignore, _))) => !died_of_it,
+        // Blocked with the default action: pending until taken by sigwait (tini), or until
+        // unblocked, when an init discards it (a shell that blocks signals while it forks).
+        (Some(_), Some((Handler::Default, true))) => {
+            !died_of_it && proc_view.is_some_and(|d| d.namespace_init && !d.waits)
+        }
+        // Not blocked, the default action, and not ignored: it was no init, and dies of it.
+        (Some(_), Some((Handler::Default, false))) => false,
+        _ => !died_of_it && proc_view.is_some_and(|d| d.drops),
+    }
+}
+
+/// Whether the main process takes the stop signal: a handler, or a wait for it (sigwait).
+fn takes_stop_signal(a: &Active) -> Option<bool> {
+    let proc_view = a.main_disposition.as_ref();
+    match a
+        .main_at_generation
+        .and_then(|g| g.handler.map(|h| (h, g.blocked)))
+    {
+        Some((Handler::Function, _)) => Some(true),
+        Some((Handler::Ignore, _)) => Some(false),
+        Some((Handler::Default, blocked)) => Some(blocked && proc_view.is_some_and(|d| d.waits)),
+        None => match (proc_view, a.received.get(&a.main)) {
+            (Some(d), _) => Some(d.handles || d.waits),
+            (None, Some(r)) if r.result == SignalResult::Ignored => Some(false),
+            _ => None,
+        },
+    }
 }
 
 fn died_of(status: Option<ExitStatus>, sig: Signal) -> bool {
@@ -58,10 +109,7 @@ impl Facts {
     fn of(a: &Active, ended: Mono) -> Facts {
         let main_exit = a.exits.get(&a.main).copied();
         let stop_signal = a.stop.as_ref().map(|s| s.signal);
-        let main_result = a.received.get(&a.main).map(|r| r.result);
-        let dropped = main_result == Some(SignalResult::Ignored)
-            || (a.main_disposition.is_some_and(|d| d.drops)
-                && !stop_signal.is_some_and(|s| died_of(main_exit, s)));
+        let dropped = dropped_at_main(a, stop_signal.is_some_and(|s| died_of(main_exit, s)));
         let never_received: Vec<NamedProcess> = a
             .alive_at_stop
             .iter()
@@ -116,14 +164,24 @@ impl Facts {
         } else {
             Outcome::Exited
         };
+        let shell = match a.main_disposition.as_ref().and_then(|d| d.program.as_ref()) {
+            Some(program) => program.shell(),
+            None => is_shell(&a.main_comm).then(|| Shell {
+                name: a.main_comm.clone(),
+                script: None,
+            }),
+        };
+        let ignored_explicitly = dropped
+            && (a.main_at_generation.and_then(|g| g.handler) == Some(Handler::Ignore)
+                || a.main_disposition.as_ref().is_some_and(|d| d.ignores));
         Facts {
             main: a.main,
             main_comm: a.main_comm.clone(),
-            shell: is_shell(&a.main_comm),
+            shell,
             stop_signal,
             kill: a.kill.clone(),
             dropped,
-            ignored_explicitly: dropped && a.main_disposition.is_some_and(|d| d.ignores),
+            ignored_explicitly,
             received: a.received.values().cloned().collect(),
             never_received,
             never_received_killed,
@@ -136,6 +194,8 @@ impl Facts {
             stop_signal_is_kill: a.stop_signal_is_kill,
             main_died_of_stop: stop_signal.is_some_and(|s| died_of(main_exit, s)),
             exit_code: main_exit.and_then(|s| s.code),
+            reraised: a.reraised,
+            exit_before_kill: a.exit_before_kill,
         }
     }
 }
@@ -164,7 +224,7 @@ fn exited(f: &Facts) -> Option<Verdict> {
 
 /// Rule 4: The kernel dropped the stop signal at the main process: a shell, or another program.
 fn dropped_at_pid1(f: &Facts) -> Option<Verdict> {
-    f.dropped.then_some(if f.shell {
+    f.dropped.then_some(if f.shell.is_some() {
         Verdict::SwallowedByShellPid1
     } else {
         Verdict::Pid1IgnoresStopSignal
@@ -200,11 +260,7 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         .find_map(|rule| rule(&f))
         .unwrap_or(Verdict::SlowShutdown);
     let explanation = explain(verdict, &f);
-    let handles_stop_signal = match (a.main_disposition, a.received.get(&a.main)) {
-        (Some(d), _) => Some(d.handles),
-        (None, Some(r)) if r.result == SignalResult::Ignored => Some(false),
-        _ => None,
-    };
+    let handles_stop_signal = takes_stop_signal(&a);
     let (received, received_more) = capped(f.received);
     let (never_received, never_received_more) = capped(f.never_received);
     Termination {
@@ -213,7 +269,7 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         init: Init {
             pid: a.main,
             comm: f.main_comm,
-            shell: f.shell,
+            shell: f.shell.is_some(),
             handles_stop_signal,
         },
         received,

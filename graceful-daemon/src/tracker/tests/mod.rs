@@ -30,6 +30,7 @@ fn signal_event(
         target_pid: to.0,
         target_comm: to.1.into(),
         target_cgroup: to.2,
+        at_generation: Default::default(),
     }
 }
 
@@ -119,6 +120,21 @@ impl Seq {
             result,
         )))
     }
+    /// A signal with the target's disposition as the kernel read it at generation.
+    fn signal_seen(
+        &mut self,
+        sig: Signal,
+        (from, from_cg): (u32, CgroupId),
+        to: u32,
+        result: SignalResult,
+        at_generation: AtGeneration,
+    ) -> &mut Self {
+        let now = self.now;
+        let sender = if from_cg == HOST { "runc" } else { "app" };
+        let mut e = signal_event(now, sig, (from, sender, from_cg), (to, "", CG), result);
+        e.at_generation = at_generation;
+        self.feed(Event::Signal(e))
+    }
     fn exit(&mut self, pid: u32, code: Option<i32>, signal: Option<i32>) -> &mut Self {
         let now = self.now;
         self.feed(Event::Exit(ExitEvent {
@@ -161,6 +177,12 @@ fn shell_init_drops_term(s: &mut Seq, ignores: bool) {
             handles: false,
             drops: true,
             ignores,
+            waits: false,
+            namespace_init: true,
+            program: Some(Program {
+                exe: "dash".into(),
+                args: vec!["/bin/sh".into(), "-c".into(), "sleep 1000; true".into()],
+            }),
         },
     );
 }
@@ -482,6 +504,7 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);
 }
 
+mod dispositions;
 mod pre_stop;
 mod properties;
 mod restarts_and_reuse;
