@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -123,7 +124,12 @@ pub struct Containerd {
     pub dir: PathBuf,
     pub socket: PathBuf,
     child: Child,
+    /// The pod cgroups its sandboxes were given: removed on drop, whatever a test left.
+    pods: PodCgroups,
 }
+
+/// Pod-level cgroups (`cgroup_parent`) of sandboxes, by sandbox id.
+type PodCgroups = Arc<Mutex<HashMap<String, String>>>;
 
 impl Containerd {
     pub async fn start() -> Containerd {
@@ -150,7 +156,12 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("containerd is installed by `cargo xtask setup`");
-        let ctd = Containerd { dir, socket, child };
+        let ctd = Containerd {
+            dir,
+            socket,
+            child,
+            pods: PodCgroups::default(),
+        };
         ctd.wait_for_socket().await;
         ctd.import(SANDBOX_IMAGE, &["/bin/sleep", "2147483647"]);
         ctd.import(APP_IMAGE, &["/bin/sh"]);
@@ -200,6 +211,7 @@ impl Containerd {
             .expect("connect to containerd's CRI");
         Cri {
             client: RuntimeServiceClient::new(channel),
+            pods: self.pods.clone(),
         }
     }
 }
@@ -240,6 +252,10 @@ impl Drop for Containerd {
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
+        let pods = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
+        for cgroup in pods.values() {
+            graceful::cgroup::remove_everywhere(cgroup);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -257,6 +273,7 @@ pub struct PodSpec<'a> {
 
 pub struct Cri {
     pub client: RuntimeServiceClient<Channel>,
+    pods: PodCgroups,
 }
 
 impl Cri {
@@ -326,6 +343,9 @@ impl Cri {
             .expect("RunPodSandbox")
             .into_inner()
             .pod_sandbox_id;
+        if let (Ok(mut pods), Some(linux)) = (self.pods.lock(), &config.linux) {
+            pods.insert(sandbox.clone(), linux.cgroup_parent.clone());
+        }
         let id = self
             .start_container(&sandbox, pod, container, 0, script, pre_stop, log_dir)
             .await;
@@ -473,5 +493,10 @@ impl Cri {
             })
             .await
             .expect("RemovePodSandbox");
+        // The kubelet removes the pod's cgroup once the sandbox is gone; so do we.
+        let cgroup = self.pods.lock().ok().and_then(|mut p| p.remove(sandbox));
+        if let Some(cgroup) = cgroup {
+            graceful::cgroup::remove_everywhere(&cgroup);
+        }
     }
 }

@@ -32,6 +32,8 @@ pub struct Kernel {
     taken: std::collections::HashSet<usize>,
     /// cgroup (below the cgroup2 root) that holds this test's sandboxes.
     pub parent: String,
+    /// Removes it once the test's sandboxes are gone.
+    _run_cgroup: graceful::throwaway::Parent,
 }
 
 impl Kernel {
@@ -51,6 +53,7 @@ impl Kernel {
         let cgroups = pipeline.into_cgroups();
         let parent = format!("/graceful-tests/{test}-{}", std::process::id());
         Kernel {
+            _run_cgroup: graceful::throwaway::Parent::new(&parent),
             probes,
             cgroups,
             events,
@@ -122,12 +125,6 @@ impl Kernel {
             _ => None,
         })
         .await
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(self.cgroups.dir(&self.parent));
     }
 }
 

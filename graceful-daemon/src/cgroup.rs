@@ -52,6 +52,58 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     cgroup2_mount_and_root(mountinfo).map(|(mount, _)| mount)
 }
 
+/// Mount points of every cgroup hierarchy, v1 controllers and cgroup2 alike.
+fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            if !matches!(right.split_whitespace().next()?, "cgroup" | "cgroup2") {
+                return None;
+            }
+            Some(PathBuf::from(unescape(left.split_whitespace().nth(4)?)))
+        })
+        .collect()
+}
+
+/// Removes the cgroup `rel` (below each hierarchy's root) and what is left below it, in every
+/// hierarchy, as the kubelet removes a pod's cgroup once its sandbox is gone: a runtime removes
+/// its containers' cgroups but not the parents it was given. Cgroups that still hold
+/// processes stay (the kernel refuses).
+pub fn remove_everywhere(rel: &str) {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for mount in hierarchies(&mountinfo) {
+        remove_tree(&mount.join(rel));
+    }
+}
+
+/// Removes the cgroup `rel` in every hierarchy where it is empty (no child, no process).
+pub fn remove_everywhere_if_empty(rel: &str) {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for mount in hierarchies(&mountinfo) {
+        let _ = fs::remove_dir(mount.join(rel));
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 /// `rel` (which may climb with `..`) resolved against `base`, both below the cgroup2 root.
 fn resolve(base: &str, rel: &str) -> String {
     let mut parts: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
@@ -177,13 +229,13 @@ impl Cgroup2 {
             path: mount.clone(),
             error,
         })?;
-        let mut cg = Cgroup2 {
+        let mut paths = HashMap::new();
+        paths.insert(meta.ino(), "/".to_string());
+        Ok(Cgroup2 {
             mount,
             root_id: meta.ino(),
-            paths: HashMap::new(),
-        };
-        cg.rescan();
-        Ok(cg)
+            paths,
+        })
     }
 
     /// The id of the root cgroup.
@@ -207,14 +259,15 @@ impl Cgroup2 {
         fs::metadata(self.dir(path)).ok().map(|m| m.ino())
     }
 
-    /// The path below the root ("/" for the root) of a cgroup id; a miss rescans the tree once,
-    /// since cgroups come and go. Remembered after the cgroup is removed.
+    /// The path below the root ("/" for the root) of a cgroup id; a miss looks for it in the
+    /// tree, since cgroups come and go. Remembered after the cgroup is removed.
     pub fn path_of(&mut self, id: CgroupId) -> Option<String> {
         if id == 0 {
             return None;
         }
         if !self.paths.contains_key(&id) {
-            self.rescan();
+            let path = self.find(id)?;
+            self.paths.insert(id, path);
         }
         self.paths.get(&id).cloned()
     }
@@ -265,14 +318,17 @@ impl Cgroup2 {
         self.paths.len()
     }
 
-    /// Walks the hierarchy and records every cgroup's id.
-    pub fn rescan(&mut self) {
+    /// Walks the hierarchy for the cgroup with this id. Only it is remembered: what else the
+    /// node holds (empty cgroups left behind) costs the daemon nothing.
+    fn find(&self, id: CgroupId) -> Option<String> {
         let mut stack = vec![(self.mount.clone(), String::from("/"))];
         while let Some((dir, rel)) = stack.pop() {
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            self.paths.insert(meta.ino(), rel.clone());
+            if meta.ino() == id {
+                return Some(rel);
+            }
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -288,6 +344,7 @@ impl Cgroup2 {
                 }
             }
         }
+        None
     }
 }
 
@@ -326,6 +383,39 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_is_removed_from_every_hierarchy() {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mounts = hierarchies(&mountinfo);
+        assert!(!mounts.is_empty());
+        let rel = format!("graceful-remove-test-{}", std::process::id());
+        for m in &mounts {
+            // Some v1 hierarchies refuse children here (read-only, or no room): skip those.
+            let _ = fs::create_dir_all(m.join(&rel).join("pod1/ctr"));
+        }
+        assert!(mounts.iter().any(|m| m.join(&rel).exists()));
+        remove_everywhere(&format!("/{rel}"));
+        for m in &mounts {
+            assert!(!m.join(&rel).exists(), "{} is left", m.join(&rel).display());
+        }
+    }
+
+    #[test]
+    fn an_unknown_id_is_found_in_the_tree_and_only_it_is_remembered() {
+        let mut cg = Cgroup2::discover().expect("cgroup2");
+        let dir = cg.dir("/graceful-find-test");
+        let _ = fs::remove_dir(&dir);
+        fs::create_dir(&dir).expect("a cgroup of our own");
+        let id = fs::metadata(&dir).unwrap().ino();
+        let found = cg.path_of(id);
+        let before = cg.remembered();
+        let _ = fs::remove_dir(&dir);
+        assert_eq!(found.as_deref(), Some("/graceful-find-test"));
+        assert_eq!(before, 2, "the root and the cgroup looked for");
+        assert_eq!(cg.path_of(u64::MAX - 3), None);
+        assert_eq!(cg.remembered(), 2);
+    }
+
+    #[test]
     fn finds_cgroup2_in_hybrid_mountinfo() {
         let text = "\
 35 25 0:30 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755
@@ -337,6 +427,13 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
         assert_eq!(cgroup2_mount("1 2 0:1 / /x rw - cgroup cgroup rw"), None);
+        assert_eq!(
+            hierarchies(text),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                PathBuf::from("/sys/fs/cgroup/unified")
+            ]
+        );
         let escaped = "44 35 0:39 / /mnt/my\\040cgroups rw - cgroup2 none rw";
         assert_eq!(
             cgroup2_mount(escaped),

@@ -326,6 +326,9 @@ pub async fn run(
         record
     });
     runtime.remove(&sandbox).await;
+    // As the kubelet does: the runtime removed the containers' cgroups, not their parent.
+    crate::cgroup::remove_everywhere(&format!("/graceful-check/pod{uid}"));
+    crate::cgroup::remove_everywhere_if_empty("/graceful-check");
     let _ = std::fs::remove_dir_all(&log_dir);
     result
 }

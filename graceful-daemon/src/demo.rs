@@ -12,7 +12,7 @@ use crate::{
     probes::{ProbeError, ProbeOptions, DEFAULT_STOP_SIGNALS},
     record::TerminationRecord,
     signals::Signal,
-    throwaway::{SpawnOptions, Throwaway},
+    throwaway::{Parent, SpawnOptions, Throwaway},
     tracker::Verdict,
 };
 
@@ -322,9 +322,9 @@ pub async fn run(
     // One parent per run: runs in one process (tests in parallel) never share a cgroup.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let parent = format!("/graceful-demo/{}-{run}", std::process::id());
     // Declared before the containers, so dropped after them: however the run ends.
-    let _parent = RemoveOnDrop(pipeline.cgroups.dir(&parent));
+    let run_cgroup = Parent::new(&format!("/graceful-demo/{}-{run}", std::process::id()));
+    let parent = run_cgroup.path();
 
     let mut sandboxes = Vec::new();
     for s in scenarios {
@@ -416,19 +416,6 @@ pub async fn run(
     }
     awaited?;
     Ok(records.into_iter().flatten().collect())
-}
-
-/// A run's parent cgroup, removed once its containers (dropped first) have removed theirs;
-/// `/graceful-demo` itself goes too when no other run uses it.
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-        if let Some(top) = self.0.parent() {
-            let _ = std::fs::remove_dir(top);
-        }
-    }
 }
 
 fn describe(status: &crate::events::ExitStatus) -> String {

@@ -40,6 +40,32 @@ fn environment(hostname: &str, extra: &[String]) -> Vec<String> {
     env
 }
 
+/// The cgroup that holds a run's throwaway containers. Dropped after them (declare it first),
+/// it removes itself and its ancestors wherever they are empty, in every hierarchy (a memory
+/// limit on a hybrid host makes a v1 memory cgroup too).
+#[derive(Debug)]
+pub struct Parent(String);
+
+impl Parent {
+    pub fn new(path: &str) -> Parent {
+        Parent(path.to_string())
+    }
+
+    pub fn path(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        let mut path = self.0.trim_end_matches('/');
+        while !path.is_empty() {
+            crate::cgroup::remove_everywhere_if_empty(path);
+            path = path.rsplit_once('/').map_or("", |(up, _)| up);
+        }
+    }
+}
+
 /// A running throwaway container. Dropping it kills what is left and removes its cgroup.
 #[derive(Debug)]
 pub struct Throwaway {

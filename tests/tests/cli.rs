@@ -149,7 +149,9 @@ fn trace_stops_at_the_first_ctrl_c_or_sigterm() {
 /// Kills a throwaway container and waits for its record on `/terminations`.
 fn record_one_kill(daemon: &Daemon, name: &str) -> String {
     let mut cgroups = Cgroup2::discover().unwrap();
-    let parent = format!("/graceful-tests/cli-{}", std::process::id());
+    let run_cgroup =
+        graceful::throwaway::Parent::new(&format!("/graceful-tests/cli-{}", std::process::id()));
+    let parent = run_cgroup.path();
     let sb = Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"]).unwrap();
     graceful_tests::wait_for_program(&sb, "sleep");
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
@@ -158,7 +160,6 @@ fn record_one_kill(daemon: &Daemon, name: &str) -> String {
         http_get(daemon.addr, "/terminations").filter(|(_, b)| b.contains(&needle))
     });
     drop(sb);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
     needle
 }
 

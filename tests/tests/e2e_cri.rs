@@ -18,7 +18,9 @@ use serde_json::Value;
 /// event before the kill has been processed by then.
 fn kill_marker(addr: SocketAddr, name: &str) -> Vec<Value> {
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
-    let parent = format!("/graceful-tests/marker-{}", std::process::id());
+    let run_cgroup =
+        graceful::throwaway::Parent::new(&format!("/graceful-tests/marker-{}", std::process::id()));
+    let parent = run_cgroup.path();
     let sb =
         graceful::throwaway::Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"])
             .unwrap();
@@ -31,7 +33,6 @@ fn kill_marker(addr: SocketAddr, name: &str) -> Vec<Value> {
             .filter(|b| b.contains(&needle))
     });
     drop(sb);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
     serde_json::from_str(&body).unwrap()
 }
 
@@ -382,7 +383,11 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     });
     let daemon = Daemon::start(&socket, dir.join("daemon.log"));
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
-    let parent = format!("/graceful-tests/garbage-{}", std::process::id());
+    let run_cgroup = graceful::throwaway::Parent::new(&format!(
+        "/graceful-tests/garbage-{}",
+        std::process::id()
+    ));
+    let parent = run_cgroup.path();
     let sb = graceful::throwaway::Throwaway::spawn(
         &mut cgroups,
         &parent,
@@ -399,7 +404,6 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     });
     assert!(record.contains("\"verdict\":\"killed_without_stop_signal\""));
     drop(sb);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
     drop(daemon);
     let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
     let warnings = log

@@ -106,7 +106,9 @@ async fn target_cgroup_is_known_after_the_process_and_its_cgroup_are_gone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_older_than_the_probes_have_their_cgroup() {
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
-    let parent = format!("/graceful-tests/old-{}", std::process::id());
+    let run_cgroup =
+        graceful::throwaway::Parent::new(&format!("/graceful-tests/old-{}", std::process::id()));
+    let parent = run_cgroup.path();
     let sb = Throwaway::spawn(&mut cgroups, &parent, "old", &["/bin/sleep", "1000"]).unwrap();
     // The init has joined its cgroup and exec'd before the probes exist.
     let deadline = std::time::Instant::now() + graceful_tests::EVENT_TIMEOUT;
@@ -128,7 +130,6 @@ async fn processes_older_than_the_probes_have_their_cgroup() {
         "a non-shell init without a handler too"
     );
     drop(sb);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -42,7 +42,9 @@ fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str
     assert_eq!(uid == "65534", non_root, "euid {uid}");
 
     let mut cgroups = Cgroup2::discover().unwrap();
-    let parent = format!("/graceful-tests/{name}-{}", std::process::id());
+    let run_cgroup =
+        graceful::throwaway::Parent::new(&format!("/graceful-tests/{name}-{}", std::process::id()));
+    let parent = run_cgroup.path();
     let mut sb =
         Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     graceful_tests::wait_for_program(&sb, "sleep");
@@ -59,7 +61,6 @@ fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str
         "{body}"
     );
     drop(sb);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
     assert!(daemon.stop().success());
     let _ = std::fs::remove_file(&log);
 }
@@ -120,7 +121,11 @@ fn refuses_a_private_pid_namespace() {
 fn works_in_a_private_cgroup_namespace() {
     let log = std::env::temp_dir().join(format!("graceful-cgroupns-{}", std::process::id()));
     let mut cgroups = Cgroup2::discover().unwrap();
-    let parent = format!("/graceful-tests/cgroupns-{}", std::process::id());
+    let run_cgroup = graceful::throwaway::Parent::new(&format!(
+        "/graceful-tests/cgroupns-{}",
+        std::process::id()
+    ));
+    let parent = run_cgroup.path();
     // Running before the daemon starts, so it is known from /proc (paths relative to the
     // daemon's namespace), not from the kernel's events.
     let mut sb =
@@ -154,6 +159,5 @@ fn works_in_a_private_cgroup_namespace() {
     drop(sb);
     assert!(daemon.stop().success());
     let _ = std::fs::remove_dir(&home);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
     let _ = std::fs::remove_file(&log);
 }
