@@ -2,6 +2,7 @@
 //! something to real processes, then await the events it must cause.
 //!
 //! The tests need root and a BPF-capable kernel; when either is missing they fail, loudly.
+pub mod check_cli;
 pub mod cri;
 pub mod daemon;
 pub mod kube_api;

@@ -111,10 +111,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut empty: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut());
-        let default: libc::sigaction = core::mem::zeroed();
+        // The raw system call: libc's refuses the real-time signals it keeps for itself (32,
+        // 33), which a parent may still have left ignored. All zero is SIG_DFL in the kernel's
+        // struct sigaction (handler, flags, restorer, mask).
+        let default = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &default, core::ptr::null_mut());
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    core::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
         libc::execve(a.argv[0], a.argv.as_ptr(), a.envp.as_ptr());

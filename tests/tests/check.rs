@@ -2,44 +2,10 @@
 //! `--json` and `--junit`.
 use std::process::Command;
 
-use graceful_tests::daemon::daemon_binary;
-use serde_json::Value;
-
-struct Checked {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn check(flags: &[&str], command: &[&str]) -> Checked {
-    let out = Command::new(daemon_binary())
-        .arg("check")
-        .args(flags)
-        .arg("--")
-        .args(command)
-        .output()
-        .unwrap();
-    Checked {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// `check --json --grace 2`: the exit code and the record.
-fn record(extra: &[&str], command: &[&str]) -> (Option<i32>, Value) {
-    let mut flags = vec!["--json", "--grace", "2"];
-    flags.extend_from_slice(extra);
-    let c = check(&flags, command);
-    assert!(!c.stderr.contains("panicked"), "{}", c.stderr);
-    let record: Value = serde_json::from_str(c.stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{command:?}: not one JSON record ({e}): {}{}",
-            c.stdout, c.stderr
-        )
-    });
-    (c.code, record)
-}
+use graceful_tests::{
+    check_cli::{check, record},
+    daemon::daemon_binary,
+};
 
 #[test]
 fn a_shell_wrapper_without_exec_fails() {
@@ -123,14 +89,23 @@ fn a_missing_binary_is_a_usage_error() {
 }
 
 #[test]
-fn a_command_that_ends_by_itself_is_reported() {
+fn a_command_that_ends_by_itself_is_a_usage_error_that_leaves_nothing() {
     let c = check(&["--grace", "2"], &["sh", "-c", "exit 3"]);
-    assert_eq!(c.code, Some(1), "{}", c.stderr);
+    assert_eq!(c.code, Some(2), "{}", c.stderr);
+    let errors: Vec<&str> = c
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", c.stderr);
     assert!(
-        c.stderr.contains("before it was stopped") && c.stderr.contains("exit code 3"),
+        errors[0].contains("before it was stopped") && errors[0].contains("exit code 3"),
         "{}",
         c.stderr
     );
+    let cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+    let run = cgroups.dir(&format!("/graceful-demo/{}-0", c.pid));
+    assert!(!run.exists(), "{} was left behind", run.display());
 }
 
 #[test]
