@@ -208,10 +208,10 @@ impl Scenario {
     pub fn exits_leaving_children() -> Scenario {
         Scenario::new(
             "exits-on-term",
-            "PID 1 exits on SIGTERM; the kernel kills what is left",
+            "PID 1 exits on SIGTERM while its worker still runs; the kernel kills the worker",
             sh("trap 'exit 0' TERM; sleep 1000 & wait"),
             &["sh", "sleep"],
-            Verdict::Graceful,
+            Verdict::ChildrenKilledAtExit,
         )
     }
     pub fn force_delete() -> Scenario {
@@ -238,7 +238,8 @@ impl Scenario {
         Scenario::new(
             "stopsignal-int",
             "STOPSIGNAL SIGINT, handled by PID 1",
-            sh("trap 'exit 0' INT; sleep 1000 & wait"),
+            // The worker is stopped with SIGTERM: a background job of a shell ignores SIGINT.
+            sh("trap 'kill -TERM $w; wait $w; exit 0' INT; sleep 1000 & w=$!; wait"),
             &["sh", "sleep"],
             Verdict::Graceful,
         )

@@ -15,7 +15,7 @@ use crate::{
     procfs::{in_sigwait, processes, start_time, ProcStatus, Program},
     record::TerminationRecord,
     signals::Signal,
-    tracker::{Disposition, Found, Tracker, TrackerConfig},
+    tracker::{Disposition, Found, Tracker, TrackerConfig, DRAIN_SLACK_NS},
 };
 
 /// The kernel side of every traced run, written once: the probes attached, their event stream
@@ -56,10 +56,6 @@ pub struct Pipeline {
     /// it is forgotten (its exit lost) only once the reader found the ring empty after that.
     missing: HashMap<u32, Mono>,
 }
-
-/// Slack for a record reserved before a sweep's look but still being written when the reader
-/// found the ring empty (a BPF program runs for microseconds).
-const DRAIN_SLACK_NS: Mono = 10_000_000;
 
 /// Above this many, the filled set starts afresh (a container is then read again: harmless).
 const FILLED_MAX: usize = 4096;
@@ -397,6 +393,9 @@ mod tests {
             },
             comm: "app".into(),
         }));
+        assert!(records.is_empty(), "not before the ring is drained");
+        let drained = clock::monotonic_now().max(started + 1_000_000) + DRAIN_SLACK_NS;
+        let records = p.handle(&Event::Drained(drained));
         assert_eq!(records.len(), 1);
         let t = &records[0].termination;
         assert_eq!(
@@ -405,9 +404,6 @@ mod tests {
             "{}",
             t.explanation
         );
-        assert!(p
-            .handle(&Event::Drained(clock::monotonic_now() + DRAIN_SLACK_NS))
-            .is_empty());
     }
 
     #[test]

@@ -36,9 +36,14 @@ fn a_forwarding_trap_passes() {
 
 #[test]
 fn a_handler_that_exits_passes() {
-    let (code, r) = record(&[], &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"]);
+    let (code, r) = record(&[], &["sh", "-c", graceful_tests::GRACEFUL_SCRIPT]);
     assert_eq!(code, Some(0), "{r:#}");
     assert_eq!(r["verdict"], "graceful");
+    // Exiting while the worker still runs: the kernel kills the worker with the namespace.
+    let (code, r) = record(&[], &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"]);
+    assert_eq!(code, Some(1), "{r:#}");
+    assert_eq!(r["verdict"], "children_killed_at_exit", "{r:#}");
+    assert_eq!(r["outcome"], "exited");
 }
 
 #[test]
@@ -53,7 +58,12 @@ fn a_trap_that_never_forwards_fails() {
 fn another_stop_signal_is_sent_and_judged() {
     let (code, r) = record(
         &["--stop-signal", "SIGQUIT", "--ready-after", "0.5"],
-        &["sh", "-c", "trap 'exit 0' QUIT; sleep 1000 & wait"],
+        // A background job of a shell ignores SIGQUIT: the worker is stopped with SIGTERM.
+        &[
+            "sh",
+            "-c",
+            "trap 'kill -TERM $w; wait $w; exit 0' QUIT; sleep 1000 & w=$!; wait",
+        ],
     );
     assert_eq!(code, Some(0), "{r:#}");
     assert_eq!(r["stop"]["signal"], "SIGQUIT");
@@ -137,7 +147,7 @@ fn junit_reports_for_ci() {
     let passing = dir.join(format!("graceful-junit-pass-{}.xml", std::process::id()));
     let c = check(
         &["--grace", "2", "--junit", passing.to_str().unwrap()],
-        &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+        &["sh", "-c", graceful_tests::GRACEFUL_SCRIPT],
     );
     assert_eq!(c.code, Some(0), "{}", c.stderr);
     let xml = std::fs::read_to_string(&passing).unwrap();

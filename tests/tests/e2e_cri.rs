@@ -54,7 +54,7 @@ const CASES: &[Case] = &[
     Case { pod: "no-forward", script: "trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed_after_grace", shared_pids: false },
     Case { pod: "forwards", script: "trap 'kill -TERM -1; wait; exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: false },
     Case { pod: "slow", script: "trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait", programs: &["sh", "sh", "sleep"], timeout: 2, verdict: "slow_shutdown", outcome: "killed_after_grace", shared_pids: false },
-    Case { pod: "exits-on-term", script: "trap 'exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: false },
+    Case { pod: "exits-on-term", script: "trap 'exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "children_killed_at_exit", outcome: "exited", shared_pids: false },
     Case { pod: "force", script: "trap 'exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 0, verdict: "killed_without_stop_signal", outcome: "killed", shared_pids: false },
     // shareProcessNamespace: pause is PID 1, so the app is not protected as an init.
     Case { pod: "shared-exec-sleep", script: "exec sleep 1000", programs: &["sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: true },

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use graceful::{
-    events::{Event, ExitStatus, SignalResult},
+    events::{AtGeneration, Event, ExitStatus, Handler, SignalResult},
     probes::PROGRAMS,
     procfs,
     signals::Signal,
@@ -86,6 +86,74 @@ async fn a_handler_makes_sigterm_delivered_and_exit_code_3_is_reported() {
     };
     assert_eq!(k.expect_exit(init).await.status, exited);
     assert_eq!(sb.wait(WAIT).unwrap(), Some(exited));
+}
+
+/// What the kernel program reads of the target's disposition when SIGTERM is generated, on
+/// each kernel's own layout of task_struct and sighand_struct (BTF).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_targets_handler_and_blocked_mask_are_read_at_generation() {
+    let mut k = Kernel::start("disposition").await;
+    let parent = k.parent.clone();
+    // tini from the PATH: the host's package, or the guest's static copy.
+    let tini = graceful::check::resolve("tini").expect("tini is installed by `cargo xtask setup`");
+    let tini = tini.to_string_lossy().into_owned();
+    let cases: [(&str, Vec<&str>, &[&str], AtGeneration, SignalResult); 4] = [
+        (
+            "default",
+            vec!["/bin/sleep", "1000"],
+            &["/bin/sleep", "1000"],
+            AtGeneration {
+                handler: Some(Handler::Default),
+                blocked: false,
+            },
+            SignalResult::Ignored,
+        ),
+        (
+            "ignore",
+            vec!["/bin/sh", "-c", "trap '' TERM; sleep 1000; true"],
+            &["sleep", "1000"],
+            AtGeneration {
+                handler: Some(Handler::Ignore),
+                blocked: false,
+            },
+            SignalResult::Ignored,
+        ),
+        (
+            "handler",
+            vec!["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+            &["sleep", "1000"],
+            AtGeneration {
+                handler: Some(Handler::Function),
+                blocked: false,
+            },
+            SignalResult::Delivered,
+        ),
+        (
+            // Blocked, and waited for in sigtimedwait (real_blocked): queued, not dropped.
+            "sigwait",
+            vec![tini.as_str(), "--", "/bin/sleep", "1000"],
+            &["/bin/sleep", "1000"],
+            AtGeneration {
+                handler: Some(Handler::Default),
+                blocked: true,
+            },
+            SignalResult::Delivered,
+        ),
+    ];
+    for (name, argv, settled, expected, result) in cases {
+        let mut sb = Throwaway::spawn(&mut k.cgroups, &parent, name, &argv).unwrap();
+        let init = sb.init as u32;
+        wait_for_command(&sb, settled);
+        wait_until_quiescent(sb.init);
+        sb.signal(Signal::TERM).unwrap();
+        let term = k.expect_signal(Signal::TERM, init).await;
+        assert_eq!(
+            (term.at_generation, term.result),
+            (expected, result),
+            "{name}: {term:?}"
+        );
+        sb.stop(Signal::KILL, WAIT).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

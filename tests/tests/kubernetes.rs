@@ -135,7 +135,7 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         .start_pod(
             &calm,
             "app",
-            "trap 'exit 0' TERM; sleep 1000 & wait",
+            graceful_tests::GRACEFUL_SCRIPT,
             None,
             &ctd.dir,
         )

@@ -142,7 +142,7 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
                 shared_pids: false,
             },
             ("StatefulSet", "calm"),
-            "trap 'exit 0' TERM; sleep 1000 & wait",
+            graceful_tests::GRACEFUL_SCRIPT,
         ),
         (
             PodSpec {

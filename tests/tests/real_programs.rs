@@ -279,3 +279,38 @@ fn a_jvm_stopped_with_sigquit_is_told_the_stop_signal_is_wrong() {
     assert_eq!(code, Some(0), "{r:#}");
     assert_eq!(r["verdict"], "graceful");
 }
+
+#[test]
+fn a_pid1_that_exits_before_its_workers_gets_them_killed() {
+    // The trap forwards, but `wait $c` returns at the trap, the shell exits, and the kernel cuts
+    // the worker mid-drain; tini exits with its child and leaves a grandchild; a Python init's
+    // handler calls os._exit with a worker still busy.
+    let dir = Scratch::new("drains");
+    let app = dir.file("app.py", &python(Some("time.sleep(5)"))[2], false);
+    let drains = format!("trap 'kill -TERM $c' TERM; python3 {app} & c=$!; wait $c");
+    let python_init = "import os, signal, subprocess, time\n\
+                       worker = subprocess.Popen(['sleep', '1000'])\n\
+                       signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n\
+                       time.sleep(1000)\n";
+    let cases: [(&[&str], &str); 3] = [
+        (&["sh", "-c", &drains], "had SIGTERM but had not finished"),
+        (
+            &["tini", "--", "sh", "-c", "sleep 1000; true"],
+            "never received SIGTERM",
+        ),
+        (&["python3", "-c", python_init], "never received SIGTERM"),
+    ];
+    for (command, how) in cases {
+        let (code, r) = record(&[], command);
+        assert_eq!(code, Some(1), "{command:?}: {r:#}");
+        assert_eq!(
+            r["verdict"], "children_killed_at_exit",
+            "{command:?}: {r:#}"
+        );
+        assert_eq!(r["outcome"], "exited", "{r:#}");
+        assert!(
+            explanation(&r).contains(how) && explanation(&r).contains("wait for its children"),
+            "{command:?}: {r:#}"
+        );
+    }
+}

@@ -180,6 +180,18 @@ async fn pid1_exiting_on_sigterm_leaves_children_to_the_kernel() {
         "teardown SIGKILLs are not a kill"
     );
     assert!(t.kill.is_none());
+    // The worker was alive at the stop, never got it, and died in the teardown: named.
+    assert_eq!(
+        comms(t.never_received.iter().map(|p| p.comm.clone())),
+        vec!["sleep"],
+        "{}",
+        r.timeline()
+    );
+    assert!(
+        t.explanation.contains("sleep (pid") && t.explanation.contains("wait for its children"),
+        "{}",
+        t.explanation
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -36,6 +36,12 @@ pub fn build() -> Result<()> {
         .args(["--owner=0", "--group=0", "-cf"])
         .arg(&tarball)
         .arg("."))?;
+    // The last run's images go first: rebuilt under the same names, they would stay behind
+    // untagged and fill the disk run after run.
+    let _ = Command::new("podman")
+        .args(["rmi", "--force", "--ignore", IMAGE, BASE])
+        .stdout(std::process::Stdio::null())
+        .status();
     run(Command::new("podman").arg("import").arg(&tarball).arg(BASE))?;
     std::fs::copy(&binary, context.join("graceful-daemon"))?;
     run(Command::new("podman")

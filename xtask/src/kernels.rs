@@ -1,6 +1,6 @@
 //! The kernel matrix: Debian's own kernels booted under QEMU (TCG), each running the
-//! real-kernel test suites inside the guest on a pure cgroup2 hierarchy, as production nodes
-//! have it. Kernel images are downloaded once into `target/kernels/` with a private apt
+//! real-kernel test suites inside the guest on one of the two cgroup layouts production nodes
+//! have: cgroup2 alone, or hybrid (v1 controllers, cgroup2 at /sys/fs/cgroup/unified). Kernel images are downloaded once into `target/kernels/` with a private apt
 //! configuration (the system's apt sources are not touched).
 use std::{
     fs,
@@ -21,6 +21,26 @@ pub struct Kernel {
     pub suite: &'static str,
     prefix: &'static str,
     suffix: &'static str,
+    /// The guest's cgroup layout: every run tests both, whatever the host has.
+    pub layout: Layout,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Layout {
+    /// cgroup2 alone at /sys/fs/cgroup.
+    Unified,
+    /// cgroup v1 controllers (cpu, memory, pids, ...) under a tmpfs at /sys/fs/cgroup, cgroup2
+    /// at /sys/fs/cgroup/unified with no controller: systemd's "hybrid", Debian 11's default.
+    Hybrid,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Unified => "unified",
+            Layout::Hybrid => "hybrid",
+        }
+    }
 }
 
 pub const MATRIX: [Kernel; 3] = [
@@ -29,18 +49,21 @@ pub const MATRIX: [Kernel; 3] = [
         suite: "bullseye",
         prefix: "linux-image-5.10.0-",
         suffix: "-amd64-unsigned",
+        layout: Layout::Hybrid,
     },
     Kernel {
         label: "6.1",
         suite: "bookworm",
         prefix: "linux-image-6.1.0-",
         suffix: "-amd64-unsigned",
+        layout: Layout::Unified,
     },
     Kernel {
         label: "6.12",
         suite: "bookworm-backports",
         prefix: "linux-image-6.12.",
         suffix: "+deb12-amd64-unsigned",
+        layout: Layout::Hybrid,
     },
 ];
 
@@ -57,6 +80,8 @@ const GUEST_TESTS: [&str; 2] = ["kernel_probes", "verdicts"];
 
 /// How long one guest may take: TCG is slow, but a hung guest must fail the suite.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+/// More for each repeated round of the suites.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 const RESULT_MARK: &str = "GRACEFUL-GUEST-RESULT";
 
@@ -248,8 +273,9 @@ fn copy_into(root: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The guest's /init: a pure cgroup2 hierarchy at /sys/fs/cgroup, tracefs, then every suite.
-fn init_script(tests: &[(String, PathBuf)]) -> String {
+/// The guest's /init: the cgroup layout the kernel command line names (`graceful.cgroups=`),
+/// tracefs, then every suite.
+fn init_script(tests: &[(String, PathBuf)], repeat: u32) -> String {
     let mut s = String::from(
         "#!/bbin/busybox sh\n\
          /bbin/busybox --install -s /bbin\n\
@@ -259,7 +285,16 @@ fn init_script(tests: &[(String, PathBuf)]) -> String {
          mount -t sysfs sysfs /sys\n\
          mount -t devtmpfs devtmpfs /dev\n\
          mount -t tmpfs tmpfs /tmp\n\
-         mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
+         if grep -q graceful.cgroups=hybrid /proc/cmdline; then\n\
+           mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup\n\
+           for c in cpu cpuacct cpuset memory devices freezer blkio pids; do\n\
+             mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c\n\
+           done\n\
+           mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified\n\
+         else\n\
+           mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
+         fi\n\
+         echo \"cgroup layout: $(grep cgroup /proc/mounts | cut -d' ' -f2,3 | tr '\\n' ' ')\"\n\
          mount -t tracefs tracefs /sys/kernel/tracing\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
          ulimit -n 65536\n\
@@ -268,23 +303,30 @@ fn init_script(tests: &[(String, PathBuf)]) -> String {
     );
     // One test at a time: under TCG a guest oopsed once (int3 in __send_signal_locked) when one
     // test attached the signal tracepoint (live code patching) while another flooded signals.
+    s += &format!("for round in $(seq 1 {repeat}); do\n");
     for (name, _) in tests {
         s += &format!(
-            "echo '== {name}'\n\
+            "echo \"== {name} (round $round of {repeat})\"\n\
              RUST_BACKTRACE=1 /tests/{name} --test-threads=1 || rc=1\n"
         );
     }
+    s += "done\n";
     s += &format!("echo \"{RESULT_MARK} rc=$rc\"\nsync\npoweroff -f\n");
     s
 }
 
 /// Programs the suites run in their containers, as the host has them: busybox runs applets
 /// without exec, so its `sh` would not behave as the host's does.
-const GUEST_PROGRAMS: [(&str, &str); 2] = [("/bin/sh", "sh"), ("/bin/sleep", "sleep")];
+const GUEST_PROGRAMS: [(&str, &str); 3] = [
+    ("/bin/sh", "sh"),
+    ("/bin/sleep", "sleep"),
+    // an init that blocks the stop signal and waits for it (Debian's tini, static build)
+    ("/usr/bin/tini-static", "tini"),
+];
 
 /// Packs the guest's root: busybox (for the init), the host's sh and sleep, the test binaries
 /// (debug info stripped) and their libraries.
-fn initramfs(tests: &[(String, PathBuf)]) -> Result<PathBuf> {
+fn initramfs(tests: &[(String, PathBuf)], repeat: u32) -> Result<PathBuf> {
     let work = dir().join("initramfs");
     let _ = fs::remove_dir_all(&work);
     for sub in [
@@ -318,7 +360,7 @@ fn initramfs(tests: &[(String, PathBuf)]) -> Result<PathBuf> {
         copy_into(&work, lib)?;
     }
     let init = work.join("init");
-    fs::write(&init, init_script(tests))?;
+    fs::write(&init, init_script(tests, repeat))?;
     run(Command::new("chmod").arg("755").arg(&init))?;
     let cpio = dir().join("initramfs.cpio");
     run(Command::new("sh").arg("-c").arg(format!(
@@ -330,7 +372,7 @@ fn initramfs(tests: &[(String, PathBuf)]) -> Result<PathBuf> {
 }
 
 /// Boots `k` and runs the suites in it; fails unless every suite passed.
-fn boot(k: &Kernel, image: &Path, cpio: &Path) -> Result<Duration> {
+fn boot(k: &Kernel, image: &Path, cpio: &Path, timeout: Duration) -> Result<Duration> {
     let started = Instant::now();
     let log_path = dir().join(format!("{}.log", k.label));
     let mut child = Command::new("qemu-system-x86_64")
@@ -352,7 +394,13 @@ fn boot(k: &Kernel, image: &Path, cpio: &Path) -> Result<Duration> {
         .arg(image)
         .arg("-initrd")
         .arg(cpio)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .args([
+            "-append",
+            &format!(
+                "console=ttyS0 panic=-1 quiet graceful.cgroups={}",
+                k.layout.name()
+            ),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -362,7 +410,7 @@ fn boot(k: &Kernel, image: &Path, cpio: &Path) -> Result<Duration> {
     let pid = child.id();
     // A guest that hangs is killed at the deadline; its output so far tells where.
     let watchdog = std::thread::spawn(move || {
-        let deadline = Instant::now() + GUEST_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(500));
             if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -394,7 +442,7 @@ fn boot(k: &Kernel, image: &Path, cpio: &Path) -> Result<Duration> {
             log_path.display()
         ),
         None if timed_out => bail!(
-            "kernel {}: the guest did not finish in {GUEST_TIMEOUT:?} (log: {})",
+            "kernel {}: the guest did not finish in {timeout:?} (log: {})",
             k.label,
             log_path.display()
         ),
@@ -407,7 +455,7 @@ fn boot(k: &Kernel, image: &Path, cpio: &Path) -> Result<Duration> {
 }
 
 /// Runs the real-kernel suites on each kernel of `labels` (all of the matrix when empty).
-pub fn test(labels: &[String]) -> Result<()> {
+pub fn test(labels: &[String], repeat: u32) -> Result<()> {
     let chosen: Vec<&Kernel> = if labels.is_empty() {
         MATRIX.iter().collect()
     } else {
@@ -424,12 +472,18 @@ pub fn test(labels: &[String]) -> Result<()> {
             .collect::<Result<_>>()?
     };
     let images: Vec<PathBuf> = chosen.iter().map(|k| vmlinuz(k)).collect::<Result<_>>()?;
-    let cpio = initramfs(&test_binaries()?)?;
+    let cpio = initramfs(&test_binaries()?, repeat)?;
     let mut times = Vec::new();
     let mut failures = Vec::new();
     for (k, image) in chosen.iter().zip(&images) {
-        match boot(k, image, &cpio) {
-            Ok(t) => times.push(format!("{} {:.0} s", k.label, t.as_secs_f64())),
+        let timeout = GUEST_TIMEOUT + ROUND_TIMEOUT * repeat.saturating_sub(1);
+        match boot(k, image, &cpio, timeout) {
+            Ok(t) => times.push(format!(
+                "{} ({}) {:.0} s",
+                k.label,
+                k.layout.name(),
+                t.as_secs_f64()
+            )),
             Err(e) => failures.push(format!("{e:#}")),
         }
     }

@@ -34,6 +34,10 @@ enum Task {
         /// Only the real-kernel suites, on these kernels of the matrix (5.10, 6.1, 6.12).
         #[arg(long)]
         kernel: Vec<String>,
+        /// With --kernel: run the guest suites this many times in a row in each guest (a
+        /// flaky test is a failing one: this is how to show it is not).
+        #[arg(long, default_value_t = 1, requires = "kernel")]
+        repeat: u32,
     },
     /// Set up, then run the benchmarks and print their numbers (as root).
     Bench,
@@ -87,10 +91,10 @@ fn main() -> Result<()> {
             cargo(&["build", "--release", "-p", "graceful-daemon"])?;
             run(Command::new(root().join("target/release/graceful-daemon")).args(args))
         }
-        Task::Test { kernel } if !kernel.is_empty() => {
+        Task::Test { kernel, repeat } if !kernel.is_empty() => {
             require_root("the kernel tests load eBPF programs")?;
             setup()?;
-            kernels::test(&kernel)
+            kernels::test(&kernel, repeat)
         }
         Task::Test { .. } => {
             require_root("the kernel tests load eBPF programs")?;
@@ -131,7 +135,7 @@ fn main() -> Result<()> {
             cargo(&["build", "-p", "graceful-daemon"])?;
             image::build()?;
             cargo(&["test", "--workspace"])?;
-            kernels::test(&[])
+            kernels::test(&[], 1)
         }
         Task::Image => {
             setup()?;

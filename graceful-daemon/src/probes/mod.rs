@@ -353,7 +353,6 @@ impl Probes {
         let (tx, rx) = mpsc::channel(1 << 16);
         let mut placer = LossPlacer::default();
         tokio::spawn(async move {
-            let mut marked = crate::clock::monotonic_now();
             loop {
                 // A wake-up can be missed (data that lands between the last read and clearing
                 // readiness): an idle reader looks again, and says the ring is drained.
@@ -366,12 +365,11 @@ impl Probes {
                     Ok(Err(_)) => return,
                     Err(_) => drain(fd.get_mut(), &mut placer, &tx).await,
                 };
+                // Records wait for it (a stop ends once nothing more of it can come), and so
+                // do decisions that an exit was lost.
                 let Some(at) = drained else { return };
-                if at.saturating_sub(marked) >= MARK_EVERY_NS {
-                    if tx.send(Event::Drained(at)).await.is_err() {
-                        return;
-                    }
-                    marked = at;
+                if tx.send(Event::Drained(at)).await.is_err() {
+                    return;
                 }
             }
         });
@@ -475,8 +473,6 @@ fn start_kernel_logger(ebpf: &mut Ebpf) {
 
 /// How long the reader waits for the ring to say it is readable before it looks anyway.
 const IDLE_LOOK: std::time::Duration = std::time::Duration::from_millis(250);
-/// At most one [`Event::Drained`] per this many ns while records flow.
-const MARK_EVERY_NS: u64 = 50_000_000;
 
 /// Reads the ring until it is empty, sending what it holds. Returns when it was found empty
 /// (the clock read before the read that found nothing), None once the receiver is gone.

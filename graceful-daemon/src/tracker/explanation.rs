@@ -54,27 +54,27 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
                 format!("SIGKILL from {from} (pid {pid}) with no stop signal before it: a force delete or kill -9, the app had no chance to shut down.")
             }
         }
-        Verdict::Graceful => {
-            // PID 1 of a pid namespace exited and the kernel SIGKILLed what was left: still a
-            // clean stop of the container, but those processes had no chance to shut down.
-            let killed = &f.never_received_killed;
-            let torn_down = if killed.is_empty() {
-                String::new()
+        Verdict::Graceful => format!(
+            "{comm} (pid {main}) got {sig} and the container exited on its own in {:.1} s{}.",
+            f.duration,
+            exit_code(f)
+        ),
+        Verdict::ChildrenKilledAtExit => {
+            let cut = &f.torn_down;
+            let (they, them) = if cut.len() == 1 { ("it", "it") } else { ("they", "them") };
+            let how = if f.torn_down_mid_shutdown == cut.len() {
+                format!("{they} had {sig} but had not finished shutting down")
+            } else if f.torn_down_mid_shutdown == 0 {
+                format!("{they} never received {sig}")
             } else {
-                format!(
-                    " When it exited, the kernel killed {} without {sig}: {} never received the signal.",
-                    names(killed),
-                    if killed.len() == 1 { "it" } else { "they" }
-                )
-            };
-            // Kubernetes shows a non-zero code as an error: the stop was still clean.
-            let code = match f.exit_code {
-                Some(code) if code != 0 => format!(" (exit code {code})"),
-                _ => String::new(),
+                format!("some had {sig} and had not finished, the others never received it")
             };
             format!(
-                "{comm} (pid {main}) got {sig} and the container exited on its own in {:.1} s{code}.{torn_down}",
-                f.duration
+                "{comm} (pid {main}) exited {:.1} s after {sig}{}, while {} {} still running: a pid namespace ends with its init, so the kernel SIGKILLed {them} ({how}). Make PID 1 wait for its children before it exits (forward {sig}, then `wait` for each child again until it is gone: a trap interrupts `wait`), or `exec` the app so that it is PID 1; with dumb-init, --single-child; tini waits only for its own child.",
+                f.duration,
+                exit_code(f),
+                names(cut),
+                were(cut),
             )
         }
         // SIG_IGN survives exec, so the usual fixes (exec form, tini) would not help.
@@ -137,6 +137,14 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
                 )
             }
         }
+    }
+}
+
+/// " (exit code 143)" for a clean stop with a code Kubernetes would show as an error.
+fn exit_code(f: &Facts) -> String {
+    match f.exit_code {
+        Some(code) if code != 0 => format!(" (exit code {code})"),
+        _ => String::new(),
     }
 }
 

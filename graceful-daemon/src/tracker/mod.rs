@@ -37,6 +37,10 @@ pub struct TrackerConfig {
     pub abandon_after_ns: u64,
 }
 
+/// Slack for a record reserved before a moment but still being written when the reader found
+/// the ring empty after it (a BPF program runs for microseconds).
+pub const DRAIN_SLACK_NS: u64 = 10_000_000;
+
 /// What a runtime takes beyond the grace period to send its SIGKILL (it polls, then kills).
 pub const GRACE_SLACK_NS: u64 = 60 * 1_000_000_000;
 
@@ -91,6 +95,12 @@ struct Active {
     reraised: bool,
     /// A process of the container exited before any SIGKILL from outside.
     exit_before_kill: bool,
+    /// Processes the kernel SIGKILLed when the main process, the pid namespace's init, exited.
+    torn_down: BTreeSet<u32>,
+    /// When the last process the tracker knew of exited. Processes it never heard of may
+    /// still be on their way (forked unseen before the stop, killed in the namespace's
+    /// teardown): the record waits until the ring buffer was drained past this.
+    emptied_at: Option<Mono>,
     alive_at_stop: BTreeMap<u32, String>,
     received: BTreeMap<u32, Received>,
     kill: Option<Kill>,
@@ -124,6 +134,8 @@ impl Active {
             main_at_generation: None,
             reraised: false,
             exit_before_kill: false,
+            torn_down: BTreeSet::new(),
+            emptied_at: None,
             alive_at_stop,
             received: BTreeMap::new(),
             kill: None,
@@ -281,6 +293,9 @@ impl Tracker {
         // once it is stopping) was there at the stop; one whose fork comes after the stop was
         // not, even if /proc showed it before its fork event was read.
         if let Some(a) = group.active.as_mut() {
+            if newly {
+                a.emptied_at = None;
+            }
             if forked {
                 a.alive_at_stop.remove(&pid);
             } else if newly {
@@ -382,12 +397,15 @@ impl Tracker {
                 }
                 Vec::new()
             }
-            Event::Exit(e) => self.on_exit(e.pid, e.cgroup, e.status, e.ts, &e.comm),
+            Event::Exit(e) => {
+                self.on_exit(e.pid, e.cgroup, e.status, e.ts, &e.comm);
+                Vec::new()
+            }
             Event::Lost(e) => {
                 self.lost(e.ts, e.count);
                 Vec::new()
             }
-            Event::Drained(_) => Vec::new(),
+            Event::Drained(at) => self.drained(*at),
         }
     }
 
@@ -402,6 +420,33 @@ impl Tracker {
                 });
             }
         }
+    }
+
+    /// The ring buffer was empty at `at`: terminations whose last known process exited before
+    /// then heard all there was to hear (no unseen process of theirs came after), and end.
+    fn drained(&mut self, at: Mono) -> Vec<Termination> {
+        let due: Vec<CgroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.members.is_empty()
+                    && g.active.as_ref().is_some_and(|a| {
+                        a.emptied_at
+                            .is_some_and(|e| e.saturating_add(DRAIN_SLACK_NS) <= at)
+                    })
+            })
+            .map(|(cgroup, _)| *cgroup)
+            .collect();
+        let mut done = Vec::new();
+        for cgroup in due {
+            if let Some(a) = self.groups.get_mut(&cgroup).and_then(|g| g.active.take()) {
+                let ended = a.emptied_at.unwrap_or(at);
+                done.push(conclude(cgroup, a, ended));
+            }
+            self.stop_signals.remove(&cgroup);
+            self.forget_group(cgroup);
+        }
+        done
     }
 
     /// A process vanished without an exit event (found gone in /proc): its exit was lost.
@@ -421,7 +466,11 @@ impl Tracker {
             code: None,
             signal: None,
         };
-        self.on_exit(pid, p.cgroup, status, now, &p.comm)
+        self.on_exit(pid, p.cgroup, status, now, &p.comm);
+        // Called once the ring was drained at `now`: nothing more is on its way.
+        let mut done = self.drained(now.saturating_add(DRAIN_SLACK_NS));
+        done.append(&mut self.finished);
+        done
     }
 }
 

@@ -2,9 +2,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    conclude, Active, CgroupId, ExitStatus, Kill, Mono, Process, Received, Sender, SignalEvent,
-    Stop, Termination, Tracker, CONVENTIONAL_STOP_SIGNALS, EXITED_KEPT_MAX, EXITED_KEPT_NS,
-    SI_KERNEL,
+    Active, CgroupId, ExitStatus, Kill, Mono, Process, Received, Sender, SignalEvent, Stop,
+    Tracker, CONVENTIONAL_STOP_SIGNALS, EXITED_KEPT_MAX, EXITED_KEPT_NS, SI_KERNEL,
 };
 use crate::{events::Handler, signals::Signal};
 
@@ -181,6 +180,16 @@ impl Tracker {
                 a.reraised = true;
             }
         }
+        // The pid namespace ends with its init: the kernel SIGKILLs what is left, the dying
+        // init as the sender, after its exit was reported.
+        if e.signal == Signal::KILL
+            && !outside
+            && e.sender_pid == a.main
+            && e.target_pid != a.main
+            && a.exits.contains_key(&a.main)
+        {
+            a.torn_down.insert(e.target_pid);
+        }
         if e.signal == Signal::KILL && outside {
             if a.kill.is_none() {
                 a.kill = Some(Kill { at: e.ts, sender });
@@ -198,7 +207,7 @@ impl Tracker {
         status: ExitStatus,
         ts: Mono,
         comm: &str,
-    ) -> Vec<Termination> {
+    ) {
         let known = self.procs.remove(&pid);
         let cgroup = known.as_ref().map(|p| p.cgroup).unwrap_or(cgroup);
         self.dispositions.remove(&pid);
@@ -211,13 +220,13 @@ impl Tracker {
         }
         self.exited.insert(pid, ts);
         let Some(group) = self.groups.get_mut(&cgroup) else {
-            return Vec::new();
+            return;
         };
         // Never seen before its exit, during a stop: it was there, unseen, at the stop.
         if let (None, Some(a)) = (&known, group.active.as_mut()) {
             if a.exits.contains_key(&pid) {
                 // Two threads that end together may both report the process's end.
-                return Vec::new();
+                return;
             }
             a.alive_at_stop
                 .entry(pid)
@@ -249,22 +258,18 @@ impl Tracker {
                 &group.oom_victims,
             ));
         }
-        let mut done = Vec::new();
         if let Some(a) = group.active.as_mut() {
             a.exits.insert(pid, status);
             if a.kill.is_none() {
                 a.exit_before_kill = true;
             }
+            // Ends once the ring buffer is drained past this exit (see `emptied_at`).
             if group.members.is_empty() {
-                if let Some(a) = group.active.take() {
-                    done.push(conclude(cgroup, a, ts));
-                    self.stop_signals.remove(&cgroup);
-                }
+                a.emptied_at = Some(ts);
             }
         }
         if group.members.is_empty() && group.active.is_none() {
             self.forget_group(cgroup);
         }
-        done
     }
 }

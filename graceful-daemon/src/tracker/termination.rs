@@ -19,6 +19,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Graceful,
+    ChildrenKilledAtExit,
     SwallowedByShellPid1,
     Pid1IgnoresStopSignal,
     NotForwarded,
@@ -34,6 +35,7 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Graceful => "graceful",
+            Verdict::ChildrenKilledAtExit => "children_killed_at_exit",
             Verdict::SwallowedByShellPid1 => "swallowed_by_shell_pid1",
             Verdict::Pid1IgnoresStopSignal => "pid1_ignores_stop_signal",
             Verdict::NotForwarded => "not_forwarded",

@@ -56,6 +56,10 @@ pub(super) struct Facts {
     pub reraised: bool,
     /// A process exited between the stop signal and the SIGKILL.
     pub exit_before_kill: bool,
+    /// Killed by the kernel's teardown of the pid namespace when the main process exited.
+    pub torn_down: Vec<NamedProcess>,
+    /// Of those, the ones that had received the stop signal (they were cut mid-shutdown).
+    pub torn_down_mid_shutdown: usize,
 }
 
 /// Whether the kernel dropped the stop signal at the main process. The kernel's view at
@@ -150,6 +154,24 @@ impl Facts {
                     .cloned()
                     .unwrap_or(a.main_comm.clone()),
             });
+        let torn_down: Vec<NamedProcess> = a
+            .torn_down
+            .iter()
+            .filter(|pid| died_of(a.exits.get(pid).copied(), Signal::KILL))
+            .map(|&pid| NamedProcess {
+                pid,
+                comm: a
+                    .alive_at_stop
+                    .get(&pid)
+                    .or_else(|| a.received.get(&pid).map(|r| &r.comm))
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let torn_down_mid_shutdown = torn_down
+            .iter()
+            .filter(|p| a.received.contains_key(&p.pid))
+            .count();
         let duration = ended.saturating_sub(a.started) as f64 / 1e9;
         let grace = match (&a.stop, &a.kill) {
             (Some(s), Some(k)) => k.at.saturating_sub(s.at) as f64 / 1e9,
@@ -196,6 +218,8 @@ impl Facts {
             exit_code: main_exit.and_then(|s| s.code),
             reraised: a.reraised,
             exit_before_kill: a.exit_before_kill,
+            torn_down,
+            torn_down_mid_shutdown,
         }
     }
 }
@@ -214,6 +238,13 @@ fn oom_killed(f: &Facts) -> Option<Verdict> {
 /// Rule 2: SIGKILL from outside with no stop signal before it (a force delete).
 fn killed_without_stop_signal(f: &Facts) -> Option<Verdict> {
     (f.kill.is_some() && f.stop_signal.is_none()).then_some(Verdict::KilledWithoutStopSignal)
+}
+
+/// Everything exited with no SIGKILL from outside, but PID 1 exited while other processes still
+/// ran, and the kernel's teardown of the pid namespace SIGKILLed them.
+fn children_killed_at_exit(f: &Facts) -> Option<Verdict> {
+    (f.outcome == Outcome::Exited && f.stop_signal.is_some() && !f.torn_down.is_empty())
+        .then_some(Verdict::ChildrenKilledAtExit)
 }
 
 /// Rule 3: Everything exited with no SIGKILL from outside: graceful (a main process that dies of
@@ -242,10 +273,11 @@ fn slow_shutdown(_: &Facts) -> Option<Verdict> {
 }
 
 /// DESIGN.md's rules in the order they are tried; the first that matches decides.
-const RULES: [fn(&Facts) -> Option<Verdict>; 7] = [
+const RULES: [fn(&Facts) -> Option<Verdict>; 8] = [
     unknown,
     oom_killed,
     killed_without_stop_signal,
+    children_killed_at_exit,
     exited,
     dropped_at_pid1,
     not_forwarded,

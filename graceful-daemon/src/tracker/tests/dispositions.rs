@@ -94,7 +94,9 @@ fn a_handler_at_the_signal_wins_over_a_later_proc_without_one() {
         SignalResult::Delivered,
         HANDLER,
     );
-    kill_after_grace(&mut s, 2.0);
+    s.at(2.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9));
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SlowShutdown, "{}", r.explanation);
     assert_eq!(r.init.handles_stop_signal, Some(true));

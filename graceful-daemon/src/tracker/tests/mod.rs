@@ -154,7 +154,15 @@ impl Seq {
             reason: LossReason::Kernel,
         }))
     }
+    /// The reader found the ring empty: a termination whose processes are all gone ends.
+    fn drained(&mut self) -> &mut Self {
+        let at = self.now + S;
+        self.feed(Event::Drained(at))
+    }
     fn one(&mut self) -> Termination {
+        if self.done.is_empty() {
+            self.drained();
+        }
         assert_eq!(self.done.len(), 1, "{:#?}", self.done);
         self.done.remove(0)
     }
@@ -364,7 +372,7 @@ fn sigkill_without_stop_signal() {
 }
 
 #[test]
-fn init_exiting_on_sigterm_is_graceful_despite_teardown_kills() {
+fn init_exiting_on_sigterm_while_its_child_runs_gets_the_child_killed() {
     let mut s = shell_with_child();
     // As the kernel orders them: the init's exit, then its teardown SIGKILL, then the child.
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
@@ -372,9 +380,20 @@ fn init_exiting_on_sigterm_is_graceful_despite_teardown_kills() {
         .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
         .exit(11, None, Some(9));
     let r = s.one();
-    assert_eq!(r.verdict, Verdict::Graceful);
+    assert_eq!(r.verdict, Verdict::ChildrenKilledAtExit);
     assert_eq!(r.outcome, Outcome::Exited);
     assert!(r.kill.is_none(), "teardown is not a kill");
+}
+
+#[test]
+fn a_child_killed_by_its_own_parent_before_the_init_exits_is_no_teardown() {
+    // The app SIGKILLs a worker of its own, then exits: nothing was left for the kernel.
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9))
+        .exit(10, Some(0), None);
+    assert_eq!(s.one().verdict, Verdict::Graceful);
 }
 
 #[test]
@@ -488,7 +507,9 @@ fn two_containers_stopped_at_once_are_kept_apart() {
             comm: String::new(),
         })
     };
-    let a = t.on_event(&exit(20, 600, None));
+    assert!(t.on_event(&exit(20, 600, None)).is_empty());
+    let a = t.on_event(&Event::Drained(3 + S));
+    assert_eq!(a.len(), 1, "{a:#?}");
     assert_eq!(a[0].verdict, Verdict::Graceful);
     assert_eq!(a[0].cgroup, 600);
     let kill = signal_event(
@@ -499,7 +520,9 @@ fn two_containers_stopped_at_once_are_kept_apart() {
         SignalResult::Delivered,
     );
     assert!(t.on_event(&Event::Signal(kill)).is_empty());
-    let b = t.on_event(&exit(30, 700, Some(9)));
+    assert!(t.on_event(&exit(30, 700, Some(9))).is_empty());
+    let b = t.on_event(&Event::Drained(3 + S));
+    assert_eq!(b.len(), 1, "{b:#?}");
     assert_eq!(b[0].cgroup, 700);
     assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);
 }

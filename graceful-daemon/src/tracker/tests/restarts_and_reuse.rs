@@ -19,7 +19,11 @@ fn seeded_then_killed(grace: Option<f64>, after: u64) -> Termination {
     );
     t.on_event(&Event::Signal(kill));
     assert!(t.on_event(&killed_exit(at, 10)).is_empty());
-    let mut done = t.on_event(&killed_exit(at, 11));
+    assert!(
+        t.on_event(&killed_exit(at, 11)).is_empty(),
+        "not before the ring is drained"
+    );
+    let mut done = t.on_event(&Event::Drained(at + S));
     assert_eq!(done.len(), 1, "{done:#?}");
     done.remove(0)
 }

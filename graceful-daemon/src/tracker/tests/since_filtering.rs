@@ -27,7 +27,7 @@ fn explanations_agree_in_number() {
 }
 
 #[test]
-fn graceful_exit_says_what_the_kernel_killed() {
+fn an_exit_that_leaves_a_child_running_says_what_the_kernel_killed() {
     // `trap 'exit 0' TERM; sleep 1000 & wait`: PID 1 exits, the kernel tears down its child.
     let mut s = shell_with_child();
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
@@ -36,15 +36,28 @@ fn graceful_exit_says_what_the_kernel_killed() {
         .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
         .exit(11, None, Some(9));
     let r = s.one();
-    assert_eq!(r.verdict, Verdict::Graceful);
+    assert_eq!(r.verdict, Verdict::ChildrenKilledAtExit);
     assert!(
         r.explanation
-            .contains("the kernel killed sleep (pid 11) without SIGTERM"),
+            .contains("while sleep (pid 11) was still running")
+            && r.explanation
+                .contains("kernel SIGKILLed it (it never received SIGTERM)")
+            && r.explanation.contains("wait for its children"),
         "{}",
         r.explanation
     );
+    // The child had the signal and was still draining: cut mid-shutdown.
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Delivered)
+        .at(0.2)
+        .exit(10, Some(0), None)
+        .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::ChildrenKilledAtExit);
     assert!(
-        r.explanation.contains("it never received"),
+        r.explanation.contains("had SIGTERM but had not finished"),
         "{}",
         r.explanation
     );
@@ -77,6 +90,7 @@ fn kernel_kill(t: &mut Tracker, now: Mono) -> Vec<Termination> {
     for pid in [10, 11] {
         done.extend(t.on_event(&killed_exit(now, pid)));
     }
+    done.extend(t.on_event(&Event::Drained(now + S)));
     done
 }
 
