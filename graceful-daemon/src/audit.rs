@@ -11,7 +11,7 @@ use crate::{
     signals::{is_shell, Signal},
 };
 
-/// The audit record of DESIGN.md.
+/// The audit record of docs/design.md.
 #[derive(Serialize)]
 struct AuditJson<'a> {
     kind: &'static str,

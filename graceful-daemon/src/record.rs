@@ -1,4 +1,4 @@
-//! The termination record: JSON (the contract of DESIGN.md) and a short timeline for a person.
+//! The termination record: JSON (the contract of docs/design.md) and a short timeline for a person.
 use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
 use serde_json::Value;
@@ -11,7 +11,7 @@ use crate::{
     tracker::{Init, NamedProcess, Outcome, Received, Sender, Termination, Verdict},
 };
 
-/// The termination record of DESIGN.md, field for field.
+/// The termination record of docs/design.md, field for field.
 #[derive(Serialize)]
 struct RecordJson<'a> {
     kind: &'static str,

@@ -93,8 +93,54 @@ async fn churn(ctd: &Containerd, round: usize) {
     }
 }
 
+/// Pod cgroups another kubelet-like run left behind (in every hierarchy), as a node that has
+/// run for a while holds: what the daemon keeps must not depend on them. Removed on drop.
+struct Leftovers(Vec<String>);
+
+impl Leftovers {
+    fn make(n: usize) -> Leftovers {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                matches!(right.split_whitespace().next()?, "cgroup" | "cgroup2")
+                    .then(|| left.split_whitespace().nth(4))?
+            })
+            .collect();
+        let pods: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "/kubepods/besteffort/pod0ff1ce00-0000-4000-8000-{:06}{i:06}",
+                    std::process::id()
+                )
+            })
+            .collect();
+        for pod in &pods {
+            for m in &mounts {
+                let _ = std::fs::create_dir_all(format!("{m}{pod}"));
+            }
+        }
+        let cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+        assert!(
+            pods.iter().all(|p| cgroups.dir(p).exists()),
+            "leftovers in cgroup2"
+        );
+        Leftovers(pods)
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pod in &self.0 {
+            graceful::cgroup::remove_everywhere(pod);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn churned_pods_leave_nothing_behind() {
+    let _leftovers = Leftovers::make(300);
     let ctd = Containerd::start().await;
     let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
     let pid = daemon.child.id();

@@ -83,6 +83,9 @@ impl KernelCounters for Probes {
     }
 }
 
+/// Waits before asking the runtime again about a container it did not know at its first exec.
+const CREATION_RETRIES: [Duration; 2] = [Duration::from_millis(300), Duration::from_secs(1)];
+
 const TICK: Duration = Duration::from_secs(1);
 /// Ticks between node-wide counter reads, sweeps and TTL pruning (cheap, but not free at rest).
 const HOUSEKEEPING_EVERY: u32 = 5;
@@ -360,9 +363,19 @@ impl Daemon {
         }
         self.pending.insert(identity.id.clone());
         let (id, tx) = (identity.id.clone(), self.lookups.clone());
+        let first_sight = record.is_none();
         tokio::spawn(async move {
             let mut cri = cri;
-            let info = cri.container(&id).await;
+            let mut info = cri.container(&id).await;
+            // A container seen at its first exec may not be in the runtime's store yet (a pod
+            // sandbox's pause runs inside RunPodSandbox): ask again shortly before giving up.
+            for wait in CREATION_RETRIES.iter().filter(|_| first_sight) {
+                if !matches!(info, Err(CriError::Call { .. })) {
+                    break;
+                }
+                tokio::time::sleep(*wait).await;
+                info = cri.container(&id).await;
+            }
             let _ = tx
                 .send(Lookup {
                     id,

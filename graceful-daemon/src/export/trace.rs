@@ -15,7 +15,7 @@ pub struct ResolvedSignal<'a> {
     pub target_cgroup: Option<String>,
 }
 
-/// The signal event of DESIGN.md (`trace --json`).
+/// The signal event of docs/design.md (`trace --json`).
 #[derive(Serialize)]
 struct SignalJson<'a> {
     kind: &'static str,

@@ -2,7 +2,7 @@
 //! enrichment read from /proc), it keeps the processes of every cgroup and turns each stop of a
 //! container into one [`Termination`] with an outcome, a verdict and an explanation.
 //!
-//! `termination`: what a stop becomes; `verdict`: DESIGN's rules and the explanations; this
+//! `termination`: what a stop becomes; `verdict`: docs/design.md's rules and the explanations; this
 //! module: the state (processes, cgroups, terminations under way) and how events change it.
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

@@ -1,4 +1,4 @@
-//! Outcome and verdict of a termination: the facts a stop left, then DESIGN.md's rules, one
+//! Outcome and verdict of a termination: the facts a stop left, then docs/design.md's rules, one
 //! function each, in their order. The words are `explanation`'s.
 use super::{explanation::explain, Active, CgroupId, ExitStatus, Kill, Mono, Signal};
 use crate::{
@@ -272,7 +272,7 @@ fn slow_shutdown(_: &Facts) -> Option<Verdict> {
     Some(Verdict::SlowShutdown)
 }
 
-/// DESIGN.md's rules in the order they are tried; the first that matches decides.
+/// docs/design.md's rules in the order they are tried; the first that matches decides.
 const RULES: [fn(&Facts) -> Option<Verdict>; 8] = [
     unknown,
     oom_killed,
