@@ -13,6 +13,19 @@ pub struct Checked {
     pub pid: u32,
 }
 
+impl Checked {
+    /// The one `error:` line it printed (it must print exactly one).
+    pub fn error_line(&self) -> &str {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", self.stderr);
+        errors[0]
+    }
+}
+
 /// `check FLAGS -- COMMAND`.
 pub fn check(flags: &[&str], command: &[&str]) -> Checked {
     let child = Command::new(daemon_binary())

@@ -71,25 +71,25 @@ fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
 /// its containers' cgroups but not the parents it was given. Cgroups that still hold
 /// processes stay (the kernel refuses).
 pub fn remove_everywhere(rel: &str) {
-    let rel = rel.trim_start_matches('/');
-    if rel.is_empty() {
-        return;
-    }
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for mount in hierarchies(&mountinfo) {
-        remove_tree(&mount.join(rel));
-    }
+    in_every_hierarchy(rel, remove_tree);
 }
 
 /// Removes the cgroup `rel` in every hierarchy where it is empty (no child, no process).
 pub fn remove_everywhere_if_empty(rel: &str) {
+    in_every_hierarchy(rel, |dir| {
+        let _ = fs::remove_dir(dir);
+    });
+}
+
+/// `f` on the directory of `rel` in each mounted hierarchy (never on a hierarchy's root).
+fn in_every_hierarchy(rel: &str, f: impl Fn(&Path)) {
     let rel = rel.trim_start_matches('/');
     if rel.is_empty() {
         return;
     }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for mount in hierarchies(&mountinfo) {
-        let _ = fs::remove_dir(mount.join(rel));
+        f(&mount.join(rel));
     }
 }
 

@@ -330,7 +330,7 @@ pub async fn run(
     let mut sandboxes = Vec::new();
     for s in scenarios {
         let argv: Vec<&str> = s.argv.iter().map(String::as_str).collect();
-        let sb = Throwaway::spawn_with(&mut pipeline.cgroups, &parent, &s.name, &argv, &s.spawn)
+        let sb = Throwaway::spawn_with(&mut pipeline.cgroups, parent, &s.name, &argv, &s.spawn)
             .map_err(|error| DemoError::Spawn {
                 name: s.name.clone(),
                 error,

@@ -356,20 +356,6 @@ impl Drop for Throwaway {
 
 const MEMORY_V1: &str = "/sys/fs/cgroup/memory";
 
-#[cfg(test)]
-mod tests {
-    use super::environment;
-
-    #[test]
-    fn the_environment_is_a_runtimes_and_extra_keys_win() {
-        let env = environment("web", &["HOME=/app".into(), "MODE=prod".into()]);
-        assert!(env.iter().any(|v| v.starts_with("PATH=/usr/local/sbin:")));
-        assert!(env.contains(&"HOSTNAME=web".to_string()));
-        assert!(env.contains(&"HOME=/app".to_string()) && !env.contains(&"HOME=/root".to_string()));
-        assert!(env.contains(&"MODE=prod".to_string()));
-    }
-}
-
 /// Sets a memory limit on `cgroup`; returns the v1 memory cgroup the init must join, if any.
 fn limit_memory(cgroups: &Cgroup2, cgroup: &str, limit: u64) -> io::Result<Option<PathBuf>> {
     let root_controllers =
@@ -395,4 +381,18 @@ fn limit_memory(cgroups: &Cgroup2, cgroup: &str, limit: u64) -> io::Result<Optio
     fs::create_dir_all(&dir)?;
     fs::write(dir.join("memory.limit_in_bytes"), limit.to_string())?;
     Ok(Some(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::environment;
+
+    #[test]
+    fn the_environment_is_a_runtimes_and_extra_keys_win() {
+        let env = environment("web", &["HOME=/app".into(), "MODE=prod".into()]);
+        assert!(env.iter().any(|v| v.starts_with("PATH=/usr/local/sbin:")));
+        assert!(env.contains(&"HOSTNAME=web".to_string()));
+        assert!(env.contains(&"HOME=/app".to_string()) && !env.contains(&"HOME=/root".to_string()));
+        assert!(env.contains(&"MODE=prod".to_string()));
+    }
 }

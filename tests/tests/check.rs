@@ -84,13 +84,7 @@ fn a_missing_binary_is_a_usage_error() {
     ] {
         let c = check(&[], command);
         assert_eq!(c.code, Some(2), "{command:?}: {}", c.stderr);
-        let errors: Vec<&str> = c
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("error:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{}", c.stderr);
-        assert!(errors[0].contains("cannot start"), "{}", c.stderr);
+        assert!(c.error_line().contains("cannot start"), "{}", c.stderr);
     }
     let c = check(&["--grace", "nope"], &["sleep", "1"]);
     assert_eq!(c.code, Some(2), "{}", c.stderr);
@@ -102,14 +96,8 @@ fn a_missing_binary_is_a_usage_error() {
 fn a_command_that_ends_by_itself_is_a_usage_error_that_leaves_nothing() {
     let c = check(&["--grace", "2"], &["sh", "-c", "exit 3"]);
     assert_eq!(c.code, Some(2), "{}", c.stderr);
-    let errors: Vec<&str> = c
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", c.stderr);
     assert!(
-        errors[0].contains("before it was stopped") && errors[0].contains("exit code 3"),
+        c.error_line().contains("before it was stopped") && c.error_line().contains("exit code 3"),
         "{}",
         c.stderr
     );

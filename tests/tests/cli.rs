@@ -152,7 +152,7 @@ fn record_one_kill(daemon: &Daemon, name: &str) -> String {
     let run_cgroup =
         graceful::throwaway::Parent::new(&format!("/graceful-tests/cli-{}", std::process::id()));
     let parent = run_cgroup.path();
-    let sb = Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"]).unwrap();
+    let sb = Throwaway::spawn(&mut cgroups, parent, name, &["/bin/sleep", "1000"]).unwrap();
     graceful_tests::wait_for_program(&sb, "sleep");
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
     sb.signal(Signal::KILL).unwrap();

@@ -22,7 +22,7 @@ fn kill_marker(addr: SocketAddr, name: &str) -> Vec<Value> {
         graceful::throwaway::Parent::new(&format!("/graceful-tests/marker-{}", std::process::id()));
     let parent = run_cgroup.path();
     let sb =
-        graceful::throwaway::Throwaway::spawn(&mut cgroups, &parent, name, &["/bin/sleep", "1000"])
+        graceful::throwaway::Throwaway::spawn(&mut cgroups, parent, name, &["/bin/sleep", "1000"])
             .unwrap();
     graceful_tests::wait_for_program(&sb, "sleep");
     let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
@@ -390,7 +390,7 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     let parent = run_cgroup.path();
     let sb = graceful::throwaway::Throwaway::spawn(
         &mut cgroups,
-        &parent,
+        parent,
         "victim",
         &["/bin/sleep", "1000"],
     )

@@ -97,7 +97,15 @@ async fn the_targets_handler_and_blocked_mask_are_read_at_generation() {
     // tini from the PATH: the host's package, or the guest's static copy.
     let tini = graceful::check::resolve("tini").expect("tini is installed by `cargo xtask setup`");
     let tini = tini.to_string_lossy().into_owned();
-    let cases: [(&str, Vec<&str>, &[&str], AtGeneration, SignalResult); 4] = [
+    // (name, command, the command line it settles on, what the kernel saw, its result)
+    type Case<'a> = (
+        &'a str,
+        Vec<&'a str>,
+        &'a [&'a str],
+        AtGeneration,
+        SignalResult,
+    );
+    let cases: [Case; 4] = [
         (
             "default",
             vec!["/bin/sleep", "1000"],
@@ -177,7 +185,7 @@ async fn processes_older_than_the_probes_have_their_cgroup() {
     let run_cgroup =
         graceful::throwaway::Parent::new(&format!("/graceful-tests/old-{}", std::process::id()));
     let parent = run_cgroup.path();
-    let sb = Throwaway::spawn(&mut cgroups, &parent, "old", &["/bin/sleep", "1000"]).unwrap();
+    let sb = Throwaway::spawn(&mut cgroups, parent, "old", &["/bin/sleep", "1000"]).unwrap();
     // The init has joined its cgroup and exec'd before the probes exist.
     let deadline = std::time::Instant::now() + graceful_tests::EVENT_TIMEOUT;
     while sb.pids() != vec![sb.init] || procfs::comm(sb.init).as_deref() != Some("sleep") {

@@ -45,8 +45,7 @@ fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str
     let run_cgroup =
         graceful::throwaway::Parent::new(&format!("/graceful-tests/{name}-{}", std::process::id()));
     let parent = run_cgroup.path();
-    let mut sb =
-        Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
+    let mut sb = Throwaway::spawn(&mut cgroups, parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     graceful_tests::wait_for_program(&sb, "sleep");
     sb.stop(Signal::TERM, std::time::Duration::from_millis(300))
         .unwrap();
@@ -128,8 +127,7 @@ fn works_in_a_private_cgroup_namespace() {
     let parent = run_cgroup.path();
     // Running before the daemon starts, so it is known from /proc (paths relative to the
     // daemon's namespace), not from the kernel's events.
-    let mut sb =
-        Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
+    let mut sb = Throwaway::spawn(&mut cgroups, parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     graceful_tests::wait_for_program(&sb, "sleep");
     // The daemon's namespace is rooted at a cgroup of its own, as a container's is.
     let home = cgroups.dir(&format!("{parent}/daemon"));

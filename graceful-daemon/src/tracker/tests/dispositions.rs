@@ -43,14 +43,8 @@ fn an_init_that_waits_for_the_stop_signal_is_not_said_to_drop_it() {
     let mut s = Seq::new();
     s.exec(10, "tini").fork(10, 11, "tini").exec(11, "app");
     init_seen(&mut s, true, "tini", &["tini", "--", "app"]);
-    s.signal_seen(
-        Signal::TERM,
-        (RUNC, HOST),
-        10,
-        SignalResult::Delivered,
-        DEFAULT_BLOCKED,
-    )
-    .signal_seen(Signal::TERM, (10, CG), 11, SignalResult::Delivered, HANDLER);
+    s.term_seen(SignalResult::Delivered, DEFAULT_BLOCKED)
+        .signal_seen(Signal::TERM, (10, CG), 11, SignalResult::Delivered, HANDLER);
     kill_after_grace(&mut s, 2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SlowShutdown, "{}", r.explanation);
@@ -68,13 +62,7 @@ fn a_shell_init_that_had_signals_blocked_for_a_fork_drops_it_when_it_unblocks() 
         "dash",
         &["/bin/sh", "-c", "sleep 1000; true"],
     );
-    s.signal_seen(
-        Signal::TERM,
-        (RUNC, HOST),
-        10,
-        SignalResult::Delivered,
-        DEFAULT_BLOCKED,
-    );
+    s.term_seen(SignalResult::Delivered, DEFAULT_BLOCKED);
     kill_after_grace(&mut s, 2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
@@ -87,16 +75,8 @@ fn a_handler_at_the_signal_wins_over_a_later_proc_without_one() {
     let mut s = Seq::new();
     s.exec(10, "node");
     init_seen(&mut s, false, "node", &["node", "server.js"]);
-    s.signal_seen(
-        Signal::TERM,
-        (RUNC, HOST),
-        10,
-        SignalResult::Delivered,
-        HANDLER,
-    );
-    s.at(2.0)
-        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
-        .exit(10, None, Some(9));
+    s.term_seen(SignalResult::Delivered, HANDLER);
+    s.killed_at(2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SlowShutdown, "{}", r.explanation);
     assert_eq!(r.init.handles_stop_signal, Some(true));
@@ -106,18 +86,10 @@ fn a_handler_at_the_signal_wins_over_a_later_proc_without_one() {
 fn a_handler_that_re_raises_at_an_init_is_told_to_exit_instead() {
     let mut s = Seq::new();
     s.exec(10, "python3");
-    s.signal_seen(
-        Signal::TERM,
-        (RUNC, HOST),
-        10,
-        SignalResult::Delivered,
-        HANDLER,
-    )
-    .at(0.1)
-    .signal_seen(Signal::TERM, (10, CG), 10, SignalResult::Delivered, DEFAULT);
-    s.at(2.0)
-        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
-        .exit(10, None, Some(9));
+    s.term_seen(SignalResult::Delivered, HANDLER)
+        .at(0.1)
+        .signal_seen(Signal::TERM, (10, CG), 10, SignalResult::Delivered, DEFAULT);
+    s.killed_at(2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SlowShutdown);
     assert!(
@@ -134,15 +106,9 @@ fn a_handler_that_re_raises_at_an_init_is_told_to_exit_instead() {
 fn a_re_raise_that_ends_a_process_that_is_no_init_is_graceful() {
     let mut s = Seq::new();
     s.exec(10, "python3");
-    s.signal_seen(
-        Signal::TERM,
-        (RUNC, HOST),
-        10,
-        SignalResult::Delivered,
-        HANDLER,
-    )
-    .signal_seen(Signal::TERM, (10, CG), 10, SignalResult::Delivered, DEFAULT)
-    .exit(10, None, Some(15));
+    s.term_seen(SignalResult::Delivered, HANDLER)
+        .signal_seen(Signal::TERM, (10, CG), 10, SignalResult::Delivered, DEFAULT)
+        .exit(10, None, Some(15));
     assert_eq!(s.one().verdict, Verdict::Graceful);
 }
 
@@ -159,9 +125,7 @@ fn a_stop_signal_the_program_does_not_stop_on_is_named() {
         SignalResult::Delivered,
         HANDLER,
     );
-    s.at(2.0)
-        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
-        .exit(10, None, Some(9));
+    s.killed_at(2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SlowShutdown);
     assert!(
@@ -184,13 +148,7 @@ fn a_script_run_through_its_shebang_is_a_shell_and_named() {
         "dash",
         &["/bin/sh", "/docker-entrypoint.sh", "app"],
     );
-    s.signal_seen(
-        Signal::TERM,
-        (RUNC, HOST),
-        10,
-        SignalResult::Ignored,
-        DEFAULT,
-    );
+    s.term_seen(SignalResult::Ignored, DEFAULT);
     kill_after_grace(&mut s, 2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
@@ -209,16 +167,8 @@ fn busybox_that_is_no_shell_is_judged_as_a_program() {
     let mut s = Seq::new();
     s.exec(10, "busybox");
     init_seen(&mut s, false, "busybox", &["busybox", "httpd", "-f"]);
-    s.signal_seen(
-        Signal::TERM,
-        (RUNC, HOST),
-        10,
-        SignalResult::Ignored,
-        DEFAULT,
-    );
-    s.at(2.0)
-        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
-        .exit(10, None, Some(9));
+    s.term_seen(SignalResult::Ignored, DEFAULT);
+    s.killed_at(2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::Pid1IgnoresStopSignal);
     assert!(!r.init.shell);

@@ -135,6 +135,16 @@ impl Seq {
         e.at_generation = at_generation;
         self.feed(Event::Signal(e))
     }
+    /// The runtime's SIGTERM to the main process (10), as the kernel saw its target.
+    fn term_seen(&mut self, result: SignalResult, at_generation: AtGeneration) -> &mut Self {
+        self.signal_seen(Signal::TERM, (RUNC, HOST), 10, result, at_generation)
+    }
+    /// `secs` after the start, the runtime's SIGKILL ends the main process (10).
+    fn killed_at(&mut self, secs: f64) -> &mut Self {
+        self.at(secs)
+            .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+            .exit(10, None, Some(9))
+    }
     fn exit(&mut self, pid: u32, code: Option<i32>, signal: Option<i32>) -> &mut Self {
         let now = self.now;
         self.feed(Event::Exit(ExitEvent {
