@@ -55,7 +55,9 @@ pub(crate) fn container_storms() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let _guard = rt.enter();
     let mut cgroups = Cgroup2::discover().expect("cgroup2");
-    let parent = format!("/graceful-bench/storms-{}", std::process::id());
+    let run_cgroup =
+        graceful::throwaway::Parent::new(&format!("/graceful-bench/storms-{}", std::process::id()));
+    let parent = run_cgroup.path();
     let exe = std::env::current_exe().expect("own path");
     let exe = exe.to_string_lossy().into_owned();
     let spawn_script = format!("i=0; while [ $i -lt {SPAWNS} ]; do /bin/true; i=$((i+1)); done");
@@ -97,7 +99,7 @@ pub(crate) fn container_storms() {
                     0 => {
                         let secs = run_container(
                             &mut cgroups,
-                            &parent,
+                            parent,
                             &name,
                             &["/bin/sh", "-c", &spawn_script],
                         );
@@ -112,7 +114,7 @@ pub(crate) fn container_storms() {
                         let _ = std::fs::remove_file(&out);
                         run_container(
                             &mut cgroups,
-                            &parent,
+                            parent,
                             &name,
                             &[
                                 &exe,
@@ -202,7 +204,7 @@ pub(crate) fn container_storms() {
         n += 1;
         run_container(
             &mut cgroups,
-            &parent,
+            parent,
             &format!("storm-{n}"),
             &[
                 &exe,
@@ -218,7 +220,6 @@ pub(crate) fn container_storms() {
         per_signal.push((after.0.saturating_sub(before.0)).as_nanos() as f64 / runs as f64);
     }
     let _ = std::fs::remove_file(&out);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
     println!(
         "signal_generate run time per signal (kernel BPF stats): floor {:.1} ns (USR1) / {:.1} ns (URG), \
          graceful {:.1} ns (USR1) / {:.1} ns (URG): USR1 costs {:.2}x URG",

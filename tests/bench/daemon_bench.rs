@@ -24,14 +24,16 @@ pub(crate) fn daemon_bench() {
     let log = std::fs::File::create("/tmp/graceful-bench-daemon.log").expect("log file");
     let (mut daemon, addr) = start_daemon(log);
     let mut cgroups = Cgroup2::discover().expect("cgroup2");
-    let parent = format!("/graceful-bench/{}", std::process::id());
+    let run_cgroup =
+        graceful::throwaway::Parent::new(&format!("/graceful-bench/{}", std::process::id()));
+    let parent = run_cgroup.path();
 
     // 100 containers SIGKILLed at once; each record's latency from its kill.
     let batch: Vec<Throwaway> = (0..LATENCY_SAMPLES)
         .map(|i| {
             Throwaway::spawn(
                 &mut cgroups,
-                &parent,
+                parent,
                 &format!("lat-{i}"),
                 &["/bin/sleep", "1000"],
             )
@@ -99,7 +101,7 @@ pub(crate) fn daemon_bench() {
         idle.push(
             Throwaway::spawn(
                 &mut cgroups,
-                &parent,
+                parent,
                 &format!("idle-{i}"),
                 &["/bin/sh", "-c", "sleep 100000; true"],
             )
@@ -133,5 +135,4 @@ pub(crate) fn daemon_bench() {
         stop.elapsed().as_secs_f64() * 1000.0
     );
     drop(idle);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
 }

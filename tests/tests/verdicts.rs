@@ -240,12 +240,14 @@ async fn fifty_containers_stopped_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn neighbours_flooding_themselves_cost_no_record() {
     let mut cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
-    let parent = format!("/graceful-tests/flood-{}", std::process::id());
+    let run_cgroup =
+        graceful::throwaway::Parent::new(&format!("/graceful-tests/flood-{}", std::process::id()));
+    let parent = run_cgroup.path();
     let floods: Vec<graceful::throwaway::Throwaway> = (0..4)
         .map(|i| {
             graceful::throwaway::Throwaway::spawn(
                 &mut cgroups,
-                &parent,
+                parent,
                 &format!("flood-{i}"),
                 &[
                     "/bin/sh",
@@ -266,7 +268,6 @@ async fn neighbours_flooding_themselves_cost_no_record() {
         assert!(!f.pids().is_empty(), "{} stopped flooding", f.cgroup);
     }
     drop(floods);
-    let _ = std::fs::remove_dir(cgroups.dir(&parent));
 }
 
 /// A ring buffer of one page, not read while a noisy container stops: the SIGTERM of another
@@ -287,16 +288,19 @@ async fn a_lost_stop_signal_makes_the_record_unknown_never_a_force_delete() {
         ..ProbeOptions::default()
     };
     let mut probes = Probes::load(&options, &mut cgroups).unwrap();
-    let parent = format!("/graceful-tests/tiny-ring-{}", std::process::id());
+    let run_cgroup = graceful::throwaway::Parent::new(&format!(
+        "/graceful-tests/tiny-ring-{}",
+        std::process::id()
+    ));
+    let parent = run_cgroup.path();
     let mut victim =
-        Throwaway::spawn(&mut cgroups, &parent, "victim", &["/bin/sleep", "1000"]).unwrap();
+        Throwaway::spawn(&mut cgroups, parent, "victim", &["/bin/sleep", "1000"]).unwrap();
     let script =
         "trap 'i=0; while [ $i -lt 100 ]; do /bin/sleep 0; i=$((i+1)); done; exit 0' TERM; \
                   sleep 1000 & wait";
     let mut noisy =
-        Throwaway::spawn(&mut cgroups, &parent, "noisy", &["/bin/sh", "-c", script]).unwrap();
-    let marker =
-        Throwaway::spawn(&mut cgroups, &parent, "marker", &["/bin/sleep", "1000"]).unwrap();
+        Throwaway::spawn(&mut cgroups, parent, "noisy", &["/bin/sh", "-c", script]).unwrap();
+    let marker = Throwaway::spawn(&mut cgroups, parent, "marker", &["/bin/sleep", "1000"]).unwrap();
     wait_for_program(&victim, "sleep");
     wait_for_program(&noisy, "sleep");
     wait_for_program(&marker, "sleep");
@@ -371,5 +375,4 @@ async fn a_lost_stop_signal_makes_the_record_unknown_never_a_force_delete() {
     );
     victim.wait(Duration::from_secs(10)).unwrap();
     drop((victim, noisy, marker));
-    let _ = std::fs::remove_dir(pipeline.cgroups.dir(&parent));
 }
