@@ -38,6 +38,7 @@ pub enum Kind {
     Fork = 4,
     Attach = 5,
     Oom = 6,
+    Deliver = 7,
 }
 
 impl Kind {
@@ -49,6 +50,7 @@ impl Kind {
             4 => Kind::Fork,
             5 => Kind::Attach,
             6 => Kind::Oom,
+            7 => Kind::Deliver,
             _ => return None,
         })
     }
@@ -130,6 +132,21 @@ pub struct AttachRecord {
     pub header: Header,
     pub tid: u32,
     pub _pad: u32,
+    pub cgroup: u64,
+}
+
+/// `signal:signal_deliver` of a stop-relevant signal in a container being stopped: a process
+/// dequeued it and the kernel acts on its disposition (a pid-namespace init discards one at
+/// its default action: that is how a signal pending while blocked is dropped after all).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DeliverRecord {
+    pub header: Header,
+    pub tgid: u32,
+    pub tid: u32,
+    pub signo: i32,
+    /// `DISPOSITION_DEFAULT`, `_IGNORE`, `_HANDLER` or `_UNKNOWN`.
+    pub handler: u32,
     pub cgroup: u64,
 }
 

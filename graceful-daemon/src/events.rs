@@ -2,9 +2,9 @@
 use std::mem::size_of;
 
 use graceful_common::{
-    AttachRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord, SignalRecord,
-    DISPOSITION_BLOCKED, DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_HANDLER_MASK,
-    DISPOSITION_IGNORE,
+    AttachRecord, DeliverRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
+    SignalRecord, DISPOSITION_BLOCKED, DISPOSITION_DEFAULT, DISPOSITION_HANDLER,
+    DISPOSITION_HANDLER_MASK, DISPOSITION_IGNORE,
 };
 use serde::Serialize;
 
@@ -84,15 +84,22 @@ pub struct AtGeneration {
     pub blocked: bool,
 }
 
+impl Handler {
+    /// None when the kernel program could not read it.
+    fn from_raw(raw: u32) -> Option<Handler> {
+        match raw & DISPOSITION_HANDLER_MASK {
+            DISPOSITION_DEFAULT => Some(Handler::Default),
+            DISPOSITION_IGNORE => Some(Handler::Ignore),
+            DISPOSITION_HANDLER => Some(Handler::Function),
+            _ => None,
+        }
+    }
+}
+
 impl AtGeneration {
     pub fn from_raw(raw: u32) -> AtGeneration {
         AtGeneration {
-            handler: match raw & DISPOSITION_HANDLER_MASK {
-                DISPOSITION_DEFAULT => Some(Handler::Default),
-                DISPOSITION_IGNORE => Some(Handler::Ignore),
-                DISPOSITION_HANDLER => Some(Handler::Function),
-                _ => None,
-            },
+            handler: Handler::from_raw(raw),
             blocked: raw & DISPOSITION_BLOCKED != 0,
         }
     }
@@ -177,6 +184,18 @@ pub struct AttachEvent {
     pub cgroup: CgroupId,
 }
 
+/// A process of a container being stopped took a stop-relevant signal: the kernel acts now
+/// on `handler` (an init's default action: the signal is discarded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverEvent {
+    pub ts: Mono,
+    pub pid: u32,
+    pub tid: u32,
+    pub signal: Signal,
+    pub handler: Option<Handler>,
+    pub cgroup: CgroupId,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OomEvent {
     pub ts: Mono,
@@ -209,6 +228,7 @@ pub enum Event {
     Fork(ForkEvent),
     Attach(AttachEvent),
     Oom(OomEvent),
+    Deliver(DeliverEvent),
     Lost(LostEvent),
     /// Not the kernel's: the reader found the ring buffer empty at `ts`, so every record the
     /// kernel wrote before then has come (a process gone from /proc has had its exit reported).
@@ -224,6 +244,7 @@ impl Event {
             Event::Fork(e) => e.ts,
             Event::Attach(e) => e.ts,
             Event::Oom(e) => e.ts,
+            Event::Deliver(e) => e.ts,
             Event::Lost(e) => e.ts,
             Event::Drained(ts) => *ts,
         }
@@ -294,6 +315,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Kind::Fork => Event::Fork(read::<ForkRecord>(bytes, kind)?.into()),
         Kind::Attach => Event::Attach(read::<AttachRecord>(bytes, kind)?.into()),
         Kind::Oom => Event::Oom(read::<OomRecord>(bytes, kind)?.into()),
+        Kind::Deliver => Event::Deliver(read::<DeliverRecord>(bytes, kind)?.into()),
     })
 }
 
@@ -358,6 +380,19 @@ impl From<AttachRecord> for AttachEvent {
     fn from(r: AttachRecord) -> AttachEvent {
         let (ts, tid, cgroup) = (r.header.ts_ns, r.tid, r.cgroup);
         AttachEvent { ts, tid, cgroup }
+    }
+}
+
+impl From<DeliverRecord> for DeliverEvent {
+    fn from(r: DeliverRecord) -> DeliverEvent {
+        DeliverEvent {
+            ts: r.header.ts_ns,
+            pid: r.tgid,
+            tid: r.tid,
+            signal: Signal(r.signo),
+            handler: Handler::from_raw(r.handler),
+            cgroup: r.cgroup,
+        }
     }
 }
 

@@ -245,12 +245,19 @@ impl Pipeline {
     /// Looks for processes the tracker still awaits that /proc no longer has (their exit may
     /// have been lost; [`Event::Drained`] settles it), and drops stops that never ended.
     pub fn sweep(&mut self) {
-        let now = clock::monotonic_now();
+        self.sweep_with(still_there);
+    }
+
+    /// The sweep, with `look` telling whether a process is still the one the tracker knows.
+    fn sweep_with(&mut self, look: impl Fn(u32, Option<u64>) -> Option<u64>) {
         let checked: Vec<(u32, Option<u64>)> = self
             .tracker
             .awaited()
-            .map(|(pid, known)| (pid, still_there(pid, known)))
+            .map(|(pid, known)| (pid, look(pid, known)))
             .collect();
+        // Taken after the look, not before: a process reaped while the look ran (it may be
+        // slow on a busy node) wrote its exit before then, so a drain past this time has it.
+        let now = clock::monotonic_now();
         for (pid, start) in checked {
             match start {
                 Some(start) => {
@@ -372,6 +379,26 @@ mod tests {
             crate::tracker::Verdict::Unknown
         );
         assert!(!p.tracker.stopping(cg));
+    }
+
+    #[test]
+    fn a_drain_during_a_slow_look_says_nothing_of_what_the_look_found_gone() {
+        // The process is reaped while the sweep looks (slowly, on a busy node); a drain the
+        // reader made before the reap, but after the look began, must not decide it was lost.
+        let (pid, cg) = (u32::MAX - 11, 0xC0FFF0);
+        let (mut p, _) = stopping_one(pid, cg);
+        let began = clock::monotonic_now();
+        p.sweep_with(|_, _| {
+            // A look that takes longer than the slack (a spin: the clock must really move).
+            while clock::monotonic_now() < began + 3 * DRAIN_SLACK_NS {}
+            None
+        });
+        let during = began + 2 * DRAIN_SLACK_NS;
+        assert!(p.handle(&Event::Drained(during)).is_empty());
+        assert!(
+            p.tracker.stopping(cg),
+            "a drain from before the look ended decides nothing"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use graceful_common::{
-    AttachRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
-    SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, DISPOSITION_BLOCKED,
+    AttachRecord, Config, DeliverRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind,
+    OomRecord, SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, DISPOSITION_BLOCKED,
     DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_IGNORE, DISPOSITION_UNKNOWN,
     ENTERED_ENTRIES, LOST_ENTRIES, LOST_READ_FAILED, LOST_RING_FULL, MAX_SIGNAL, NO_FIELD,
     RECORD_BUF, RESULT_SLOTS, RING_BYTES, SEEN_ENTRIES, STOPPING_ENTRIES,

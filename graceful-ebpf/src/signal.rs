@@ -111,6 +111,54 @@ fn disposition(task: u64, sig: i32) -> u32 {
     }
 }
 
+/// The kernel dequeued a signal and acts on the disposition it passes (`ka`): raw, as
+/// `signal_generate`, since every SIGURG delivery passes here too. Arguments: `(sig, info, ka)`.
+#[raw_tracepoint(tracepoint = "signal_deliver")]
+pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
+    let sig: i32 = ctx.arg::<u64>(0) as i32;
+    if sig <= 0
+        || sig as usize > MAX_SIGNAL
+        || config!(stop_signals) & (1u64 << (sig as u64 - 1)) == 0
+    {
+        return 0;
+    }
+    let cgroup = current_cgroup();
+    if !stopping(cgroup) {
+        return 0;
+    }
+    let ka: u64 = ctx.arg(2);
+    let handler = if ka == 0 {
+        DISPOSITION_UNKNOWN
+    } else {
+        // SAFETY: `ka` is the k_sigaction the kernel is about to act on; the offset is BTF's.
+        match unsafe {
+            bpf_probe_read_kernel(
+                (ka as *const u8)
+                    .add(config!(k_sigaction_handler) as usize)
+                    .cast::<u64>(),
+            )
+        } {
+            Ok(0) => DISPOSITION_DEFAULT,
+            Ok(1) => DISPOSITION_IGNORE,
+            Ok(_) => DISPOSITION_HANDLER,
+            Err(_) => DISPOSITION_UNKNOWN,
+        }
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    output(
+        &ctx,
+        DeliverRecord {
+            header: header(Kind::Deliver),
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            signo: sig,
+            handler,
+            cgroup,
+        },
+    );
+    0
+}
+
 /// Not attached by the daemon: the benchmark's floor, the least any program on this raw
 /// tracepoint can do (read the signal number, compare, return).
 #[raw_tracepoint(tracepoint = "signal_generate")]

@@ -26,6 +26,14 @@ async fn every_program_passes_the_verifier_and_attaches() {
             "{name} not loaded: {stats:?}"
         );
     }
+    // A required program that fails to attach fails the load; an optional one only warns:
+    // every kernel of the matrix has all of them, so none may be missing here.
+    assert!(
+        k.probes.unavailable().is_empty(),
+        "not attached on {}: {:?}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
+        k.probes.unavailable()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,6 +168,18 @@ async fn the_targets_handler_and_blocked_mask_are_read_at_generation() {
             (expected, result),
             "{name}: {term:?}"
         );
+        if name == "handler" {
+            // And the kernel's delivery of it to the handler, in the receiving process.
+            let deliver = k
+                .expect_some("the delivery of SIGTERM to the trap", |e| match e {
+                    Event::Deliver(d) if d.pid == init && d.signal == Signal::TERM => {
+                        Some(d.clone())
+                    }
+                    _ => None,
+                })
+                .await;
+            assert_eq!(deliver.handler, Some(Handler::Function), "{deliver:?}");
+        }
         sb.stop(Signal::KILL, WAIT).unwrap();
     }
 }
@@ -275,6 +295,7 @@ async fn a_running_container_reaches_userspace_only_once_it_is_stopped() {
         Event::Fork(f) => f.cgroup == id,
         Event::Exit(x) => x.cgroup == id,
         Event::Attach(a) => a.cgroup == id,
+        Event::Deliver(d) => d.cgroup == id,
         Event::Oom(_) | Event::Lost(_) | Event::Drained(_) => false,
     };
     let before_stop: Vec<&Event> = k.seen.iter().filter(|e| of_it(e)).collect();

@@ -28,8 +28,9 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/graceful"));
 
 /// The programs and the tracepoints they attach to.
-pub const PROGRAMS: [(&str, &str, &str); 6] = [
+pub const PROGRAMS: [(&str, &str, &str); 7] = [
     ("signal_generate", "signal", "signal_generate"),
+    ("signal_deliver", "signal", "signal_deliver"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("task_newtask", "task", "task_newtask"),
@@ -297,6 +298,11 @@ impl Probes {
             unavailable,
         };
         Ok(probes)
+    }
+
+    /// Optional programs this kernel could not take (attached: all the others).
+    pub fn unavailable(&self) -> &[&'static str] {
+        &self.unavailable
     }
 
     /// Whether the OOM killer's victims are seen (`oom:mark_victim` attached).

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::{
-    events::{AtGeneration, CgroupId, Event, ExitStatus, Mono, SignalEvent},
+    events::{AtGeneration, CgroupId, DeliverEvent, Event, ExitStatus, Handler, Mono, SignalEvent},
     signals::Signal,
 };
 
@@ -93,6 +93,10 @@ struct Active {
     /// The main process sent the stop signal to itself after taking it (a handler that
     /// cleans up and re-raises it with the default action).
     reraised: bool,
+    /// The kernel dequeued the stop signal at the main process with its default action, and
+    /// the main process did not die of it: an init discarding it (it had been pending while
+    /// blocked, or was re-raised).
+    default_delivered_to_main: bool,
     /// A process of the container exited before any SIGKILL from outside.
     exit_before_kill: bool,
     /// Processes the kernel SIGKILLed when the main process, the pid namespace's init, exited.
@@ -133,6 +137,7 @@ impl Active {
             main_disposition: None,
             main_at_generation: None,
             reraised: false,
+            default_delivered_to_main: false,
             exit_before_kill: false,
             torn_down: BTreeSet::new(),
             emptied_at: None,
@@ -405,6 +410,10 @@ impl Tracker {
                 self.lost(e.ts, e.count);
                 Vec::new()
             }
+            Event::Deliver(e) => {
+                self.on_deliver(e);
+                Vec::new()
+            }
             Event::Drained(at) => self.drained(*at),
         }
     }
@@ -419,6 +428,20 @@ impl Tracker {
                     format!("{count} kernel events were lost while this container was stopping")
                 });
             }
+        }
+    }
+
+    /// A process of a stopping container took a stop-relevant signal.
+    fn on_deliver(&mut self, e: &DeliverEvent) {
+        let cgroup = self.procs.get(&e.pid).map_or(e.cgroup, |p| p.cgroup);
+        let Some(a) = self.groups.get_mut(&cgroup).and_then(|g| g.active.as_mut()) else {
+            return;
+        };
+        if e.pid == a.main
+            && a.stop.as_ref().is_some_and(|s| s.signal == e.signal)
+            && e.handler == Some(Handler::Default)
+        {
+            a.default_delivered_to_main = true;
         }
     }
 

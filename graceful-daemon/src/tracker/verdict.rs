@@ -76,11 +76,10 @@ fn dropped_at_main(a: &Active, died_of_it: bool) -> bool {
         (Some(_), Some((Handler::Function, _))) => false,
         // SIG_IGN while blocked: discarded once unblocked.
         (Some(_), Some((Handler::Ignore, _))) => !died_of_it,
-        // Blocked with the default action: pending until taken by sigwait (tini), or until
-        // unblocked, when an init discards it (a shell that blocks signals while it forks).
-        (Some(_), Some((Handler::Default, true))) => {
-            !died_of_it && proc_view.is_some_and(|d| d.namespace_init && !d.waits)
-        }
+        // Blocked with the default action: pending until taken by sigwait (tini: no delivery
+        // follows), or until unblocked, when the kernel delivers it to the default action and
+        // an init discards it (a shell that blocks every signal while it forks).
+        (Some(_), Some((Handler::Default, true))) => !died_of_it && a.default_delivered_to_main,
         // Not blocked, the default action, and not ignored: it was no init, and dies of it.
         (Some(_), Some((Handler::Default, false))) => false,
         _ => !died_of_it && proc_view.is_some_and(|d| d.drops),
@@ -96,7 +95,8 @@ fn takes_stop_signal(a: &Active) -> Option<bool> {
     {
         Some((Handler::Function, _)) => Some(true),
         Some((Handler::Ignore, _)) => Some(false),
-        Some((Handler::Default, blocked)) => Some(blocked && proc_view.is_some_and(|d| d.waits)),
+        // Taken by a wait when it was blocked and never went to the default action.
+        Some((Handler::Default, blocked)) => Some(blocked && !a.default_delivered_to_main),
         None => match (proc_view, a.received.get(&a.main)) {
             (Some(d), _) => Some(d.handles || d.waits),
             (None, Some(r)) if r.result == SignalResult::Ignored => Some(false),

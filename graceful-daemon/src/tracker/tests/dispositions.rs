@@ -62,7 +62,9 @@ fn a_shell_init_that_had_signals_blocked_for_a_fork_drops_it_when_it_unblocks() 
         "dash",
         &["/bin/sh", "-c", "sleep 1000; true"],
     );
-    s.term_seen(SignalResult::Delivered, DEFAULT_BLOCKED);
+    s.term_seen(SignalResult::Delivered, DEFAULT_BLOCKED)
+        // Unblocked: the kernel takes it to the default action, which an init never dies of.
+        .deliver(10, Signal::TERM, Handler::Default);
     kill_after_grace(&mut s, 2.0);
     let r = s.one();
     assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);

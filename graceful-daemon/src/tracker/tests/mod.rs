@@ -139,6 +139,18 @@ impl Seq {
     fn term_seen(&mut self, result: SignalResult, at_generation: AtGeneration) -> &mut Self {
         self.signal_seen(Signal::TERM, (RUNC, HOST), 10, result, at_generation)
     }
+    /// `pid` took `sig`, with this handler, as the kernel delivered it.
+    fn deliver(&mut self, pid: u32, sig: Signal, handler: crate::events::Handler) -> &mut Self {
+        let now = self.now;
+        self.feed(Event::Deliver(crate::events::DeliverEvent {
+            ts: now,
+            pid,
+            tid: pid,
+            signal: sig,
+            handler: Some(handler),
+            cgroup: CG,
+        }))
+    }
     /// `secs` after the start, the runtime's SIGKILL ends the main process (10).
     fn killed_at(&mut self, secs: f64) -> &mut Self {
         self.at(secs)
