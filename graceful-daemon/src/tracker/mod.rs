@@ -207,6 +207,10 @@ pub struct Tracker {
 const EXITED_KEPT_NS: u64 = 60 * 1_000_000_000;
 const EXITED_KEPT_MAX: usize = 8192;
 
+/// How long after its exit a process may still be listed in its cgroup (do_exit leaves the
+/// cgroup well after the exit tracepoint); a pid reused that soon is not to be expected.
+const JUST_EXITED_NS: u64 = 5 * 1_000_000_000;
+
 /// Bounds the walk from a process up to its container's main one (parents could loop in a
 /// tracker that missed events; trees are shallow).
 const MAIN_WALK_MAX: usize = 32;
@@ -239,6 +243,15 @@ impl Tracker {
     /// A process of a container found in /proc as its stop begins: the kernel reports a running
     /// container's forks and execs only once it is being stopped. Feed these before the stop.
     pub fn fill(&mut self, p: Found<'_>) {
+        // The kernel reports an exit before the process leaves its cgroup: cgroup.procs can
+        // still list a process whose exit was just read. It does not come back.
+        let just_exited = self
+            .exited
+            .get(&p.pid)
+            .is_some_and(|at| self.now.saturating_sub(*at) < JUST_EXITED_NS);
+        if just_exited {
+            return;
+        }
         self.join(p.pid, p.cgroup, p.comm, p.parent, false);
         if p.namespace_init {
             self.groups.entry(p.cgroup).or_default().main = Some(p.pid);

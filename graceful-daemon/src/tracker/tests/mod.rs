@@ -549,6 +549,24 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);
 }
 
+#[test]
+fn a_process_still_listed_in_its_cgroup_after_its_exit_is_not_brought_back() {
+    // The slow-shutdown ordering that made a false `unknown`: in the teardown the child's exit
+    // is read while cgroup.procs still lists it (do_exit leaves the cgroup after the exit
+    // tracepoint), and the last known process's exit makes the pipeline read cgroup.procs.
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 10, CG, 11, SignalResult::Delivered)
+        .at(2.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(11, None, Some(9));
+    s.t.fill(found(11, Some(10), "sleep", false));
+    s.exit(10, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.verdict, Verdict::SlowShutdown, "{}", r.explanation);
+    assert_eq!(r.outcome, Outcome::KilledAfterGrace);
+}
+
 mod dispositions;
 mod pre_stop;
 mod properties;
