@@ -148,16 +148,24 @@ impl Pipeline {
         }
     }
 
-    /// The last process the tracker knows of a stopping container is exiting: if the cgroup
-    /// still holds processes it never heard of (gone unseen past the first fill, the kernel
-    /// reporting them only from the stop on), they join before the termination could end.
-    fn before_last_exit(&mut self, pid: u32, cgroup: CgroupId) {
-        if !self.tracker.stopping(cgroup) || self.tracker.members(cgroup) != [pid] {
-            return;
-        }
-        for (pid, status) in self.cgroup_processes(cgroup) {
-            if !self.tracker.knows(pid) {
-                self.tracker.fill(found(pid, &status, cgroup));
+    /// Terminations whose known processes are all gone end once their cgroup holds no process
+    /// (the kernel reports an exit before the process leaves its cgroup, so all records are
+    /// written by then); the processes still in it that the tracker never heard of (children
+    /// of an init, killed in the namespace's teardown) join, and their exits are awaited.
+    fn look_at_emptied(&mut self) {
+        for cgroup in self.tracker.emptied() {
+            let dir = self.cgroups.path_of(cgroup).map(|p| self.cgroups.dir(&p));
+            let populated = dir
+                .and_then(|d| std::fs::read_to_string(d.join("cgroup.events")).ok())
+                .is_some_and(|events| events.lines().any(|l| l == "populated 1"));
+            if !populated {
+                self.tracker.vacated(cgroup, clock::monotonic_now());
+                continue;
+            }
+            for (pid, status) in self.cgroup_processes(cgroup) {
+                if !self.tracker.knows(pid) {
+                    self.tracker.fill(found(pid, &status, cgroup));
+                }
             }
         }
     }
@@ -223,17 +231,14 @@ impl Pipeline {
             }
             _ => {}
         }
-        match event {
-            Event::Signal(e) => {
-                self.cgroups.learn(e.target_cgroup, e.target_pid);
-                self.fill(e.target_cgroup, e.target_pid);
-            }
-            Event::Exit(e) => self.before_last_exit(e.pid, e.cgroup),
-            _ => {}
+        if let Event::Signal(e) = event {
+            self.cgroups.learn(e.target_cgroup, e.target_pid);
+            self.fill(e.target_cgroup, e.target_pid);
         }
         let mut done = self.tracker.on_event(event);
         if let Event::Drained(at) = event {
             done.extend(self.forget_missing(*at));
+            self.look_at_emptied();
         }
         for t in &done {
             self.filled.remove(&t.cgroup);
@@ -327,6 +332,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::DRAIN_SLACK_NS;
 
     use crate::events::{ExecEvent, ExitEvent, ExitStatus, SignalEvent, SignalResult};
 
@@ -373,7 +379,13 @@ mod tests {
         // A drain that began before the look says nothing of it.
         assert!(p.handle(&Event::Drained(looked - 1)).is_empty());
         assert!(p.tracker.stopping(cg));
-        let records = p.handle(&Event::Drained(looked + LOST_EXIT_SLACK_NS + 1));
+        assert!(p
+            .handle(&Event::Drained(looked + LOST_EXIT_SLACK_NS + 1))
+            .is_empty());
+        // Forgotten: its cgroup (unknown here) counts as empty, and the next drain ends it.
+        let records = p.handle(&Event::Drained(
+            clock::monotonic_now().max(looked + LOST_EXIT_SLACK_NS) + DRAIN_SLACK_NS + 1,
+        ));
         assert_eq!(
             records.len(),
             1,
@@ -426,9 +438,12 @@ mod tests {
             comm: "app".into(),
         }));
         assert!(records.is_empty(), "not before the ring is drained");
-        let drained =
-            clock::monotonic_now().max(started + 1_000_000) + crate::tracker::DRAIN_SLACK_NS;
-        let records = p.handle(&Event::Drained(drained));
+        // A drain finds its cgroup empty; the next one ends the record.
+        let drained = clock::monotonic_now().max(started + 1_000_000);
+        assert!(p.handle(&Event::Drained(drained)).is_empty());
+        let records = p.handle(&Event::Drained(
+            clock::monotonic_now().max(drained) + DRAIN_SLACK_NS + 1,
+        ));
         assert_eq!(records.len(), 1);
         let t = &records[0].termination;
         assert_eq!(

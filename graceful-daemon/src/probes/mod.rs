@@ -478,7 +478,7 @@ fn start_kernel_logger(ebpf: &mut Ebpf) {
 }
 
 /// How long the reader waits for the ring to say it is readable before it looks anyway.
-const IDLE_LOOK: std::time::Duration = std::time::Duration::from_millis(250);
+const IDLE_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Reads the ring until it is empty, sending what it holds. Returns when it was found empty
 /// (the clock read before the read that found nothing), None once the receiver is gone.

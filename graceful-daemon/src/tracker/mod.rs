@@ -105,6 +105,9 @@ struct Active {
     /// still be on their way (forked unseen before the stop, killed in the namespace's
     /// teardown): the record waits until the ring buffer was drained past this.
     emptied_at: Option<Mono>,
+    /// When the pipeline then found the cgroup with no process in it: every process had
+    /// passed its exit tracepoint, so a drain after this has all their records.
+    vacated_at: Option<Mono>,
     alive_at_stop: BTreeMap<u32, String>,
     received: BTreeMap<u32, Received>,
     kill: Option<Kill>,
@@ -141,6 +144,7 @@ impl Active {
             exit_before_kill: false,
             torn_down: BTreeSet::new(),
             emptied_at: None,
+            vacated_at: None,
             alive_at_stop,
             received: BTreeMap::new(),
             kill: None,
@@ -313,6 +317,7 @@ impl Tracker {
         if let Some(a) = group.active.as_mut() {
             if newly {
                 a.emptied_at = None;
+                a.vacated_at = None;
             }
             if forked {
                 a.alive_at_stop.remove(&pid);
@@ -458,8 +463,32 @@ impl Tracker {
         }
     }
 
-    /// The ring buffer was empty at `at`: terminations whose last known process exited before
-    /// then heard all there was to hear (no unseen process of theirs came after), and end.
+    /// Terminations whose every known process has exited, waiting for their cgroup to be
+    /// found empty (processes never heard of may still be in it: killed in the teardown).
+    pub fn emptied(&self) -> Vec<CgroupId> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| {
+                g.members.is_empty()
+                    && g.active
+                        .as_ref()
+                        .is_some_and(|a| a.emptied_at.is_some() && a.vacated_at.is_none())
+            })
+            .map(|(cgroup, _)| *cgroup)
+            .collect()
+    }
+
+    /// The cgroup of an emptied termination was found with no process in it at `at`.
+    pub fn vacated(&mut self, cgroup: CgroupId, at: Mono) {
+        if let Some(a) = self.groups.get_mut(&cgroup).and_then(|g| g.active.as_mut()) {
+            if a.emptied_at.is_some() {
+                a.vacated_at.get_or_insert(at);
+            }
+        }
+    }
+
+    /// The ring buffer was empty at `at`: terminations whose cgroup was found empty before
+    /// then have heard all there was to hear, and end (at their last exit).
     fn drained(&mut self, at: Mono) -> Vec<Termination> {
         let due: Vec<CgroupId> = self
             .groups
@@ -467,8 +496,8 @@ impl Tracker {
             .filter(|(_, g)| {
                 g.members.is_empty()
                     && g.active.as_ref().is_some_and(|a| {
-                        a.emptied_at
-                            .is_some_and(|e| e.saturating_add(DRAIN_SLACK_NS) <= at)
+                        a.vacated_at
+                            .is_some_and(|v| v.saturating_add(DRAIN_SLACK_NS) <= at)
                     })
             })
             .map(|(cgroup, _)| *cgroup)
@@ -503,10 +532,7 @@ impl Tracker {
             signal: None,
         };
         self.on_exit(pid, p.cgroup, status, now, &p.comm);
-        // Called once the ring was drained at `now`: nothing more is on its way.
-        let mut done = self.drained(now.saturating_add(DRAIN_SLACK_NS));
-        done.append(&mut self.finished);
-        done
+        std::mem::take(&mut self.finished)
     }
 }
 

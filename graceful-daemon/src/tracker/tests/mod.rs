@@ -34,6 +34,15 @@ fn signal_event(
     }
 }
 
+/// What the pipeline does when the reader finds the ring empty at `at`: the emptied
+/// containers' cgroups are found empty (vacated), and a later drain ends their terminations.
+fn drain(t: &mut Tracker, at: Mono) -> Vec<Termination> {
+    for cgroup in t.emptied() {
+        t.vacated(cgroup, at);
+    }
+    t.on_event(&Event::Drained(at + DRAIN_SLACK_NS))
+}
+
 /// A process of the container `CG` as /proc shows it.
 fn found(pid: u32, parent: Option<u32>, comm: &str, namespace_init: bool) -> Found<'_> {
     Found {
@@ -176,10 +185,13 @@ impl Seq {
             reason: LossReason::Kernel,
         }))
     }
-    /// The reader found the ring empty: a termination whose processes are all gone ends.
+    /// The pipeline found the emptied containers' cgroups empty, then the reader found the
+    /// ring empty: a termination whose processes are all gone ends.
     fn drained(&mut self) -> &mut Self {
         let at = self.now + S;
-        self.feed(Event::Drained(at))
+        let done = drain(&mut self.t, at);
+        self.done.extend(done);
+        self
     }
     fn one(&mut self) -> Termination {
         if self.done.is_empty() {
@@ -463,9 +475,8 @@ fn a_lost_exit_found_by_the_sweep_ends_the_record_as_unknown() {
     s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
         .exit(10, Some(0), None);
     assert!(s.done.is_empty(), "sleep is still a member");
-    let out = s.t.forget(11, s.now);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].verdict, Verdict::Unknown);
+    assert!(s.t.forget(11, s.now).is_empty(), "ends at the next drain");
+    assert_eq!(s.one().verdict, Verdict::Unknown);
 }
 
 #[test]
@@ -530,7 +541,7 @@ fn two_containers_stopped_at_once_are_kept_apart() {
         })
     };
     assert!(t.on_event(&exit(20, 600, None)).is_empty());
-    let a = t.on_event(&Event::Drained(3 + S));
+    let a = drain(&mut t, 3 + S);
     assert_eq!(a.len(), 1, "{a:#?}");
     assert_eq!(a[0].verdict, Verdict::Graceful);
     assert_eq!(a[0].cgroup, 600);
@@ -543,7 +554,7 @@ fn two_containers_stopped_at_once_are_kept_apart() {
     );
     assert!(t.on_event(&Event::Signal(kill)).is_empty());
     assert!(t.on_event(&exit(30, 700, Some(9))).is_empty());
-    let b = t.on_event(&Event::Drained(3 + S));
+    let b = drain(&mut t, 3 + S);
     assert_eq!(b.len(), 1, "{b:#?}");
     assert_eq!(b[0].cgroup, 700);
     assert_eq!(b[0].verdict, Verdict::Pid1IgnoresStopSignal);

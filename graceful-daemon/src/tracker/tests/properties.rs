@@ -183,7 +183,7 @@ proptest! {
             }
             done.extend(out);
         }
-        done.extend(t.on_event(&Event::Drained(1000 * S)));
+        done.extend(drain(&mut t, 1000 * S));
         // At most one record per stop (a stop signal or SIGKILL from outside, or the OOM
         // killer; which cgroup an event hits is the tracker's call, as pids move).
         let openings: usize = openings.values().sum();
@@ -202,7 +202,7 @@ proptest! {
                 }));
             }
         }
-        t.on_event(&Event::Drained(end + S));
+        drain(&mut t, end + S);
         prop_assert_eq!(t.size(), (0, 0, 0), "left behind: {:#?}", t);
         prop_assert!(t.dispositions.is_empty() && t.stop_signals.is_empty() && t.graces.is_empty());
     }

@@ -23,7 +23,7 @@ fn seeded_then_killed(grace: Option<f64>, after: u64) -> Termination {
         t.on_event(&killed_exit(at, 11)).is_empty(),
         "not before the ring is drained"
     );
-    let mut done = t.on_event(&Event::Drained(at + S));
+    let mut done = drain(&mut t, at + S);
     assert_eq!(done.len(), 1, "{done:#?}");
     done.remove(0)
 }

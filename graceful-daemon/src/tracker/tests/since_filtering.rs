@@ -90,7 +90,7 @@ fn kernel_kill(t: &mut Tracker, now: Mono) -> Vec<Termination> {
     for pid in [10, 11] {
         done.extend(t.on_event(&killed_exit(now, pid)));
     }
-    done.extend(t.on_event(&Event::Drained(now + S)));
+    done.extend(drain(t, now + S));
     done
 }
 
