@@ -215,14 +215,15 @@ impl Pipeline {
                     None => true,
                 };
                 if let Some(status) = same.then(|| ProcStatus::read(e.target_pid).ok()).flatten() {
+                    let sigwait = in_sigwait(e.target_pid);
                     self.tracker.observe(
                         e.target_pid,
                         Disposition {
                             signal: e.signal,
                             handles: status.handles(e.signal),
-                            drops: status.drops(e.signal) && !in_sigwait(e.target_pid),
+                            drops: status.drops(e.signal) && !sigwait,
                             ignores: status.ignores(e.signal),
-                            waits: status.blocks(e.signal) || in_sigwait(e.target_pid),
+                            waits: status.blocks(e.signal) || sigwait,
                             namespace_init: status.is_namespace_init(),
                             program: Program::read(e.target_pid),
                         },
