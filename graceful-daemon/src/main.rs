@@ -7,6 +7,7 @@ use graceful::{
     clock::WallClock,
     demo::Scenario,
     events::Event,
+    export::events::{AuditEvents, EventOptions},
     export::log::{self, LogFormat},
     export::trace::{
         count_deltas, signal_json, signal_line, ResolvedSignal, SignalCountsJson, SIGNAL_HEADER,
@@ -100,9 +101,55 @@ struct RunArgs {
     /// Drop the series of containers gone for longer than this (e.g. 30s, 10m, 1h; at most 30 days).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     series_ttl: Duration,
+    /// Keep a workload's stop counts this long after its last stop: what a dashboard's time
+    /// range and the alerts look back over (e.g. 6h; at most 30 days).
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    workload_series_ttl: Duration,
     /// Signals reported one by one (comma-separated names or numbers).
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STOP_SIGNALS)]
     stop_signals: Vec<Signal>,
+    /// Kubernetes Events written per second by this node on average (kubelet's default).
+    #[arg(long, default_value_t = 50.0, value_parser = events_per_second)]
+    event_qps: f64,
+    /// Kubernetes Events this node may write at once before --event-qps applies.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    event_burst: u32,
+    /// The audit's PID1IgnoresStopSignal Events (once per workload, container and image):
+    /// `warning`, `normal` or `off`.
+    #[arg(long, value_enum, default_value = "warning")]
+    audit_events: AuditEvents,
+    /// Publish Events only for pods in these namespaces (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',', value_parser = namespace_name)]
+    event_namespaces: Vec<String>,
+    /// Never publish Events for pods in these namespaces (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = namespace_name)]
+    event_exclude_namespaces: Vec<String>,
+}
+
+fn events_per_second(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 10_000.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a rate from 0 (excluded) to 10000 Events per second"
+        )),
+    }
+}
+
+/// A Kubernetes namespace name: a DNS-1123 label.
+fn namespace_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a namespace name (lowercase letters, digits and '-', at most 63)"
+        ))
+    }
 }
 
 /// Longest --series-ttl: a month; longer keeps the series of every container ever seen.
@@ -488,7 +535,15 @@ async fn run(args: RunArgs) -> Result<()> {
         cri_socket: args.cri_socket,
         node_name: args.node_name,
         series_ttl: args.series_ttl,
+        workload_series_ttl: args.workload_series_ttl,
         log_format: args.log_format,
+        events: EventOptions {
+            qps: args.event_qps,
+            burst: args.event_burst,
+            audit: args.audit_events,
+            namespaces: args.event_namespaces,
+            exclude_namespaces: args.event_exclude_namespaces,
+        },
         probes: ProbeOptions {
             stop_signals: args.stop_signals,
             ..ProbeOptions::default()

@@ -28,6 +28,9 @@ struct RecordJson<'a> {
     exit: Option<ExitStatus>,
     duration_seconds: f64,
     grace_period_seconds: Option<f64>,
+    /// The grace left to the app after its preStop hook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_grace_seconds: Option<f64>,
     verdict: Verdict,
     explanation: &'a str,
 }
@@ -221,6 +224,10 @@ impl TerminationRecord {
             exit: t.exit,
             duration_seconds: (t.duration_seconds() * 1e6).round() / 1e6,
             grace_period_seconds: self.grace_period_seconds,
+            app_grace_seconds: self
+                .app_grace_seconds(clock)
+                .filter(|g| Some(*g) != self.grace_period_seconds)
+                .map(|g| (g * 1000.0).round() / 1000.0),
             verdict: t.verdict,
             explanation: &t.explanation,
         };
@@ -278,6 +285,18 @@ impl TerminationRecord {
             ended: span.ended.map(|e| clock.rfc3339(e)),
             exit_code: span.exit_code,
             grace_share: span.share,
+        })
+    }
+
+    /// The grace the app had after its preStop hook: the kubelet gives the stop signal the
+    /// grace period less what the hook took, but never less than 2 s.
+    pub fn app_grace_seconds(&self, clock: &WallClock) -> Option<f64> {
+        /// kubelet's minimumGracePeriodInSeconds.
+        const KUBELET_MIN_GRACE: f64 = 2.0;
+        let grace = self.grace_period_seconds.filter(|g| *g > 0.0)?;
+        Some(match self.pre_stop_span(clock) {
+            Some(span) => (grace - span.used).max(KUBELET_MIN_GRACE.min(grace)),
+            None => grace,
         })
     }
 
@@ -506,6 +525,11 @@ mod tests {
         assert_eq!(json["pre_stop"]["exit_code"], 0, "{json:#}");
         assert_eq!(json["pre_stop"]["grace_share"], 0.933, "{json:#}");
         assert_eq!(json["pre_stop"]["command"], "sleep 28", "{json:#}");
+        assert_eq!(
+            r.app_grace_seconds(&clock),
+            Some(2.0),
+            "28 s of 30 went to the hook: the app had 2"
+        );
         let why = json["explanation"].as_str().unwrap();
         assert!(
             why.starts_with("The preStop hook (exec) took 28.0 s of the 30 s grace period, so the app got SIGTERM only 2.0 s before SIGKILL."),
@@ -530,6 +554,8 @@ mod tests {
         let json = r.to_json(&clock);
         assert_eq!(json["pre_stop"]["kind"], "http", "{json:#}");
         assert_eq!(json["pre_stop"]["grace_share"], 0.2, "{json:#}");
+        let had = r.app_grace_seconds(&clock).unwrap_or_default();
+        assert!((had - 24.0).abs() < 1e-6, "{had}");
         assert_eq!(json["pre_stop"]["ended"], json["stop"]["at"], "{json:#}");
         assert!(
             json["explanation"]

@@ -63,14 +63,15 @@ impl Daemon {
                 if info.as_ref().is_some_and(|i| i.sandbox) {
                     return None; // the pod's pause container
                 }
+                let workload = info.as_ref().and_then(|i| i.workload.clone());
                 container_labels(Some(&e.identity), info.as_ref())
-                    .map(|l| (l, e.stop_signal_dropped()))
+                    .map(|l| (l, workload, e.stop_signal_dropped()))
             })
             .collect();
         self.announce_risks(&entries);
         let mut shared = lock(&self.state);
         let live = shared.metrics.live();
-        let running_set: HashSet<_> = running.iter().map(|(l, _)| l.clone()).collect();
+        let running_set: HashSet<_> = running.iter().map(|(l, _, _)| l.clone()).collect();
         for gone in live.iter().filter(|l| !running_set.contains(l)) {
             shared.metrics.gone(gone);
         }

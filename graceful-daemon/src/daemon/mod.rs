@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use kube::runtime::events::EventType;
 use tokio::sync::mpsc;
 
 mod housekeeping;
@@ -26,7 +27,7 @@ use crate::{
     events::SignalCounts,
     events::{CgroupId, Event, LossReason},
     export::{
-        events::{EventSink, PodEvent, PodRef, Reason},
+        events::{AuditEvents, EventOptions, EventSink, PodEvent, PodRef, Reason},
         http::{lock, router, Shared, SharedState},
         log::{self, LogFormat},
         metric_labels::LossKind,
@@ -35,7 +36,7 @@ use crate::{
     identity::{self, Identity, Runtime},
     pipeline::{Pipeline, Session},
     privileges,
-    probes::{ProbeError, ProbeOptions, Probes},
+    probes::{ProbeError, ProbeOptions, Probes, PROGRAMS},
     record::{container_labels, HookKind, TerminationRecord},
     signals::Signal,
 };
@@ -46,7 +47,9 @@ pub struct RunOptions {
     pub cri_socket: Option<PathBuf>,
     pub node_name: Option<String>,
     pub series_ttl: Duration,
+    pub workload_series_ttl: Duration,
     pub log_format: LogFormat,
+    pub events: EventOptions,
     pub probes: ProbeOptions,
 }
 
@@ -146,8 +149,11 @@ struct Daemon {
     /// Pods deleted from the API, kept a while for late records.
     departed: HashMap<String, Instant>,
     events: Option<EventSink>,
-    /// Containers whose PID 1 risk was already announced by an Event (once per start).
+    /// Audit findings already told by an Event: once per workload (or bare pod), container
+    /// and image, not per start.
     announced: HashSet<String>,
+    /// When the ring reader last reported a drain (for /healthz).
+    drained_at: Instant,
 }
 
 pub async fn run(
@@ -160,11 +166,10 @@ pub async fn run(
             addr: options.metrics_addr,
             error,
         })?;
-    let state: SharedState = Arc::new(Mutex::new(Shared {
-        metrics: Metrics::new(options.series_ttl),
-        terminations: Default::default(),
-        ready: false,
-    }));
+    let state: SharedState = Arc::new(Mutex::new(Shared::new(Metrics::new(
+        options.series_ttl,
+        options.workload_series_ttl,
+    ))));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let app = router(state.clone());
     let server = tokio::spawn(crate::export::http::serve(listener, app, async {
@@ -177,10 +182,14 @@ pub async fn run(
         pipeline,
     } = Session::start(&options.probes)?;
     tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
+    let health = lock(&state).metrics.health.clone();
+    let programs: Vec<&str> = PROGRAMS.iter().map(|(program, _, _)| *program).collect();
+    health.probes(&programs, probes.unavailable());
 
     let cri = match CriClient::connect(options.cri_socket.as_deref()).await {
         Ok(c) => {
             tracing::info!(socket = %c.path().display(), "CRI connected: Kubernetes names from the runtime");
+            health.cri_up.set(1);
             Some(c)
         }
         Err(e) => {
@@ -188,7 +197,12 @@ pub async fn run(
             None
         }
     };
-    let kube = connect_kube(options.node_name.as_deref()).await;
+    let kube = connect_kube(
+        options.node_name.as_deref(),
+        options.events.clone(),
+        &health,
+    )
+    .await;
     // Everything that needed a capability is done: the rest reads world-readable /proc and
     // cgroupfs files and the fds it holds.
     privileges::drop_all()?;
@@ -215,7 +229,11 @@ async fn next_pod(pods: &mut Option<mpsc::Receiver<PodUpdate>>) -> Option<PodUpd
 
 /// The API server's client, this node's pod watch and the Events publisher; None (said in one
 /// line) without an API server or without this node's name.
-async fn connect_kube(node: Option<&str>) -> Option<Kube> {
+async fn connect_kube(
+    node: Option<&str>,
+    events: EventOptions,
+    health: &crate::export::metrics::Health,
+) -> Option<Kube> {
     let client = kubernetes::client().await?;
     let Some(node) = node.filter(|n| !n.is_empty()) else {
         tracing::warn!("a Kubernetes API is configured but this node's name is not (--node-name or NODE_NAME): workloads, pod grace periods and Events are off");
@@ -226,8 +244,8 @@ async fn connect_kube(node: Option<&str>) -> Option<Kube> {
         "Kubernetes API: watching this node's pods, publishing Events"
     );
     Some(Kube {
-        pods: kubernetes::watch_pods(client.clone(), node),
-        events: EventSink::start(client, node),
+        pods: kubernetes::watch_pods(client.clone(), node, health.api_up.clone()),
+        events: EventSink::start(client, node, events, health.events.clone()),
     })
 }
 
@@ -264,6 +282,7 @@ impl Daemon {
             departed: HashMap::new(),
             events,
             announced: HashSet::new(),
+            drained_at: Instant::now(),
         };
         let replies = Replies {
             answers,
@@ -311,6 +330,11 @@ impl Daemon {
                 }
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
+                    {
+                        let mut shared = lock(&self.state);
+                        shared.beat = Some(Instant::now());
+                        shared.drained = Some(self.drained_at);
+                    }
                     // The tracker hears of losses in the stream; the counters are for metrics.
                     let lost = kernel.lost_events().unwrap_or(lost_seen);
                     {
@@ -326,6 +350,9 @@ impl Daemon {
                             lock(&self.state).metrics.node_signals(counts);
                         }
                         self.pipeline.sweep();
+                        let shared = lock(&self.state);
+                        shared.metrics.health.process();
+                        drop(shared);
                         lock(&self.state).metrics.prune(Instant::now());
                         self.report_tracked();
                     }
@@ -364,6 +391,7 @@ impl Daemon {
         self.pending.insert(identity.id.clone());
         let (id, tx) = (identity.id.clone(), self.lookups.clone());
         let first_sight = record.is_none();
+        let up = lock(&self.state).metrics.health.cri_up.clone();
         tokio::spawn(async move {
             let mut cri = cri;
             let mut info = cri.container(&id).await;
@@ -376,6 +404,10 @@ impl Daemon {
                 tokio::time::sleep(*wait).await;
                 info = cri.container(&id).await;
             }
+            up.set(i64::from(match &info {
+                Ok(_) => true,
+                Err(e) => e.runtime_answered(),
+            }));
             let _ = tx
                 .send(Lookup {
                     id,
@@ -389,6 +421,9 @@ impl Daemon {
     }
 
     fn on_event(&mut self, event: &Event) {
+        if let Event::Drained(_) = event {
+            self.drained_at = Instant::now();
+        }
         if let Event::Lost(l) = event {
             tracing::warn!(lost = l.count, reason = ?l.reason, "events lost: terminations under way will be reported as unknown");
             if l.reason == LossReason::Decode {
@@ -508,8 +543,9 @@ impl Daemon {
         self.announce_termination(&record);
         log::termination(self.log_format, &json, &record.display_name());
         let labels = record.labels();
+        let app_grace = record.app_grace_seconds(&self.clock);
         let mut shared = lock(&self.state);
-        shared.metrics.termination(&labels, &record);
+        shared.metrics.termination(&labels, &record, app_grace);
         shared.push_record(&json);
         if let Some(identity) = &record.identity {
             self.cache.remove(&identity.id);
@@ -625,10 +661,11 @@ impl Daemon {
             name: pod.name.clone(),
             uid,
             container: info.name.clone()?,
+            owner: pod.owner.clone(),
         })
     }
 
-    fn offer_event(&mut self, pod: PodRef, reason: Reason, note: &str) {
+    fn offer_event(&mut self, pod: PodRef, reason: Reason, note: &str, type_: EventType) {
         let Some(events) = self.events.as_mut() else {
             return;
         };
@@ -636,6 +673,7 @@ impl Daemon {
             pod,
             reason,
             note: note.to_string(),
+            type_,
         };
         events.offer(event, Instant::now());
     }
@@ -651,22 +689,24 @@ impl Daemon {
             return;
         };
         for reason in reasons {
-            self.offer_event(pod.clone(), reason, &t.explanation);
+            self.offer_event(pod.clone(), reason, &t.explanation, EventType::Warning);
         }
     }
 
-    /// `PID1IgnoresStopSignal`, once per container start, for running containers whose PID 1
-    /// would drop their stop signal.
+    /// `PID1IgnoresStopSignal` for running containers whose PID 1 would drop their stop
+    /// signal: once per workload (a bare pod: the pod), container and image, whatever the
+    /// number of its pods and restarts; Warning, Normal or never (`--audit-events`).
     fn announce_risks(&mut self, entries: &[AuditEntry]) {
-        if self.events.is_none() {
-            return;
+        let type_ = match self.events.as_ref().map(|e| e.options().audit) {
+            None | Some(AuditEvents::Off) => return,
+            Some(AuditEvents::Warning) => EventType::Warning,
+            Some(AuditEvents::Normal) => EventType::Normal,
+        };
+        // A bound: told again after this many findings (a node never has so many).
+        if self.announced.len() > CACHE_MAX {
+            self.announced.clear();
         }
-        self.announced
-            .retain(|id| entries.iter().any(|e| e.identity.id == *id));
         for e in entries.iter().filter(|e| e.stop_signal_dropped()) {
-            if self.announced.contains(&e.identity.id) {
-                continue;
-            }
             let info = self.info_for(&e.identity);
             if info.as_ref().is_some_and(|i| i.sandbox) {
                 continue;
@@ -674,8 +714,16 @@ impl Daemon {
             let Some(pod) = self.pod_ref(info.as_ref()) else {
                 continue;
             };
-            self.announced.insert(e.identity.id.clone());
-            self.offer_event(pod, Reason::Pid1IgnoresStopSignal, &e.explanation());
+            let owner = info
+                .as_ref()
+                .and_then(|i| i.workload.clone())
+                .unwrap_or_else(|| format!("Pod/{}", pod.name));
+            let image = info.as_ref().and_then(|i| i.image.as_deref()).unwrap_or("");
+            let key = format!("{}/{owner}/{}/{image}", pod.namespace, pod.container);
+            if !self.announced.insert(key) {
+                continue;
+            }
+            self.offer_event(pod, Reason::Pid1IgnoresStopSignal, &e.explanation(), type_);
         }
     }
 
@@ -705,11 +753,10 @@ mod tests {
     }
 
     fn daemon() -> (Daemon, Replies) {
-        let state: SharedState = Arc::new(Mutex::new(Shared {
-            metrics: Metrics::new(Duration::from_secs(60)),
-            terminations: Default::default(),
-            ready: true,
-        }));
+        let state: SharedState = Arc::new(Mutex::new(Shared::new(Metrics::new(
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        ))));
         let cgroups = Cgroup2::discover().expect("a cgroup2 mount");
         let pipeline = Pipeline::new(cgroups, TrackerConfig::default());
         Daemon::new(state, pipeline, None, None, LogFormat::Json)

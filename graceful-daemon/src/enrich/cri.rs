@@ -43,6 +43,8 @@ pub enum CriError {
         call: &'static str,
         path: PathBuf,
         error: String,
+        /// The runtime answered (with an error status), as opposed to a broken connection.
+        answered: bool,
     },
     #[error("CRI {call} on {path}: no answer within {TIMEOUT:?}")]
     Timeout { call: &'static str, path: PathBuf },
@@ -202,7 +204,15 @@ async fn bounded<T>(
             call,
             path: path.into(),
             error: e.message().to_string(),
+            answered: e.code() != tonic::Code::Unavailable,
         })
+}
+
+impl CriError {
+    /// The runtime is up: it answered, even if with an error (an unknown container).
+    pub fn runtime_answered(&self) -> bool {
+        matches!(self, CriError::Call { answered: true, .. })
+    }
 }
 
 #[cfg(test)]

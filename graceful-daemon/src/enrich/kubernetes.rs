@@ -6,6 +6,7 @@ use kube::{
     runtime::{watcher, WatchStreamExt},
     Api, Client,
 };
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 
 use super::pods::PodFacts;
@@ -41,7 +42,8 @@ pub async fn client() -> Option<Client> {
 /// Watches the pods bound to `node`, beside the loop, until the receiver is dropped. An API
 /// server that is down, slow or answers garbage delays the facts, never the tracing: the
 /// watch retries with backoff and catches up with a relist.
-pub fn watch_pods(client: Client, node: &str) -> mpsc::Receiver<PodUpdate> {
+/// `up` is 1 while the watch is listed and answering, 0 while it fails.
+pub fn watch_pods(client: Client, node: &str, up: Gauge) -> mpsc::Receiver<PodUpdate> {
     let (tx, rx) = mpsc::channel(256);
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
@@ -51,6 +53,7 @@ pub fn watch_pods(client: Client, node: &str) -> mpsc::Receiver<PodUpdate> {
         let mut listing: Vec<PodFacts> = Vec::new();
         let mut failing = false;
         while let Some(event) = stream.next().await {
+            up.set(i64::from(event.is_ok()));
             let update = match event {
                 Ok(watcher::Event::Init) => {
                     listing.clear();

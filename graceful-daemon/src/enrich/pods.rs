@@ -1,6 +1,7 @@
 //! What the Kubernetes API says of a pod on this node, reduced to what a record needs: its
 //! workload, the grace this deletion gives, each container's stop signal and preStop hook.
 use crate::{
+    export::events::Owner,
     record::{HookKind, PreStopHook},
     redact,
     signals::Signal,
@@ -71,6 +72,8 @@ pub struct PodFacts {
     pub name: String,
     /// "Deployment/web", "StatefulSet/db", "CronJob/backup", ...
     pub workload: Option<String>,
+    /// The controller that owns the pod (a ReplicaSet for a Deployment's pods).
+    pub owner: Option<Owner>,
     /// The grace this deletion gives (`deletionGracePeriodSeconds`), else the spec's.
     pub grace_period_seconds: Option<f64>,
     /// When the deletion was asked for: `deletionTimestamp` less the grace it gave.
@@ -139,6 +142,18 @@ impl PodFacts {
             uid,
             namespace: meta.namespace.clone().unwrap_or_default(),
             workload: workload(pod),
+            owner: pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+                .map(|o| Owner {
+                    api_version: o.api_version.clone(),
+                    kind: o.kind.clone(),
+                    name: o.name.clone(),
+                    uid: o.uid.clone(),
+                }),
             name,
             grace_period_seconds: grace,
             deleted_at,

@@ -1,18 +1,22 @@
-//! Kubernetes Events (events.k8s.io/v1) on the Pod: what `kubectl describe pod` shows. Offered
-//! from the loop without waiting (a bounded queue, a rate limit per pod); a task beside it
-//! publishes them, folding repeats into series.
+//! Kubernetes Events (events.k8s.io/v1): on the Pod, what `kubectl describe pod` shows, and
+//! for a bad stop also on the workload that owns it (Deployment, StatefulSet, DaemonSet, Job),
+//! where `kubectl describe` still finds it after a rollout deleted the pod. Offered from the
+//! loop without waiting (a bounded queue, a node-wide rate limit like kubelet's, a smaller one
+//! per pod, a namespace filter); a task beside it publishes them, folding repeats into series.
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::ObjectReference};
 use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
-    Client,
+    Api, Client,
 };
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::sync::mpsc;
 
+use super::metric_labels::EventLabels;
 use crate::{
     redact,
     tracker::{Outcome, Verdict},
@@ -65,15 +69,30 @@ impl Reason {
             _ => "Stop",
         }
     }
+
+    /// A stop that went wrong (also told on the workload); not an audit finding.
+    fn about_a_stop(self) -> bool {
+        self != Reason::Pid1IgnoresStopSignal
+    }
 }
 
-/// The pod (and container) an Event is about.
+/// The pod (and container) an Event is about, and the controller that owns the pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodRef {
     pub namespace: String,
     pub name: String,
     pub uid: String,
     pub container: String,
+    pub owner: Option<Owner>,
+}
+
+/// A pod's controlling owner reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +100,47 @@ pub struct PodEvent {
     pub pod: PodRef,
     pub reason: Reason,
     pub note: String,
+    pub type_: EventType,
+}
+
+/// What the audit's findings become: Warning Events, Normal ones, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditEvents {
+    Warning,
+    Normal,
+    Off,
+}
+
+/// The Events settings (flags of `run`).
+#[derive(Debug, Clone)]
+pub struct EventOptions {
+    /// Node-wide: Events written per second on average, and at most this many at once.
+    pub qps: f64,
+    pub burst: u32,
+    pub audit: AuditEvents,
+    /// Only these namespaces (empty: all), less the excluded ones.
+    pub namespaces: Vec<String>,
+    pub exclude_namespaces: Vec<String>,
+}
+
+impl Default for EventOptions {
+    /// kubelet's own event limits (--event-qps 50, --event-burst 100).
+    fn default() -> EventOptions {
+        EventOptions {
+            qps: 50.0,
+            burst: 100,
+            audit: AuditEvents::Warning,
+            namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
+        }
+    }
+}
+
+impl EventOptions {
+    pub fn wants(&self, namespace: &str) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
+            && !self.exclude_namespaces.iter().any(|n| n == namespace)
+    }
 }
 
 /// The API's limit on a note.
@@ -88,72 +148,166 @@ const NOTE_MAX: usize = 1024;
 /// Events waiting to be published; beyond, new ones are dropped (and counted).
 const QUEUE: usize = 256;
 /// Per pod: a burst of this many Events, then one per [`REFILL`].
-const BURST: f64 = 5.0;
+const POD_BURST: f64 = 5.0;
 const REFILL: Duration = Duration::from_secs(12);
 /// One publish may take this long before it is given up (a slow API server).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
+/// ReplicaSets whose Deployment is remembered at most.
+const OWNERS_KEPT: usize = 4096;
 
+/// A token bucket: `burst` at once, `rate` per second after.
+#[derive(Debug, Clone)]
 struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 /// The loop's end of the Events queue.
 pub struct EventSink {
     tx: mpsc::Sender<PodEvent>,
-    buckets: HashMap<String, Bucket>,
-    /// Events not offered: over a pod's rate, or the queue full.
-    pub dropped: u64,
+    options: EventOptions,
+    node: Bucket,
+    pods: HashMap<String, Bucket>,
+    counts: Family<EventLabels, Counter>,
 }
 
 impl EventSink {
-    /// Starts the publisher: reportingController `graceful`, reportingInstance `node`.
-    pub fn start(client: Client, node: &str) -> EventSink {
+    /// Starts the publisher: reportingController `graceful`, reportingInstance `node`;
+    /// `counts` gets every Event by reason and result.
+    pub fn start(
+        client: Client,
+        node: &str,
+        options: EventOptions,
+        counts: Family<EventLabels, Counter>,
+    ) -> EventSink {
         let (tx, rx) = mpsc::channel(QUEUE);
         let reporter = Reporter {
             controller: "graceful".into(),
             instance: Some(node.to_string()),
         };
-        tokio::spawn(publish(Recorder::new(client, reporter), rx));
-        EventSink::with_queue(tx)
+        let publisher = Publisher {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            deployments: HashMap::new(),
+            counts: counts.clone(),
+        };
+        tokio::spawn(publisher.run(rx));
+        EventSink::with_queue(tx, options, counts)
     }
 
-    fn with_queue(tx: mpsc::Sender<PodEvent>) -> EventSink {
+    fn with_queue(
+        tx: mpsc::Sender<PodEvent>,
+        options: EventOptions,
+        counts: Family<EventLabels, Counter>,
+    ) -> EventSink {
         EventSink {
             tx,
-            buckets: HashMap::new(),
-            dropped: 0,
+            node: Bucket::full(f64::from(options.burst), Instant::now()),
+            options,
+            pods: HashMap::new(),
+            counts,
         }
     }
 
-    /// Queues an Event unless its pod is over its rate or the queue is full; never waits.
+    pub fn options(&self) -> &EventOptions {
+        &self.options
+    }
+
+    /// Queues an Event unless its namespace is not wanted, the node or its pod is over its
+    /// rate, or the queue is full; never waits.
     pub fn offer(&mut self, event: PodEvent, now: Instant) -> bool {
-        let bucket = self.buckets.entry(event.pod.uid.clone()).or_insert(Bucket {
-            tokens: BURST,
-            at: now,
-        });
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() / REFILL.as_secs_f64();
-        bucket.tokens = (bucket.tokens + refill).min(BURST);
-        bucket.at = now;
-        if bucket.tokens < 1.0 {
-            self.dropped += 1;
-            tracing::debug!(pod = %event.pod.name, reason = event.reason.as_str(), "Event over the pod's rate: dropped");
+        if !self.options.wants(&event.pod.namespace) {
             return false;
         }
-        bucket.tokens -= 1.0;
-        if self.tx.try_send(event).is_err() {
-            self.dropped += 1;
-            return false;
-        }
-        true
+        let pod = self
+            .pods
+            .entry(event.pod.uid.clone())
+            .or_insert_with(|| Bucket::full(POD_BURST, now));
+        let rate = 1.0 / REFILL.as_secs_f64();
+        let result = if !pod.take(rate, POD_BURST, now)
+            || !self
+                .node
+                .take(self.options.qps, f64::from(self.options.burst), now)
+        {
+            "rate_limited"
+        } else if self.tx.try_send(event.clone()).is_err() {
+            "queue_full"
+        } else {
+            return true;
+        };
+        count(&self.counts, event.reason, result);
+        tracing::debug!(pod = %event.pod.name, reason = event.reason.as_str(), "Event not published: {result}");
+        false
     }
 
     /// Forgets the rate of pods that are full again (a bound on the map).
     pub fn prune(&mut self, now: Instant) {
-        let full = REFILL.mul_f64(BURST);
-        self.buckets
+        let full = REFILL.mul_f64(POD_BURST);
+        self.pods
             .retain(|_, b| now.saturating_duration_since(b.at) < full);
     }
+}
+
+fn count(counts: &Family<EventLabels, Counter>, reason: Reason, result: &str) {
+    counts
+        .get_or_create(&EventLabels {
+            reason: reason.as_str().into(),
+            result: result.into(),
+        })
+        .inc();
+}
+
+/// A note with no host pids: "sleep (pid 4242)" means nothing inside the container, the name
+/// does.
+fn without_host_pids(note: &str) -> String {
+    let mut out = String::with_capacity(note.len());
+    let mut rest = note;
+    while let Some(at) = rest.find(" (pid ") {
+        let after = &rest[at + 6..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        out.push_str(&rest[..at]);
+        if digits > 0 && after[digits..].starts_with(')') {
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(" (pid ");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn bounded_note(note: &str) -> String {
+    let mut note = without_host_pids(&redact::text(note));
+    if note.len() > NOTE_MAX {
+        let mut end = NOTE_MAX - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
 }
 
 /// The Event as the API gets it: regarding the Pod, the container in `fieldPath` (as kubelet
@@ -169,44 +323,133 @@ pub fn to_api(event: &PodEvent) -> (Event, ObjectReference) {
         field_path: Some(format!("spec.containers{{{}}}", pod.container)),
         ..Default::default()
     };
-    let mut note = redact::text(&event.note);
-    if note.len() > NOTE_MAX {
-        let mut end = NOTE_MAX - 3;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-        note.push_str("...");
-    }
     let api = Event {
-        type_: EventType::Warning,
+        type_: event.type_,
         reason: event.reason.as_str().into(),
-        note: Some(note),
+        note: Some(bounded_note(&event.note)),
         action: event.reason.action().into(),
         secondary: None,
     };
     (api, reference)
 }
 
-async fn publish(recorder: Recorder, mut rx: mpsc::Receiver<PodEvent>) {
-    let mut failing = false;
-    while let Some(event) = rx.recv().await {
-        let (api, reference) = to_api(&event);
-        let error =
-            match tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&api, &reference)).await {
-                Ok(Ok(())) => {
-                    failing = false;
-                    continue;
+/// The same finding on the workload: the note names the pod and container it happened to.
+pub fn to_workload(event: &PodEvent, workload: &Owner) -> (Event, ObjectReference) {
+    let (mut api, _) = to_api(event);
+    let pod = &event.pod;
+    api.note = Some(bounded_note(&format!(
+        "Pod {} (container {}): {}",
+        pod.name, pod.container, event.note
+    )));
+    api.secondary = Some(ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name.clone()),
+        namespace: Some(pod.namespace.clone()),
+        uid: Some(pod.uid.clone()),
+        ..Default::default()
+    });
+    let reference = ObjectReference {
+        api_version: Some(workload.api_version.clone()),
+        kind: Some(workload.kind.clone()),
+        name: Some(workload.name.clone()),
+        namespace: Some(pod.namespace.clone()),
+        uid: Some(workload.uid.clone()),
+        ..Default::default()
+    };
+    (api, reference)
+}
+
+struct Publisher {
+    recorder: Recorder,
+    client: Client,
+    /// ReplicaSet uid to its Deployment (None: a bare ReplicaSet).
+    deployments: HashMap<String, Option<Owner>>,
+    counts: Family<EventLabels, Counter>,
+}
+
+impl Publisher {
+    async fn run(mut self, mut rx: mpsc::Receiver<PodEvent>) {
+        let mut failing = false;
+        while let Some(event) = rx.recv().await {
+            let (api, reference) = to_api(&event);
+            let mut error = self.publish(&event, &api, &reference).await.err();
+            if error.is_none() && event.reason.about_a_stop() {
+                if let Some(workload) = self.workload(&event.pod).await {
+                    let (api, reference) = to_workload(&event, &workload);
+                    error = self.publish(&event, &api, &reference).await.err();
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {PUBLISH_TIMEOUT:?}"),
-            };
-        if !failing {
-            tracing::warn!(pod = %event.pod.name, reason = event.reason.as_str(), "cannot publish the Event: {error} (further failures at debug level)");
-            failing = true;
-        } else {
-            tracing::debug!(pod = %event.pod.name, "cannot publish the Event: {error}");
+            }
+            match error {
+                None => failing = false,
+                Some(error) if !failing => {
+                    tracing::warn!(pod = %event.pod.name, reason = event.reason.as_str(), "cannot publish the Event: {error} (further failures at debug level)");
+                    failing = true;
+                }
+                Some(error) => {
+                    tracing::debug!(pod = %event.pod.name, "cannot publish the Event: {error}")
+                }
+            }
         }
+    }
+
+    async fn publish(
+        &self,
+        event: &PodEvent,
+        api: &Event,
+        reference: &ObjectReference,
+    ) -> Result<(), String> {
+        let published =
+            tokio::time::timeout(PUBLISH_TIMEOUT, self.recorder.publish(api, reference)).await;
+        let result = match &published {
+            Ok(Ok(())) => "published",
+            _ => "failed",
+        };
+        count(&self.counts, event.reason, result);
+        match published {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {PUBLISH_TIMEOUT:?}")),
+        }
+    }
+
+    /// The workload that owns the pod: its controller, or a ReplicaSet's Deployment (read
+    /// once per ReplicaSet). None for a bare pod, or when the ReplicaSet cannot be read.
+    async fn workload(&mut self, pod: &PodRef) -> Option<Owner> {
+        let owner = pod.owner.clone()?;
+        if owner.kind != "ReplicaSet" {
+            return Some(owner);
+        }
+        if let Some(known) = self.deployments.get(&owner.uid) {
+            return Some(known.clone().unwrap_or(owner));
+        }
+        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &pod.namespace);
+        let rs = match tokio::time::timeout(PUBLISH_TIMEOUT, api.get(&owner.name)).await {
+            Ok(Ok(rs)) => rs,
+            Ok(Err(e)) => {
+                tracing::debug!(replicaset = %owner.name, "cannot read the ReplicaSet: {e}");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let deployment = rs
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "Deployment")
+            .map(|o| Owner {
+                api_version: o.api_version.clone(),
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                uid: o.uid.clone(),
+            });
+        if self.deployments.len() >= OWNERS_KEPT {
+            self.deployments.clear();
+        }
+        self.deployments
+            .insert(owner.uid.clone(), deployment.clone());
+        Some(deployment.unwrap_or(owner))
     }
 }
 
@@ -221,10 +464,26 @@ mod tests {
                 name: "web-1".into(),
                 uid: uid.into(),
                 container: container.into(),
+                owner: None,
             },
             reason: Reason::StopSignalIgnored,
-            note: "PID 1 is a shell (sh) ... Authorization: Bearer s3cr3t".into(),
+            note: "PID 1 is a shell (sh) ... sleep (pid 4242) never received it. Authorization: Bearer s3cr3t".into(),
+            type_: EventType::Warning,
         }
+    }
+
+    fn new_sink(queue: usize, options: EventOptions) -> (EventSink, mpsc::Receiver<PodEvent>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (EventSink::with_queue(tx, options, Family::default()), rx)
+    }
+
+    fn counted(sink: &EventSink, result: &str) -> u64 {
+        sink.counts
+            .get_or_create(&EventLabels {
+                reason: "StopSignalIgnored".into(),
+                result: result.into(),
+            })
+            .get()
     }
 
     #[test]
@@ -264,8 +523,7 @@ mod tests {
 
     #[test]
     fn a_pod_over_its_rate_is_dropped_and_a_full_queue_never_waits() {
-        let (tx, mut rx) = mpsc::channel(100);
-        let mut sink = EventSink::with_queue(tx);
+        let (mut sink, mut rx) = new_sink(100, EventOptions::default());
         let t0 = Instant::now();
         let offered = (0..8).filter(|_| sink.offer(event("a", "app"), t0)).count();
         assert_eq!(offered, 5);
@@ -277,24 +535,67 @@ mod tests {
             sink.offer(event("a", "app"), t0 + REFILL),
             "a token came back"
         );
-        assert_eq!(sink.dropped, 3);
+        assert_eq!(counted(&sink, "rate_limited"), 3);
         let mut n = 0;
         while rx.try_recv().is_ok() {
             n += 1;
         }
         assert_eq!(n, 7);
 
-        let (tx, _rx) = mpsc::channel(1);
-        let mut sink = EventSink::with_queue(tx);
+        let (mut sink, _rx) = new_sink(1, EventOptions::default());
         assert!(sink.offer(event("a", "app"), t0));
         assert!(
             !sink.offer(event("b", "app"), t0),
             "full queue: dropped, not awaited"
         );
+        assert_eq!(counted(&sink, "queue_full"), 1);
     }
 
     #[test]
-    fn containers_stay_apart_and_notes_carry_no_secrets() {
+    fn the_node_has_one_rate_for_all_its_pods() {
+        let options = EventOptions {
+            qps: 2.0,
+            burst: 10,
+            ..Default::default()
+        };
+        let (mut sink, _rx) = new_sink(1000, options);
+        let t0 = Instant::now();
+        let offered = (0..50)
+            .filter(|i| sink.offer(event(&format!("pod-{i}"), "app"), t0))
+            .count();
+        assert_eq!(offered, 10, "the node's burst");
+        let later = (50..60)
+            .filter(|i| {
+                sink.offer(
+                    event(&format!("pod-{i}"), "app"),
+                    t0 + Duration::from_secs(2),
+                )
+            })
+            .count();
+        assert_eq!(later, 4, "2 per second refilled");
+        assert_eq!(counted(&sink, "rate_limited"), 46);
+    }
+
+    #[test]
+    fn namespaces_are_included_and_excluded() {
+        let options = EventOptions {
+            namespaces: vec!["shop".into(), "kube-system".into()],
+            exclude_namespaces: vec!["kube-system".into()],
+            ..Default::default()
+        };
+        assert!(options.wants("shop"));
+        assert!(!options.wants("kube-system"), "excluded wins");
+        assert!(!options.wants("other"), "not included");
+        assert!(EventOptions::default().wants("anything"));
+        let (mut sink, _rx) = new_sink(10, options);
+        let mut other = event("a", "app");
+        other.pod.namespace = "other".into();
+        assert!(!sink.offer(other, Instant::now()));
+        assert!(sink.offer(event("a", "app"), Instant::now()));
+    }
+
+    #[test]
+    fn containers_stay_apart_and_notes_carry_no_secrets_nor_host_pids() {
         let (api, reference) = to_api(&event("a", "app"));
         let (_, other) = to_api(&event("a", "sidecar"));
         assert_eq!(
@@ -306,8 +607,37 @@ mod tests {
         assert!(matches!(api.type_, EventType::Warning));
         let note = api.note.unwrap_or_default();
         assert!(!note.contains("s3cr3t") && note.contains("PID 1"), "{note}");
+        assert!(
+            note.contains("sleep never received it") && !note.contains("4242"),
+            "{note}"
+        );
+        assert_eq!(
+            without_host_pids("a (pid x) b (pid 12"),
+            "a (pid x) b (pid 12"
+        );
         let mut long = event("a", "app");
         long.note = "é".repeat(2000);
         assert!(to_api(&long).0.note.unwrap_or_default().len() <= NOTE_MAX);
+    }
+
+    #[test]
+    fn a_workload_event_names_the_pod_and_regards_the_workload() {
+        let deployment = Owner {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: "d-1".into(),
+        };
+        let (api, reference) = to_workload(&event("a", "app"), &deployment);
+        assert_eq!(reference.kind.as_deref(), Some("Deployment"));
+        assert_eq!(reference.uid.as_deref(), Some("d-1"));
+        assert_eq!(reference.namespace.as_deref(), Some("shop"));
+        let note = api.note.unwrap_or_default();
+        assert!(
+            note.starts_with("Pod web-1 (container app): PID 1"),
+            "{note}"
+        );
+        assert!(!note.contains("s3cr3t"), "{note}");
+        assert_eq!(api.secondary.and_then(|s| s.name).as_deref(), Some("web-1"));
     }
 }

@@ -3,7 +3,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -30,6 +30,39 @@ pub struct Shared {
     /// Newest first, serialized once: a request copies pointers under the lock, not records.
     pub terminations: VecDeque<Arc<str>>,
     pub ready: bool,
+    /// The loop's last tick and the ring reader's last drain it saw: /healthz fails when
+    /// either is older than [`STALLED`].
+    pub beat: Option<Instant>,
+    pub drained: Option<Instant>,
+}
+
+/// The loop ticks every second and the reader reports at least every 100 ms: this long
+/// without either is a stalled daemon that a restart may cure.
+pub const STALLED: Duration = Duration::from_secs(20);
+
+impl Shared {
+    pub fn new(metrics: Metrics) -> Shared {
+        Shared {
+            metrics,
+            terminations: VecDeque::new(),
+            ready: false,
+            beat: None,
+            drained: None,
+        }
+    }
+
+    /// None when healthy, else what stalled.
+    pub fn stalled(&self, now: Instant) -> Option<&'static str> {
+        let old =
+            |at: Option<Instant>| at.is_some_and(|t| now.saturating_duration_since(t) > STALLED);
+        if old(self.beat) {
+            Some("the event loop")
+        } else if old(self.drained) {
+            Some("the kernel ring reader")
+        } else {
+            None
+        }
+    }
 }
 
 impl Shared {
@@ -49,7 +82,7 @@ pub fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/terminations", get(terminations))
         .with_state(state)
@@ -64,6 +97,19 @@ async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         )],
         lock(&state).metrics.encode(),
     )
+}
+
+async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
+    match lock(&state).stalled(Instant::now()) {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(what) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: {what} has not moved for over {}s\n",
+                STALLED.as_secs()
+            ),
+        ),
+    }
 }
 
 async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {

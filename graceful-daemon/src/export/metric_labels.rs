@@ -52,13 +52,56 @@ pub(super) struct TerminationLabels {
 }
 
 /// A workload's stops: what alerts and dashboards group by, with no pod name in it.
+/// `workload` and `workload_type` as kubernetes-mixin's
+/// `namespace_workload_pod:kube_pod_owner:relabel` has them, so the two join.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct WorkloadLabels {
     pub(super) namespace: String,
-    /// "Deployment/web"; empty when the API server did not say.
+    pub(super) workload_type: String,
     pub(super) workload: String,
     pub(super) outcome: String,
     pub(super) verdict: String,
+}
+
+/// A workload as kubernetes-mixin names it: ("deployment", "web") for "Deployment/web"; both
+/// empty when the API server did not say (a bare pod, no API).
+pub(super) fn workload_parts(workload: Option<&str>) -> (String, String) {
+    match workload.and_then(|w| w.split_once('/')) {
+        Some((kind, name)) => (kind.to_ascii_lowercase(), name.to_string()),
+        None => (String::new(), String::new()),
+    }
+}
+
+/// Every stop on the node, by outcome and verdict: created at 0 at start, so that `increase()`
+/// sees the first one.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct OutcomeVerdictLabels {
+    pub(super) outcome: String,
+    pub(super) verdict: String,
+}
+
+/// A running container's PID 1 risk, with its workload (what the alert and the risk table name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct RiskLabels {
+    pub(super) namespace: String,
+    pub(super) workload_type: String,
+    pub(super) workload: String,
+    pub(super) pod: String,
+    pub(super) container: String,
+}
+
+/// Kubernetes Events by reason and what became of them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub reason: String,
+    /// `published`, `failed` (the API refused or did not answer), `rate_limited`,
+    /// `queue_full`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ProgramLabels {
+    pub(super) program: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

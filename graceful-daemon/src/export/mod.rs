@@ -5,4 +5,5 @@ pub mod http;
 pub mod log;
 pub mod metric_labels;
 pub mod metrics;
+pub mod process;
 pub mod trace;

@@ -32,6 +32,18 @@ pub enum Verdict {
 serialize_by_name!(Outcome, Verdict);
 
 impl Verdict {
+    pub const ALL: [Verdict; 9] = [
+        Verdict::Graceful,
+        Verdict::ChildrenKilledAtExit,
+        Verdict::SwallowedByShellPid1,
+        Verdict::Pid1IgnoresStopSignal,
+        Verdict::NotForwarded,
+        Verdict::SlowShutdown,
+        Verdict::KilledWithoutStopSignal,
+        Verdict::OomKilled,
+        Verdict::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Graceful => "graceful",
@@ -48,6 +60,13 @@ impl Verdict {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Exited,
+        Outcome::KilledAfterGrace,
+        Outcome::Killed,
+        Outcome::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Exited => "exited",
