@@ -2,6 +2,7 @@
 //! which speaks the real protocol over HTTP. Pods: list (field selector, resourceVersion) and
 //! watch (ADDED/MODIFIED/DELETED, BOOKMARK, a 410 Gone ERROR that forces a relist).
 //! events.k8s.io/v1 Events: POST, merge PATCH, list (and as core/v1 for `kubectl get events`).
+//! apps/v1 ReplicaSets: get (their owner is the Deployment an Event also goes on).
 //! Discovery enough for the official kubectl. It can be down, slow or answer garbage.
 use std::{
     collections::BTreeMap,
@@ -42,6 +43,8 @@ struct Store {
     watchers: Vec<(Option<String>, mpsc::UnboundedSender<Value>)>,
     /// events.k8s.io/v1 Events by (namespace, name).
     events: BTreeMap<(String, String), Value>,
+    /// apps/v1 ReplicaSets by (namespace, name).
+    replicasets: BTreeMap<(String, String), Value>,
     /// "METHOD path?query" of every request, in order.
     pub requests: Vec<String>,
     mode: Option<Mode>,
@@ -217,6 +220,20 @@ impl ApiServer {
         let rv = s.rv;
         pod["metadata"]["resourceVersion"] = json!(rv.to_string());
         s.publish(rv, "DELETED", pod);
+    }
+
+    /// A ReplicaSet owned by a Deployment, as the Deployment controller makes it.
+    pub fn put_replicaset(&self, namespace: &str, name: &str, deployment: (&str, &str)) {
+        let mut s = lock(&self.store);
+        s.rv += 1;
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("rs-{name}"),
+                "resourceVersion": s.rv.to_string(),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.0,
+                    "uid": deployment.1, "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"selector": {"matchLabels": {"app": deployment.0}}}});
+        s.replicasets
+            .insert((namespace.to_string(), name.to_string()), rs);
     }
 
     /// Events as stored (events.k8s.io/v1), in name order.
@@ -407,6 +424,19 @@ async fn handle(State(store): State<Shared>, method: Method, uri: Uri, body: Byt
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     &format!("pods \"{name}\" not found"),
+                ),
+            }
+        }
+        (Method::GET, ["apis", "apps", "v1", "namespaces", ns, "replicasets", name]) => {
+            match lock(&store)
+                .replicasets
+                .get(&(ns.to_string(), name.to_string()))
+            {
+                Some(rs) => ok(rs.clone()),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("replicasets.apps \"{name}\" not found"),
                 ),
             }
         }

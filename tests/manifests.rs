@@ -41,10 +41,15 @@ pub fn yaml_docs(text: &str) -> Vec<Value> {
 
 /// `kubectl kustomize deploy/`: the YAML and its objects.
 pub fn rendered() -> (String, Vec<Value>) {
+    rendered_at(&root().join("deploy"))
+}
+
+/// `kubectl kustomize` of a kustomization directory.
+pub fn rendered_at(dir: &std::path::Path) -> (String, Vec<Value>) {
     let yaml = output(
         Command::new(tool("venv/bin/kubectl"))
             .arg("kustomize")
-            .arg(root().join("deploy")),
+            .arg(dir),
     );
     let docs = yaml_docs(&yaml);
     (yaml, docs)

@@ -9,7 +9,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use graceful_tests::manifests::{of_kind, output, rendered, root, tool, yaml_docs};
+use graceful_tests::manifests::{of_kind, output, rendered, rendered_at, root, tool, yaml_docs};
 use serde_json::Value;
 
 #[test]
@@ -22,6 +22,7 @@ fn the_kustomization_renders_and_validates_against_the_schemas() {
         "ConfigMap",
         "DaemonSet",
         "Namespace",
+        "NetworkPolicy",
         "PrometheusRule",
         "Service",
         "ServiceAccount",
@@ -50,6 +51,7 @@ fn the_kustomization_renders_and_validates_against_the_schemas() {
         "configmap",
         "service",
         "daemonset",
+        "networkpolicy",
     ] {
         assert!(
             said.contains(&format!("passed for resource {kind}/")),
@@ -300,6 +302,9 @@ fn every_privilege_the_daemonset_asks_for_is_justified_in_the_readme() {
         serde_json::json!([{"operator": "Exists"}])
     );
     assert!(pod["terminationGracePeriodSeconds"].as_i64().is_some());
+    // Linux nodes only (not Windows, not virtual-kubelet), evicted last.
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
     let c = &pod["containers"][0];
     assert_eq!(
         c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
@@ -310,6 +315,108 @@ fn every_privilege_the_daemonset_asks_for_is_justified_in_the_readme() {
     assert!(
         c["resources"]["limits"]["memory"].is_string()
             && c["resources"]["requests"]["cpu"].is_string()
+    );
+    // A throttled reader loses events: the runbook says it has no CPU limit, and it has none.
+    assert!(c["resources"]["limits"]["cpu"].is_null(), "{c:#}");
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains("no CPU limit"),
+        "the runbook and the limit disagree"
+    );
+    // The socket's directory, not the socket: a runtime restart makes a new one.
+    let runtime = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "runtime-socket")
+        .expect("the runtime socket volume");
+    assert_eq!(runtime["hostPath"]["type"], "Directory");
+}
+
+/// deploy/ with its components switched on, in a copy.
+fn with_components(name: &str) -> PathBuf {
+    let dir = tempdir(name);
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(root().join("deploy"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let kustomization = dir.join("deploy/kustomization.yaml");
+    let text = std::fs::read_to_string(&kustomization).unwrap();
+    let on = text
+        .replace("# components:", "components:")
+        .replace("#   - components/", "  - components/");
+    assert_ne!(on, text, "deploy/kustomization.yaml names its components");
+    std::fs::write(&kustomization, on).unwrap();
+    dir.join("deploy")
+}
+
+#[test]
+fn the_cri_o_and_kube_rbac_proxy_components_render_and_validate() {
+    let (yaml, docs) = rendered_at(&with_components("components"));
+    let pod = &of_kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    let daemon = &pod["containers"][0];
+    let args: Vec<&str> = daemon["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // CRI-O: its socket and its directory.
+    assert!(
+        args.contains(&"--cri-socket=/var/run/crio/crio.sock"),
+        "{args:?}"
+    );
+    assert!(daemon["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/var/run/crio"));
+    assert!(pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["hostPath"]["path"] == "/var/run/crio"));
+    // kube-rbac-proxy: the daemon on localhost, the proxy on 9443, probes and scrapes over TLS.
+    assert!(args.contains(&"--metrics-addr=127.0.0.1:9402"), "{args:?}");
+    assert!(daemon["ports"].is_null(), "{daemon:#}");
+    let proxy = &pod["containers"][1];
+    assert_eq!(proxy["name"], "kube-rbac-proxy");
+    assert_eq!(daemon["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(daemon["livenessProbe"]["httpGet"]["port"], "https");
+    assert_eq!(of_kind(&docs, "Service")["spec"]["ports"][0]["port"], 9443);
+    let endpoint = &of_kind(&docs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(endpoint["honorLabels"], true);
+    assert_eq!(
+        of_kind(&docs, "NetworkPolicy")["spec"]["ingress"][0]["ports"][0]["port"],
+        "https"
+    );
+    assert!(docs
+        .iter()
+        .any(|d| d["metadata"]["name"] == "graceful-terminations-reader"));
+    // Every object still validates, and every privilege is still justified.
+    let dir = tempdir("components-validate");
+    std::fs::write(dir.join("rendered.yaml"), &yaml).unwrap();
+    let said = output(
+        Command::new(tool("venv/bin/kubernetes-validate"))
+            .args(["--strict", "-k", "1.33.0"])
+            .arg(dir.join("rendered.yaml")),
+    );
+    assert!(
+        said.contains("passed for resource daemonset/graceful")
+            && !said.contains("ERROR")
+            && !said.contains("failed"),
+        "{said}"
+    );
+    let said = validate_crds(&docs);
+    assert!(said.contains("valid ServiceMonitor/graceful"), "{said}");
+    let missing = unjustified(&docs, &justified());
+    assert!(
+        missing.is_empty(),
+        "not justified in the README: {missing:?}"
     );
 }
 
@@ -329,7 +436,7 @@ fn alert_rules_pass_promtool() {
             .args(["check", "rules"])
             .arg(dir.join("graceful.rules.yaml")),
     );
-    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 8 rules found"), "{said}");
     let said = output(
         Command::new("promtool")
             .args(["test", "rules"])
@@ -365,4 +472,80 @@ fn alert_rules_pass_promtool() {
             "{alert} has no runbook section"
         );
     }
+}
+
+/// The dashboard's panels over a rollout that SIGKILLed three pods of `web` at 10-12m, as the
+/// daemon exposes it: the node counters at 0 from the start, the workload's series created at
+/// its first stop. promtool evaluates the panels' own queries: the time series while the
+/// rollout shows, and the top-workloads table half an hour later over the picker's range.
+#[test]
+fn the_dashboard_shows_a_rollout_half_an_hour_later() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/graceful.json")).unwrap(),
+    )
+    .unwrap();
+    let expr = |title: &str, rate: &str, range: &str| {
+        let panel = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"));
+        panel["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .replace("$cluster", ".*")
+            .replace("$node", "node-a")
+            .replace("$namespace", ".*")
+            .replace("$workload", ".*")
+            .replace("$__rate_interval", rate)
+            .replace("$__range", range)
+    };
+    let target = r#"cluster="c1",job="graceful",instance="10.0.0.1:9402",node="node-a",service="graceful",endpoint="metrics""#;
+    let test = format!(
+        r#"rule_files: []
+evaluation_interval: 1m
+tests:
+- interval: 1m
+  input_series:
+  - series: 'graceful_node_terminations_total{{{target},outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"}}'
+    values: '0x10 1 2 3+0x60'
+  - series: 'graceful_node_terminations_total{{{target},outcome="exited",verdict="graceful"}}'
+    values: '0x80'
+  - series: 'graceful_workload_terminations_total{{{target},namespace="shop",workload_type="deployment",workload="web",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"}}'
+    values: '_x10 1 2 3+0x60'
+  promql_expr_test:
+  - expr: '{outcome}'
+    eval_time: 13m
+    exp_samples:
+    - labels: '{{outcome="killed_after_grace"}}'
+      value: 3
+  - expr: '{verdict}'
+    eval_time: 13m
+    exp_samples:
+    - labels: '{{verdict="swallowed_by_shell_pid1"}}'
+      value: 3
+  - expr: '{top}'
+    eval_time: 42m
+    exp_samples:
+    - labels: '{{namespace="shop",workload_type="deployment",workload="web",verdict="swallowed_by_shell_pid1"}}'
+      value: 3
+"#,
+        outcome = expr("Terminations by outcome", "5m", "1h").replace('\'', "''"),
+        verdict = expr("Terminations by verdict", "5m", "1h").replace('\'', "''"),
+        top = expr(
+            "Top workloads SIGKILLed after their grace period",
+            "5m",
+            "1h"
+        )
+        .replace('\'', "''"),
+    );
+    let dir = tempdir("dashboard");
+    std::fs::write(dir.join("dashboard.test.yaml"), test).unwrap();
+    let said = output(
+        Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(dir.join("dashboard.test.yaml")),
+    );
+    assert!(said.contains("SUCCESS"), "{said}");
 }

@@ -286,7 +286,7 @@ fn running_containers_have_their_pid1_risk_gauge() {
     let m = &pods_run().running_metrics;
     for (pod, risk) in [("shell", 1), ("exec-sleep", 1), ("forwards", 0)] {
         let gauge = format!(
-            r#"graceful_pid1_ignores_stop_signal{{namespace="e2e",pod="{pod}",container="app"}} {risk}"#
+            r#"graceful_pid1_ignores_stop_signal{{namespace="e2e",workload_type="",workload="",pod="{pod}",container="app"}} {risk}"#
         );
         assert!(m.contains(&gauge), "{gauge} not in\n{m}");
     }

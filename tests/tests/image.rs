@@ -176,7 +176,7 @@ async fn the_image_runs_with_exactly_the_daemonsets_privileges() {
     eventually("the container known to the image", || {
         let (_, m) = http_get(addr, "/metrics")?;
         m.contains(
-            r#"graceful_pid1_ignores_stop_signal{namespace="image",pod="shell",container="app"} 1"#,
+            r#"graceful_pid1_ignores_stop_signal{namespace="image",workload_type="",workload="",pod="shell",container="app"} 1"#,
         )
         .then_some(())
     });

@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 const NODE: &str = "node-test";
 const HOOK: &str = "sleep 1; echo Authorization: Bearer s3cr3t-t0ken > /dev/null";
 
+const DEPLOYMENT_UID: &str = "5e6f7a8b-0000-4000-8000-0000000000d1";
+
 fn pod_json(
     pod: &PodSpec<'_>,
     owner: (&str, &str),
@@ -150,6 +152,7 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         &web_id,
     );
     api.put_pod(web_pod.clone());
+    api.put_replicaset("shop", "web-7d4b9c8f5", ("web", DEPLOYMENT_UID));
     api.put_pod(with_container(
         pod_json(&calm, ("StatefulSet", "calm"), None, None),
         &calm_id,
@@ -275,8 +278,36 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         .unwrap();
     let note = ignored["note"].as_str().unwrap_or_default();
     assert!(
-        note.contains("PID 1 is a shell (sh)") && note.contains("sleep (pid"),
+        note.contains("PID 1 is a shell (sh)") && note.contains("sleep never received it"),
         "names PID 1 and who never got it: {note}"
+    );
+    assert!(
+        !note.contains("(pid "),
+        "host pids mean nothing in the pod: {note}"
+    );
+    // The same on the Deployment, which outlives the rollout's pods (the ReplicaSet's owner).
+    let on_deployment = eventually("SIGKILLAfterGrace on the Deployment", || {
+        api.events()
+            .into_iter()
+            .find(|e| e["regarding"]["kind"] == "Deployment" && e["reason"] == "SIGKILLAfterGrace")
+    });
+    assert_eq!(
+        on_deployment["regarding"]["name"], "web",
+        "{on_deployment:#}"
+    );
+    assert_eq!(
+        on_deployment["regarding"]["uid"], DEPLOYMENT_UID,
+        "{on_deployment:#}"
+    );
+    assert_eq!(
+        on_deployment["related"]["name"], web.name,
+        "{on_deployment:#}"
+    );
+    assert!(
+        on_deployment["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with(&format!("Pod {} (container app): ", web.name))),
+        "{on_deployment:#}"
     );
     assert!(
         events_about(&api, calm.uid).is_empty(),
@@ -300,7 +331,7 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
     eventually("the restarted container known", || {
         let (_, m) = http_get(daemon.addr, "/metrics")?;
         m.contains(&format!(
-            r#"graceful_pid1_ignores_stop_signal{{namespace="shop",pod="{}",container="app"}} 1"#,
+            r#"graceful_pid1_ignores_stop_signal{{namespace="shop",workload_type="deployment",workload="web",pod="{}",container="app"}} 1"#,
             web.name
         ))
         .then_some(())
@@ -319,6 +350,14 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         "repeats are PATCHed"
     );
     assert_eq!(series["regarding"]["fieldPath"], "spec.containers{app}");
+    // The audit's finding was told once for the workload and image, not again at the restart.
+    let audits: Vec<Value> = api
+        .events()
+        .into_iter()
+        .filter(|e| e["reason"] == "PID1IgnoresStopSignal")
+        .collect();
+    assert_eq!(audits.len(), 1, "{audits:#?}");
+    assert!(audits[0]["series"].is_null(), "{audits:#?}");
 
     // kubectl reads the Events as the real API serves them.
     let listed = kubectl(&api, &["get", "events", "-n", "shop"]);
@@ -386,7 +425,7 @@ async fn tracing_goes_on_while_the_api_server_is_down_slow_or_garbage() {
             .await;
         eventually("the container known", || {
             let (_, m) = http_get(daemon.addr, "/metrics")?;
-            m.contains(&format!(r#"graceful_pid1_ignores_stop_signal{{namespace="outage",pod="{mode}",container="app"}} 1"#)).then_some(())
+            m.contains(&format!(r#"graceful_pid1_ignores_stop_signal{{namespace="outage",workload_type="",workload="",pod="{mode}",container="app"}} 1"#)).then_some(())
         });
         cri.stop_container(&id, 1).await;
         let record = record_of(&daemon, &id);

@@ -1,7 +1,11 @@
 //! A real Prometheus (Debian's) scrapes the daemon while pods go through the real containerd,
-//! with deploy/'s alert rules loaded: GracefulSIGKILLAfterGrace fires for the workload whose
-//! container is SIGKILLed after its grace, nothing fires for the graceful one, and every query
-//! of the Grafana dashboard, its variables filled in, returns data.
+//! with deploy/'s alert rules loaded and the scrape configured as the Prometheus operator
+//! configures it for deploy/'s ServiceMonitor: the operator's target labels (the daemon's own
+//! namespace, pod, container, service, endpoint) and the monitor's honorLabels. A rollout
+//! SIGKILLs three pods of a Deployment: the outcome, verdict and top-workloads panels show 3,
+//! GracefulSIGKILLAfterGrace and GracefulStopSignalIgnored name the app's namespace and
+//! workload, nothing fires for the graceful pod, and every query and variable of the Grafana
+//! dashboard returns data.
 use std::{
     net::SocketAddr,
     process::{Child, Command, Stdio},
@@ -29,7 +33,42 @@ impl Drop for Prometheus {
     }
 }
 
-fn start_prometheus(dir: &std::path::Path, target: SocketAddr, rules: &Value) -> Prometheus {
+/// The scrape job the Prometheus operator writes for `monitor` (a ServiceMonitor): the target
+/// labels it attaches from Kubernetes discovery for the daemon's own pod, the `node` of the
+/// monitor's relabeling, the job from its jobLabel, and its honorLabels.
+fn operator_scrape_job(monitor: &Value, target: SocketAddr) -> String {
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let honor = endpoint["honorLabels"].as_bool().unwrap_or(false);
+    let relabeled_node = endpoint["relabelings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["targetLabel"] == "node");
+    assert!(relabeled_node, "the ServiceMonitor sets node: {monitor:#}");
+    let job = monitor["metadata"]["labels"][monitor["spec"]["jobLabel"].as_str().unwrap()]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = endpoint["port"].as_str().unwrap();
+    [
+        "  - job_name: serviceMonitor/graceful/graceful/0".to_string(),
+        format!("    honor_labels: {honor}"),
+        "    static_configs:".to_string(),
+        format!("      - targets: ['{target}']"),
+        "        labels:".to_string(),
+        format!("          job: {job}"),
+        format!("          node: {NODE}"),
+        "          namespace: graceful".to_string(),
+        "          pod: graceful-x7k2p".to_string(),
+        "          container: graceful".to_string(),
+        "          service: graceful".to_string(),
+        format!("          endpoint: {port}"),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+fn start_prometheus(dir: &std::path::Path, job: &str, rules: &Value) -> Prometheus {
     std::fs::write(
         dir.join("graceful.rules.yaml"),
         serde_yaml::to_string(rules).unwrap(),
@@ -37,7 +76,7 @@ fn start_prometheus(dir: &std::path::Path, target: SocketAddr, rules: &Value) ->
     .unwrap();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-         scrape_configs:\n  - job_name: graceful\n    static_configs:\n      - targets: ['{target}']\n        labels:\n          node: {NODE}\n",
+         scrape_configs:\n{job}",
         dir.join("graceful.rules.yaml").display()
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
@@ -118,21 +157,35 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
     let api = ApiServer::start().await;
     let mut cri = ctd.client().await;
     let daemon = api.daemon(&ctd, NODE, "daemon.log");
-    let prom = start_prometheus(&ctd.dir, daemon.addr, rules);
+    let job = operator_scrape_job(of_kind(&docs, "ServiceMonitor"), daemon.addr);
+    let prom = start_prometheus(&ctd.dir, &job, rules);
     stage("daemon and Prometheus up");
 
-    let pods = [
+    let web = |n: u8| {
         (
             PodSpec {
                 namespace: "prom",
-                name: "web-5d8f7c9b4-k2x9z",
-                uid: "3c2b1a00-0000-4000-8000-000000000001",
+                name: [
+                    "web-5d8f7c9b4-k2x9z",
+                    "web-5d8f7c9b4-p4m7q",
+                    "web-5d8f7c9b4-z8w3n",
+                ][usize::from(n)],
+                uid: [
+                    "3c2b1a00-0000-4000-8000-000000000011",
+                    "3c2b1a00-0000-4000-8000-000000000012",
+                    "3c2b1a00-0000-4000-8000-000000000013",
+                ][usize::from(n)],
                 grace_seconds: 1,
                 shared_pids: false,
             },
             ("ReplicaSet", "web-5d8f7c9b4"),
             "sleep 1000; true",
-        ),
+        )
+    };
+    let pods = [
+        web(0),
+        web(1),
+        web(2),
         (
             PodSpec {
                 namespace: "prom",
@@ -168,30 +221,46 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
     }
     // Each app container by its name (the pod's sandbox may show too, by its short id, while
     // the runtime has not said what it is).
-    eventually("the audit of the three app containers, scraped", || {
+    // Our namespace, not the daemon's (`graceful`): honorLabels kept it from becoming
+    // exported_namespace.
+    eventually("the audit of the five app containers, scraped", || {
         let r = query(
             &prom,
             r#"graceful_pid1_ignores_stop_signal{namespace="prom",container="app"}"#,
         )?;
-        (r.len() == 3).then_some(())
+        (r.len() == 5).then_some(())
     });
-    stage("three pods audited and scraped");
-
-    // web is SIGKILLed after its grace, calm exits; risky keeps running (the PID 1 risk table).
-    cri.stop_container(&started[0].1, 1).await;
-    cri.stop_container(&started[1].1, 1).await;
-    let firing = eventually(
-        "GracefulSIGKILLAfterGrace firing for Deployment/web",
-        || {
-            alerts(&prom).into_iter().find(|a| {
-                a["labels"]["alertname"] == "GracefulSIGKILLAfterGrace"
-                    && a["labels"]["workload"] == "Deployment/web"
-                    && a["state"] == "firing"
-            })
-        },
+    let risk = query(&prom, r#"graceful_pid1_ignores_stop_signal{pod="risky-0"}"#).unwrap();
+    assert_eq!(risk[0]["metric"]["workload"], "risky", "{risk:?}");
+    assert_eq!(
+        risk[0]["metric"]["workload_type"], "statefulset",
+        "{risk:?}"
     );
+    let renamed = query(&prom, r#"{exported_namespace!=""}"#).unwrap();
+    assert!(
+        renamed.is_empty(),
+        "labels renamed by the scrape: {renamed:?}"
+    );
+    stage("five pods audited and scraped");
+
+    // The rollout: web's three pods are SIGKILLed after their grace, calm exits; risky keeps
+    // running (the PID 1 risk table).
+    for (_, id) in started.iter().take(4) {
+        cri.stop_container(id, 1).await;
+    }
+    let firing = eventually("GracefulSIGKILLAfterGrace firing for web", || {
+        alerts(&prom).into_iter().find(|a| {
+            a["labels"]["alertname"] == "GracefulSIGKILLAfterGrace"
+                && a["labels"]["workload"] == "web"
+                && a["state"] == "firing"
+        })
+    });
     stage("GracefulSIGKILLAfterGrace firing");
     assert_eq!(firing["labels"]["namespace"], "prom", "{firing:#}");
+    assert_eq!(
+        firing["labels"]["workload_type"], "deployment",
+        "{firing:#}"
+    );
     assert!(
         firing["annotations"]["description"]
             .as_str()
@@ -204,15 +273,13 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
             a["labels"]["alertname"] == "GracefulStopSignalIgnored" && a["state"] == "firing"
         })
     });
-    assert_eq!(
-        ignored["labels"]["pod"], "web-5d8f7c9b4-k2x9z",
-        "{ignored:#}"
-    );
+    assert_eq!(ignored["labels"]["namespace"], "prom", "{ignored:#}");
+    assert_eq!(ignored["labels"]["workload"], "web", "{ignored:#}");
     // The graceful pod's container fires nothing, and the daemon is neither down nor losing
     // events. (Its pod's sandbox may be pending in GracefulPID1DropsStopSignal: this test's
     // pause image is `sleep`, and a busy host can delay the runtime's word that it is a sandbox.)
     for a in alerts(&prom) {
-        assert_ne!(a["labels"]["workload"], "StatefulSet/calm", "{a:#}");
+        assert_ne!(a["labels"]["workload"], "calm", "{a:#}");
         let calm_app = a["labels"]["pod"] == "calm-0" && a["labels"]["container"] == "app";
         assert!(
             !calm_app && (a["labels"]["pod"] != "calm-0" || a["state"] != "firing"),
@@ -228,27 +295,94 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
     }
 
     stage("alerts checked");
-    // Every panel's query, its variables filled in, returns data from this Prometheus.
+    // The rollout's three SIGKILLs on the outcome, verdict and top-workloads panels.
     let panels = dashboard["panels"].as_array().unwrap();
-    for panel in panels {
+    let fill = |expr: &str| {
+        expr.replace("$cluster", ".*")
+            .replace("$node", NODE)
+            .replace("$namespace", ".*")
+            .replace("$workload", ".*")
+            .replace("$__rate_interval", "10m")
+            .replace("$__range", "1h")
+    };
+    let panel = |title: &str| {
+        let p = panels
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"));
+        fill(p["targets"][0]["expr"].as_str().unwrap())
+    };
+    let three = |title: &str, label: &str, value: &str| {
+        let expr = panel(title);
+        eventually(&format!("3 {value} on {title}: {expr}"), || {
+            let r = query(&prom, &expr)?;
+            let v: f64 = r.iter().find(|s| s["metric"][label] == value)?["value"][1]
+                .as_str()?
+                .parse()
+                .ok()?;
+            // increase() extrapolates a little past the last sample.
+            ((2.9..3.5).contains(&v)).then_some(())
+        });
+    };
+    three("Terminations by outcome", "outcome", "killed_after_grace");
+    three(
+        "Terminations by verdict",
+        "verdict",
+        "swallowed_by_shell_pid1",
+    );
+    three(
+        "Top workloads SIGKILLed after their grace period",
+        "workload",
+        "web",
+    );
+    // Every panel's query, its variables filled in, succeeds; each returns data unless it is
+    // empty on a healthy node or reads kube-state-metrics, which does not run here.
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        let quiet = panel["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("Empty when healthy"));
         for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"].as_str().unwrap();
-            let filled = expr
-                .replace("$namespace", ".*")
-                .replace("$__rate_interval", "1m")
-                .replace("$__range", "1h");
+            let filled = fill(target["expr"].as_str().unwrap());
+            if quiet || filled.contains("kube_") {
+                assert!(query(&prom, &filled).is_some(), "{filled}");
+                continue;
+            }
             eventually(
                 &format!("data for the panel {:?}: {filled}", panel["title"]),
                 || query(&prom, &filled).filter(|r| !r.is_empty()),
             );
         }
     }
-    let variable = &dashboard["templating"]["list"][1]["definition"];
-    let names = query(&prom, "group by (namespace) (graceful_terminations_total)").unwrap();
-    assert!(
-        names.iter().any(|n| n["metric"]["namespace"] == "prom"),
-        "{variable}: {names:?}"
-    );
+    // The variables: label_values(selector, label) as Grafana asks it (the series API).
+    for (variable, want) in [("node", NODE), ("namespace", "prom"), ("workload", "web")] {
+        let definition = dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == variable)
+            .unwrap()["definition"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let inner = definition
+            .strip_prefix("label_values(")
+            .and_then(|d| d.strip_suffix(&format!(", {variable})")))
+            .unwrap_or_else(|| panic!("{definition}"));
+        let (_, body) = http_get(
+            prom.addr,
+            &format!("/api/v1/series?match[]={}", encode(&fill(inner))),
+        )
+        .unwrap();
+        let series: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            series["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s[variable] == want),
+            "{definition}: {body}"
+        );
+    }
 
     for (sandbox, _) in &started {
         cri.remove_pod(sandbox).await;

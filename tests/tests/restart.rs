@@ -32,7 +32,7 @@ async fn containers_running_before_the_daemon_get_their_names() {
     let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
     eventually("the audit gauge with the pod's CRI names", || {
         let (_, m) = http_get(daemon.addr, "/metrics")?;
-        m.contains(r#"graceful_pid1_ignores_stop_signal{namespace="restart",pod="early",container="app"} 1"#)
+        m.contains(r#"graceful_pid1_ignores_stop_signal{namespace="restart",workload_type="",workload="",pod="early",container="app"} 1"#)
             .then_some(())
     });
     cri.stop_container(&id, 1).await;
