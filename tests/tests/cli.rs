@@ -29,6 +29,20 @@ fn garbage_flags_are_usage_errors() {
         &["run", "--node-name", "Not A Node!"],
         &["run", "--node-name", ""],
         &["run", "--cri-socket", ""],
+        &["run", "--workload-series-ttl", "0s"],
+        &["run", "--workload-series-ttl", "40d"],
+        &["run", "--workload-series-ttl", "forever"],
+        &["run", "--event-qps", "0"],
+        &["run", "--event-qps", "-1"],
+        &["run", "--event-qps", "NaN"],
+        &["run", "--event-qps", "1e9"],
+        &["run", "--event-burst", "0"],
+        &["run", "--event-burst", "-3"],
+        &["run", "--event-burst", "many"],
+        &["run", "--audit-events", "loud"],
+        &["run", "--event-namespaces", "Not_A_Namespace"],
+        &["run", "--event-namespaces", "shop,,web"],
+        &["run", "--event-exclude-namespaces", "-kube"],
         &["trace", "--interval", "1e-12"],
         &["trace", "--interval", "-1"],
         &["trace", "--interval", "inf"],
@@ -54,6 +68,47 @@ fn garbage_flags_are_usage_errors() {
         let errors = err.lines().filter(|l| l.starts_with("error:")).count();
         assert_eq!(errors, 1, "{args:?}: {err}");
     }
+}
+
+/// Every flag of `run` that shapes metrics and Events, given good values: the daemon runs,
+/// and exports its own health beside the node counters.
+#[test]
+fn run_takes_the_fleet_flags_and_exports_its_own_health() {
+    let dir = std::env::temp_dir().join(format!("graceful-cli-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let daemon = Daemon::start_with(
+        &[
+            "--workload-series-ttl",
+            "2h",
+            "--event-qps",
+            "5",
+            "--event-burst",
+            "10",
+            "--audit-events",
+            "off",
+            "--event-namespaces",
+            "shop,web",
+            "--event-exclude-namespaces",
+            "kube-system",
+        ],
+        dir.join("daemon.log"),
+    );
+    let metrics = eventually("/metrics", || {
+        http_get(daemon.addr, "/metrics").filter(|(s, _)| *s == 200)
+    })
+    .1;
+    for line in [
+        r#"graceful_node_terminations_total{outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"} 0"#,
+        r#"graceful_probe_attached{program="signal_generate"} 1"#,
+        "graceful_api_up 0",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let (status, body) = http_get(daemon.addr, "/healthz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(daemon.stop().success());
 }
 
 /// Without root the kernel programs cannot load: one clear line and a non-zero exit.

@@ -602,7 +602,7 @@ impl Daemon {
             PodUpdate::Applied(pod) => {
                 let uid = pod.uid.clone();
                 self.departed.remove(&uid);
-                self.pods.insert(uid.clone(), pod);
+                self.pods.insert(uid.clone(), *pod);
                 vec![uid]
             }
             PodUpdate::Deleted { uid } => {

@@ -14,7 +14,7 @@ use super::pods::PodFacts;
 /// What changed among this node's pods.
 #[derive(Debug)]
 pub enum PodUpdate {
-    Applied(PodFacts),
+    Applied(Box<PodFacts>),
     Deleted {
         uid: String,
     },
@@ -75,7 +75,7 @@ pub fn watch_pods(client: Client, node: &str, up: Gauge) -> mpsc::Receiver<PodUp
                     PodUpdate::Relisted(std::mem::take(&mut listing))
                 }
                 Ok(watcher::Event::Apply(pod)) => match PodFacts::from_pod(&pod) {
-                    Some(facts) => PodUpdate::Applied(facts),
+                    Some(facts) => PodUpdate::Applied(Box::new(facts)),
                     None => continue,
                 },
                 Ok(watcher::Event::Delete(pod)) => match pod.metadata.uid {

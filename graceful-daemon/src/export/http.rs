@@ -188,3 +188,28 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
         connections.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_loop_or_reader_fails_health() {
+        let mut shared = Shared::new(Metrics::new(STALLED, STALLED));
+        let t0 = Instant::now();
+        assert_eq!(shared.stalled(t0), None, "not started yet: healthy");
+        shared.beat = Some(t0);
+        shared.drained = Some(t0);
+        assert_eq!(shared.stalled(t0 + STALLED / 2), None);
+        shared.beat = Some(t0 + STALLED);
+        assert_eq!(
+            shared.stalled(t0 + STALLED * 2),
+            Some("the kernel ring reader")
+        );
+        shared.drained = Some(t0 + STALLED * 2);
+        assert_eq!(
+            shared.stalled(t0 + STALLED * 2 + Duration::from_secs(1)),
+            Some("the event loop")
+        );
+    }
+}
