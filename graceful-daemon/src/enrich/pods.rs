@@ -148,12 +148,7 @@ impl PodFacts {
                 .iter()
                 .flatten()
                 .find(|o| o.controller == Some(true))
-                .map(|o| Owner {
-                    api_version: o.api_version.clone(),
-                    kind: o.kind.clone(),
-                    name: o.name.clone(),
-                    uid: o.uid.clone(),
-                }),
+                .map(Owner::from),
             name,
             grace_period_seconds: grace,
             deleted_at,

@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::ObjectReference};
+use k8s_openapi::{
+    api::{apps::v1::ReplicaSet, core::v1::ObjectReference},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
 use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
     Api, Client,
@@ -93,6 +96,17 @@ pub struct Owner {
     pub kind: String,
     pub name: String,
     pub uid: String,
+}
+
+impl From<&OwnerReference> for Owner {
+    fn from(o: &OwnerReference) -> Owner {
+        Owner {
+            api_version: o.api_version.clone(),
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -438,12 +452,7 @@ impl Publisher {
             .iter()
             .flatten()
             .find(|o| o.controller == Some(true) && o.kind == "Deployment")
-            .map(|o| Owner {
-                api_version: o.api_version.clone(),
-                kind: o.kind.clone(),
-                name: o.name.clone(),
-                uid: o.uid.clone(),
-            });
+            .map(Owner::from);
         if self.deployments.len() >= OWNERS_KEPT {
             self.deployments.clear();
         }
