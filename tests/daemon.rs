@@ -75,12 +75,15 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// `run` with CRI at `socket`, JSON logs into `log` and a 3 s series TTL, once `/readyz` answers.
+    /// `run` with CRI at `socket`, JSON logs into `log` and a 3 s TTL for container and workload
+    /// series, once `/readyz` answers.
     pub fn start(socket: &Path, log: PathBuf) -> Daemon {
         let socket = socket.to_string_lossy();
         Daemon::start_with(
             &[
                 "--series-ttl",
+                "3s",
+                "--workload-series-ttl",
                 "3s",
                 "--log-format",
                 "json",
