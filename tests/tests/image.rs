@@ -13,9 +13,10 @@ use serde_json::Value;
 
 const IMAGE: &str = "localhost/graceful:dev";
 
-/// `podman run` arguments for the DaemonSet's pod, its CRI socket mount pointed at `socket`
-/// (this machine's containerd listens elsewhere), its port published on `port`.
-fn run_args(pod: &Value, socket: &str, port: u16, seccomp_as_manifest: bool) -> Vec<String> {
+/// `podman run` arguments for the DaemonSet's pod, its runtime socket directory mount pointed at
+/// `socket_dir` (this machine's test containerd listens in its own directory, on a socket named
+/// as the manifest's), its port published on `port`.
+fn run_args(pod: &Value, socket_dir: &str, port: u16, seccomp_as_manifest: bool) -> Vec<String> {
     let c = &pod["containers"][0];
     let sc = &c["securityContext"];
     let mut args: Vec<String> = vec!["run".into(), "-d".into()];
@@ -53,8 +54,8 @@ fn run_args(pod: &Value, socket: &str, port: u16, seccomp_as_manifest: bool) -> 
         let host = volume["hostPath"]["path"]
             .as_str()
             .expect("a hostPath volume");
-        let host = if volume["hostPath"]["type"] == "Socket" {
-            socket
+        let host = if volume["name"] == "runtime-socket" {
+            socket_dir
         } else {
             host
         };
@@ -132,7 +133,12 @@ async fn the_image_runs_with_exactly_the_daemonsets_privileges() {
     let (_, docs) = rendered();
     let pod = &of_kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
     let ctd = Containerd::start().await;
-    let socket = ctd.socket.display().to_string();
+    assert_eq!(
+        ctd.socket.file_name().and_then(|n| n.to_str()),
+        Some("containerd.sock"),
+        "the manifest's --cri-socket names containerd.sock"
+    );
+    let socket = ctd.socket.parent().unwrap().display().to_string();
 
     // The runtime's default seccomp profile refuses bpf() without CAP_SYS_ADMIN: why the
     // manifest says Unconfined. The daemon says so in one line and exits.
