@@ -232,7 +232,7 @@ async fn next_pod(pods: &mut Option<mpsc::Receiver<PodUpdate>>) -> Option<PodUpd
 async fn connect_kube(
     node: Option<&str>,
     events: EventOptions,
-    health: &crate::export::metrics::Health,
+    health: &crate::export::health::Health,
 ) -> Option<Kube> {
     let client = kubernetes::client().await?;
     let Some(node) = node.filter(|n| !n.is_empty()) else {

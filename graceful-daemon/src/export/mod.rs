@@ -1,6 +1,7 @@
 //! Where records and events leave the daemon: the live trace view, JSON logs, Prometheus
 //! metrics, the HTTP endpoints and Kubernetes Events.
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod log;
 pub mod metric_labels;
