@@ -16,7 +16,39 @@ pub fn daemon_binary() -> PathBuf {
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let bin = dir.join("graceful-daemon");
     assert!(bin.exists(), "{} is missing: build it first (`cargo build -p graceful-daemon`, as `cargo xtask test` does)", bin.display());
+    // A test must run the code it sits beside, never a binary older than the daemon's sources.
+    let built = modified(&bin).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for crate_src in ["graceful-daemon/src", "graceful-common/src", "graceful-ebpf/src"] {
+        if let Some(newer) = newest(&root.join(crate_src)).filter(|(at, _)| *at > built) {
+            panic!(
+                "{} is older than {}: rebuild it (`cargo build -p graceful-daemon`, as `cargo xtask test` does)",
+                bin.display(),
+                newer.1.display()
+            );
+        }
+    }
     bin
+}
+
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).ok()?.modified().ok()
+}
+
+/// The most recently modified file under `dir`, and when.
+fn newest(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                newest(&path)
+            } else {
+                Some((modified(&path)?, path))
+            }
+        })
+        .max_by_key(|(at, _)| *at)
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    cgroup::CgroupError,
     events::Event,
     pipeline::{Pipeline, Session},
     probes::{ProbeError, ProbeOptions, DEFAULT_STOP_SIGNALS},
@@ -277,8 +276,6 @@ impl Scenario {
 pub enum DemoError {
     #[error(transparent)]
     Probes(#[from] ProbeError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
     #[error("starting container {name}: {error}")]
     Spawn { name: String, error: std::io::Error },
     #[error("container {0} did not start its programs in time")]

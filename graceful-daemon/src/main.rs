@@ -279,23 +279,24 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Command::Check(args) = cli.command {
-        let code = runtime.block_on(check(args));
-        std::process::exit(code);
-    }
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Check(_) => Ok(()),
+    let code = runtime.block_on(async {
+        let result = match cli.command {
+            // `check` has its own exit codes (0 graceful, 1 another verdict, 2 usage).
+            Command::Check(args) => return check(args).await,
             Command::Run(args) => run(args).await,
             Command::Trace(args) => trace(args).await,
             Command::Audit(args) => audit(args),
             Command::Demo(args) => demo(args).await,
+        };
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
         }
     });
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    std::process::exit(code);
 }
 
 async fn trace(args: TraceArgs) -> Result<()> {

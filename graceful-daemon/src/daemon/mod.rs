@@ -16,7 +16,6 @@ mod housekeeping;
 
 use crate::{
     audit::AuditEntry,
-    cgroup::CgroupError,
     clock::WallClock,
     enrich::{
         cri::{CriClient, CriError},
@@ -62,8 +61,6 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Probes(#[from] ProbeError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Privileges(#[from] crate::privileges::PrivilegeError),
     #[error("the kernel event stream ended: nothing is traced any more")]

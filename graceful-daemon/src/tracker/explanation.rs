@@ -1,5 +1,5 @@
 //! The words of a record: one or two plain sentences per verdict, naming the fix.
-use super::{termination::*, verdict::Facts};
+use super::{facts::Facts, termination::*};
 use crate::signals::Signal;
 
 /// "was" or "were", as many as `procs` are.

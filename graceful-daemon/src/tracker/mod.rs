@@ -11,14 +11,16 @@ use crate::{
     signals::Signal,
 };
 
+mod conclude;
 mod explanation;
+mod facts;
 mod housekeeping;
 mod stop;
 mod termination;
 mod verdict;
 
 pub use termination::*;
-use verdict::conclude;
+use conclude::conclude;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerConfig {

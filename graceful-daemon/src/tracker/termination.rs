@@ -125,7 +125,7 @@ pub struct Termination {
     pub stop: Option<Stop>,
     pub init: Init,
     pub received: Vec<Received>,
-    /// Processes that received it beyond the first [`super::verdict::LISTED_MAX`].
+    /// Processes that received it beyond the first [`super::conclude::LISTED_MAX`].
     pub received_more: usize,
     pub never_received: Vec<NamedProcess>,
     pub never_received_more: usize,

@@ -1,0 +1,52 @@
+//! A termination's record from what it left: the facts, the verdict the rules give, the words
+//! that explain it.
+use super::{
+    explanation::explain,
+    facts::{takes_stop_signal, Facts},
+    termination::*,
+    verdict::decide,
+    Active, CgroupId, Mono,
+};
+
+/// Processes a record lists at most; the rest are counted (a fork bomb must not make a record
+/// of megabytes).
+pub const LISTED_MAX: usize = 100;
+
+/// The first [`LISTED_MAX`] and how many more there were.
+fn capped<T>(mut list: Vec<T>) -> (Vec<T>, usize) {
+    let more = list.len().saturating_sub(LISTED_MAX);
+    list.truncate(LISTED_MAX);
+    (list, more)
+}
+
+/// The record of a termination: outcome, verdict and explanation, by the rules.
+pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
+    let f = Facts::of(&a, ended);
+    let verdict = decide(&f);
+    let explanation = explain(verdict, &f);
+    let handles_stop_signal = takes_stop_signal(&a);
+    let (received, received_more) = capped(f.received);
+    let (never_received, never_received_more) = capped(f.never_received);
+    Termination {
+        cgroup,
+        stop: a.stop,
+        init: Init {
+            pid: a.main,
+            comm: f.main_comm,
+            shell: f.shell.is_some(),
+            handles_stop_signal,
+        },
+        received,
+        received_more,
+        never_received,
+        never_received_more,
+        kill: a.kill,
+        outcome: f.outcome,
+        exit: a.exits.get(&a.main).copied(),
+        started: a.started,
+        ended,
+        verdict,
+        explanation,
+        pre_stop: a.pre_stop,
+    }
+}
