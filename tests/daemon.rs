@@ -19,7 +19,11 @@ pub fn daemon_binary() -> PathBuf {
     // A test must run the code it sits beside, never a binary older than the daemon's sources.
     let built = modified(&bin).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for crate_src in ["graceful-daemon/src", "graceful-common/src", "graceful-ebpf/src"] {
+    for crate_src in [
+        "graceful-daemon/src",
+        "graceful-common/src",
+        "graceful-ebpf/src",
+    ] {
         if let Some(newer) = newest(&root.join(crate_src)).filter(|(at, _)| *at > built) {
             panic!(
                 "{} is older than {}: rebuild it (`cargo build -p graceful-daemon`, as `cargo xtask test` does)",

@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::runtime::events::EventType;
 use tokio::sync::mpsc;
 
 mod housekeeping;
@@ -20,13 +19,14 @@ use crate::{
     enrich::{
         cri::{CriClient, CriError},
         kubernetes::{self, PodUpdate},
-        pods::PodFacts,
+        pod_store::PodStore,
         ContainerInfo,
     },
     events::SignalCounts,
     events::{CgroupId, Event, LossReason},
     export::{
-        events::{AuditEvents, EventOptions, EventSink, PodEvent, PodRef, Reason},
+        announcer::Announcer,
+        events::{EventOptions, EventSink, PodRef},
         http::{lock, router, Shared, SharedState},
         log::{self, LogFormat},
         metric_labels::LossKind,
@@ -114,9 +114,6 @@ struct Replies {
     pods: Option<mpsc::Receiver<PodUpdate>>,
 }
 
-/// A pod deleted from the API is kept this long: its containers' records may come after.
-const DEPARTED_KEPT: Duration = Duration::from_secs(600);
-
 /// The Kubernetes API, when there is one: this node's pods and the Events queue.
 pub struct Kube {
     pods: mpsc::Receiver<PodUpdate>,
@@ -141,14 +138,10 @@ struct Daemon {
     scanning: bool,
     cri_warned: bool,
     log_format: LogFormat,
-    /// This node's pods by uid, as the API server last said (empty without one).
-    pods: HashMap<String, PodFacts>,
-    /// Pods deleted from the API, kept a while for late records.
-    departed: HashMap<String, Instant>,
-    events: Option<EventSink>,
-    /// Audit findings already told by an Event: once per workload (or bare pod), container
-    /// and image, not per start.
-    announced: HashSet<String>,
+    /// This node's pods, as the API server last said (empty without one).
+    pods: PodStore,
+    /// Events, with an API server.
+    announcer: Option<Announcer>,
     /// When the ring reader last reported a drain (for /healthz).
     drained_at: Instant,
 }
@@ -275,10 +268,8 @@ impl Daemon {
             scanning: false,
             cri_warned: false,
             log_format,
-            pods: HashMap::new(),
-            departed: HashMap::new(),
-            events,
-            announced: HashSet::new(),
+            pods: PodStore::default(),
+            announcer: events.map(Announcer::new),
             drained_at: Instant::now(),
         };
         let replies = Replies {
@@ -594,34 +585,10 @@ impl Daemon {
     }
 
     fn on_pod(&mut self, update: PodUpdate) {
-        let now = Instant::now();
-        let changed: Vec<String> = match update {
-            PodUpdate::Applied(pod) => {
-                let uid = pod.uid.clone();
-                self.departed.remove(&uid);
-                self.pods.insert(uid.clone(), *pod);
-                vec![uid]
-            }
-            PodUpdate::Deleted { uid } => {
-                self.departed.insert(uid, now);
-                Vec::new()
-            }
-            PodUpdate::Relisted(pods) => {
-                let listed: HashSet<String> = pods.iter().map(|p| p.uid.clone()).collect();
-                for uid in self.pods.keys().filter(|u| !listed.contains(*u)) {
-                    self.departed.entry(uid.clone()).or_insert(now);
-                }
-                for pod in pods {
-                    self.departed.remove(&pod.uid);
-                    self.pods.insert(pod.uid.clone(), pod);
-                }
-                listed.into_iter().collect()
-            }
-        };
+        let changed = self.pods.apply(update, Instant::now());
         if changed.is_empty() {
             return;
         }
-        let changed: HashSet<String> = changed.into_iter().collect();
         let containers: Vec<(CgroupId, Identity)> = self
             .seen
             .iter()
@@ -633,18 +600,11 @@ impl Daemon {
         }
     }
 
-    /// Forgets pods deleted from the API long enough ago.
+    /// Forgets pods deleted from the API long enough ago, and pods' Event rates.
     fn forget_departed(&mut self, now: Instant) {
-        let pods = &mut self.pods;
-        self.departed.retain(|uid, at| {
-            let keep = now.saturating_duration_since(*at) < DEPARTED_KEPT;
-            if !keep {
-                pods.remove(uid);
-            }
-            keep
-        });
-        if let Some(events) = self.events.as_mut() {
-            events.prune(now);
+        self.pods.forget_departed(now);
+        if let Some(announcer) = self.announcer.as_mut() {
+            announcer.prune(now);
         }
     }
 
@@ -662,47 +622,26 @@ impl Daemon {
         })
     }
 
-    fn offer_event(&mut self, pod: PodRef, reason: Reason, note: &str, type_: EventType) {
-        let Some(events) = self.events.as_mut() else {
-            return;
-        };
-        let event = PodEvent {
-            pod,
-            reason,
-            note: note.to_string(),
-            type_,
-        };
-        events.offer(event, Instant::now());
-    }
-
-    /// Events on the Pod for a stop that went wrong.
+    /// Events for a stop that went wrong.
     fn announce_termination(&mut self, record: &TerminationRecord) {
-        let t = &record.termination;
-        let reasons = Reason::of(t.verdict, t.outcome);
-        if reasons.is_empty() {
+        if self.announcer.is_none() {
             return;
         }
         let Some(pod) = self.pod_ref(record.info.as_ref()) else {
             return;
         };
-        for reason in reasons {
-            self.offer_event(pod.clone(), reason, &t.explanation, EventType::Warning);
+        let t = &record.termination;
+        if let Some(announcer) = self.announcer.as_mut() {
+            announcer.stop(pod, t.verdict, t.outcome, &t.explanation, Instant::now());
         }
     }
 
-    /// `PID1IgnoresStopSignal` for running containers whose PID 1 would drop their stop
-    /// signal: once per workload (a bare pod: the pod), container and image, whatever the
-    /// number of its pods and restarts; Warning, Normal or never (`--audit-events`).
+    /// The audit's findings: running containers whose PID 1 would drop their stop signal.
     fn announce_risks(&mut self, entries: &[AuditEntry]) {
-        let type_ = match self.events.as_ref().map(|e| e.options().audit) {
-            None | Some(AuditEvents::Off) => return,
-            Some(AuditEvents::Warning) => EventType::Warning,
-            Some(AuditEvents::Normal) => EventType::Normal,
-        };
-        // A bound: told again after this many findings (a node never has so many).
-        if self.announced.len() > CACHE_MAX {
-            self.announced.clear();
+        if !self.announcer.as_ref().is_some_and(Announcer::tells_risks) {
+            return;
         }
+        let now = Instant::now();
         for e in entries.iter().filter(|e| e.stop_signal_dropped()) {
             let info = self.info_for(&e.identity);
             if info.as_ref().is_some_and(|i| i.sandbox) {
@@ -711,16 +650,16 @@ impl Daemon {
             let Some(pod) = self.pod_ref(info.as_ref()) else {
                 continue;
             };
-            let owner = info
-                .as_ref()
-                .and_then(|i| i.workload.clone())
-                .unwrap_or_else(|| format!("Pod/{}", pod.name));
-            let image = info.as_ref().and_then(|i| i.image.as_deref()).unwrap_or("");
-            let key = format!("{}/{owner}/{}/{image}", pod.namespace, pod.container);
-            if !self.announced.insert(key) {
-                continue;
+            let info = info.unwrap_or_default();
+            if let Some(announcer) = self.announcer.as_mut() {
+                announcer.risk(
+                    pod,
+                    info.workload.as_deref(),
+                    info.image.as_deref(),
+                    &e.explanation(),
+                    now,
+                );
             }
-            self.offer_event(pod, Reason::Pid1IgnoresStopSignal, &e.explanation(), type_);
         }
     }
 
@@ -786,7 +725,9 @@ mod tests {
         }))
         .expect("a Pod");
         d.on_pod(PodUpdate::Relisted(
-            PodFacts::from_pod(&pod).into_iter().collect(),
+            crate::enrich::pods::PodFacts::from_pod(&pod)
+                .into_iter()
+                .collect(),
         ));
         let identity = identity::Identity {
             runtime: Runtime::Containerd,
@@ -804,7 +745,7 @@ mod tests {
         // Deleted from the API: kept a while for late records, then forgotten.
         d.on_pod(PodUpdate::Relisted(Vec::new()));
         assert!(d.info_for(&identity).is_some());
-        d.forget_departed(Instant::now() + DEPARTED_KEPT);
+        d.forget_departed(Instant::now() + crate::enrich::pod_store::DEPARTED_KEPT);
         assert!(d.info_for(&identity).is_none());
     }
 

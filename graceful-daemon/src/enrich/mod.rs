@@ -4,6 +4,7 @@
 //! grace this deletion gives, stop signals, preStop hooks).
 pub mod cri;
 pub mod kubernetes;
+pub mod pod_store;
 pub mod pods;
 
 use std::collections::HashMap;

@@ -229,7 +229,7 @@ impl EventSink {
         EventSink::with_queue(tx, options, counts)
     }
 
-    fn with_queue(
+    pub(crate) fn with_queue(
         tx: mpsc::Sender<PodEvent>,
         options: EventOptions,
         counts: Family<EventLabels, Counter>,

@@ -1,5 +1,6 @@
 //! Where records and events leave the daemon: the live trace view, JSON logs, Prometheus
 //! metrics, the HTTP endpoints and Kubernetes Events.
+pub mod announcer;
 pub mod events;
 pub mod health;
 pub mod http;

@@ -19,8 +19,8 @@ mod stop;
 mod termination;
 mod verdict;
 
-pub use termination::*;
 use conclude::conclude;
+pub use termination::*;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerConfig {
