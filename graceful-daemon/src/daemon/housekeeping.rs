@@ -34,7 +34,7 @@ impl Daemon {
         }
         self.forget_departed(std::time::Instant::now());
         if self.audits.is_multiple_of(RETRY_FAILED_EVERY) {
-            self.failed.clear();
+            self.names.retry_failed();
         }
         let tracker = &self.pipeline.tracker;
         self.seen
@@ -42,17 +42,11 @@ impl Daemon {
         // Containers not named yet (running before the daemon started), and not being asked.
         let unnamed: Vec<&AuditEntry> = entries
             .iter()
-            .filter(|e| self.can_ask(&e.identity))
-            .filter(|e| {
-                let id = &e.identity.id;
-                !self.cache.contains_key(id)
-                    && !self.failed.contains(id)
-                    && !self.pending.contains(id)
-            })
+            .filter(|e| self.names.can_ask(&e.identity) && self.names.unasked(&e.identity.id))
             .collect();
         for e in unnamed {
             if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
-                self.lookup(&e.identity, cgroup, None);
+                self.names.ask(&e.identity, cgroup, None);
             }
         }
         self.forget_gone(&entries);
@@ -91,8 +85,7 @@ impl Daemon {
             .map(|i| i.id)
             .collect();
         keep.extend(stopping.iter().map(String::as_str));
-        keep.extend(self.pending.iter().map(String::as_str));
-        self.cache.retain(|id, _| keep.contains(id.as_str()));
+        self.names.keep_only(&keep);
         if self.audits.is_multiple_of(PRUNE_EVERY) {
             self.pipeline.prune();
             let tracker = &self.pipeline.tracker;
@@ -109,7 +102,7 @@ impl Daemon {
         m.tracked(Tracked::Containers, containers);
         m.tracked(Tracked::Terminations, terminations);
         m.tracked(Tracked::CgroupPaths, self.pipeline.cgroups.remembered());
-        m.tracked(Tracked::RuntimeCache, self.cache.len());
+        m.tracked(Tracked::RuntimeCache, self.names.len());
         m.tracked(Tracked::MetricSeries, m.series_count());
         m.tracked(Tracked::Pods, self.pods.len());
     }

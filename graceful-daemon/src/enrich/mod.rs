@@ -6,6 +6,7 @@ pub mod cri;
 pub mod kubernetes;
 pub mod pod_store;
 pub mod pods;
+pub mod runtime_names;
 
 use std::collections::HashMap;
 

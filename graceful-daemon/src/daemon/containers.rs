@@ -1,0 +1,197 @@
+//! What the loop knows of each container and does with its record: the runtime's answer
+//! completed by its pod's facts, the settings the tracker needs before a stop, the record
+//! published (log, metrics, /terminations) and told (Events).
+use std::time::Instant;
+
+use super::Daemon;
+use crate::{
+    audit::AuditEntry,
+    enrich::{kubernetes::PodUpdate, ContainerInfo},
+    events::CgroupId,
+    export::{announcer::Announcer, events::PodRef, http::lock, log},
+    identity::Identity,
+    record::{HookKind, TerminationRecord},
+    signals::Signal,
+};
+
+impl Daemon {
+    /// Completes a record with the runtime's view (asking it now if nothing is cached) and
+    /// publishes it.
+    pub(super) fn finish(&mut self, mut record: TerminationRecord) {
+        if let Some(identity) = record.identity.clone() {
+            match self.names.get(&identity.id) {
+                Some(info) => record.info = Some(info.clone()),
+                None => {
+                    let cgroup = record.termination.cgroup;
+                    let record = Some(Box::new(record));
+                    if let Some(waiting) = self.names.ask(&identity, cgroup, record) {
+                        self.publish(*waiting);
+                    }
+                    return;
+                }
+            }
+        }
+        self.publish(record);
+    }
+
+    pub(super) fn publish(&mut self, mut record: TerminationRecord) {
+        if let Some(identity) = &record.identity {
+            record.info = self.info_for(identity).or(record.info);
+        }
+        // A pod's sandbox is SIGKILLed by design when the pod goes: no finding. Without the
+        // runtime's word, Kubernetes' pause image is recognised by its PID 1.
+        let in_pod = record
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.pod_uid.is_some());
+        let sandbox = match &record.info {
+            Some(info) => info.sandbox,
+            None => in_pod && record.termination.init.comm == "pause",
+        };
+        if sandbox {
+            tracing::debug!(container = %record.display_name(), "pod sandbox stopped");
+            return;
+        }
+        record.grace_period_seconds = record.info.as_ref().and_then(|i| i.grace_period_seconds);
+        record.explain_pre_stop(&self.clock);
+        let json = record.to_json(&self.clock);
+        self.announce_termination(&record);
+        log::termination(self.log_format, &json, &record.display_name());
+        let labels = record.labels();
+        let app_grace = record.app_grace_seconds(&self.clock);
+        let mut shared = lock(&self.state);
+        shared.metrics.termination(&labels, &record, app_grace);
+        shared.push_record(&json);
+        if let Some(identity) = &record.identity {
+            self.names.forget(&identity.id);
+        }
+    }
+
+    /// What is known of a container: the runtime's answer, completed by its pod's facts.
+    pub(super) fn info_for(&self, identity: &Identity) -> Option<ContainerInfo> {
+        let cached = self.names.get(&identity.id);
+        let pod_uid = cached
+            .and_then(|i| i.pod_uid.as_deref())
+            .or(identity.pod_uid.as_deref());
+        let pod = pod_uid.and_then(|uid| self.pods.get(uid));
+        match (cached, pod) {
+            (None, None) => None,
+            (cached, pod) => {
+                let mut info = cached.cloned().unwrap_or_default();
+                if let Some(pod) = pod {
+                    info.merge_pod(pod, &identity.id);
+                }
+                Some(info)
+            }
+        }
+    }
+
+    /// Tells the tracker what it needs of a container before its stop: its grace, its own stop
+    /// signal, the program of its preStop exec hook.
+    pub(super) fn configure(&mut self, cgroup: CgroupId, identity: &Identity) {
+        let Some(info) = self.info_for(identity) else {
+            return;
+        };
+        let tracker = &mut self.pipeline.tracker;
+        if let Some(grace) = info.grace_period_seconds {
+            tracker.set_grace(cgroup, grace);
+        }
+        if let Some(signal) = info.stop_signal {
+            tracker.set_stop_signal(cgroup, signal);
+        }
+        if let Some(program) = info
+            .pre_stop
+            .as_ref()
+            .filter(|h| h.kind == HookKind::Exec)
+            .and_then(|h| h.program.as_deref())
+        {
+            tracker.set_pre_stop_program(cgroup, program);
+        }
+    }
+
+    pub(super) fn on_pod(&mut self, update: PodUpdate) {
+        let changed = self.pods.apply(update, Instant::now());
+        if changed.is_empty() {
+            return;
+        }
+        let containers: Vec<(CgroupId, Identity)> = self
+            .seen
+            .iter()
+            .filter_map(|&cgroup| Some((cgroup, self.identity(cgroup)?)))
+            .filter(|(_, i)| i.pod_uid.as_ref().is_some_and(|u| changed.contains(u)))
+            .collect();
+        for (cgroup, identity) in containers {
+            self.configure(cgroup, &identity);
+        }
+    }
+
+    /// Forgets pods deleted from the API long enough ago, and pods' Event rates.
+    pub(super) fn forget_departed(&mut self, now: Instant) {
+        self.pods.forget_departed(now);
+        if let Some(announcer) = self.announcer.as_mut() {
+            announcer.prune(now);
+        }
+    }
+
+    /// The pod and container an Event about this container is regarding, when the API knows it.
+    pub(super) fn pod_ref(&self, info: Option<&ContainerInfo>) -> Option<PodRef> {
+        let info = info?;
+        let uid = info.pod_uid.clone()?;
+        let pod = self.pods.get(&uid)?;
+        Some(PodRef {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid,
+            container: info.name.clone()?,
+            owner: pod.owner.clone(),
+        })
+    }
+
+    /// Events for a stop that went wrong.
+    pub(super) fn announce_termination(&mut self, record: &TerminationRecord) {
+        if self.announcer.is_none() {
+            return;
+        }
+        let Some(pod) = self.pod_ref(record.info.as_ref()) else {
+            return;
+        };
+        let t = &record.termination;
+        if let Some(announcer) = self.announcer.as_mut() {
+            announcer.stop(pod, t.verdict, t.outcome, &t.explanation, Instant::now());
+        }
+    }
+
+    /// The audit's findings: running containers whose PID 1 would drop their stop signal.
+    pub(super) fn announce_risks(&mut self, entries: &[AuditEntry]) {
+        if !self.announcer.as_ref().is_some_and(Announcer::tells_risks) {
+            return;
+        }
+        let now = Instant::now();
+        for e in entries.iter().filter(|e| e.stop_signal_dropped()) {
+            let info = self.info_for(&e.identity);
+            if info.as_ref().is_some_and(|i| i.sandbox) {
+                continue;
+            }
+            let Some(pod) = self.pod_ref(info.as_ref()) else {
+                continue;
+            };
+            let info = info.unwrap_or_default();
+            if let Some(announcer) = self.announcer.as_mut() {
+                announcer.risk(
+                    pod,
+                    info.workload.as_deref(),
+                    info.image.as_deref(),
+                    &e.explanation(),
+                    now,
+                );
+            }
+        }
+    }
+
+    /// The stop signal of a running container: its own, else SIGTERM.
+    pub(super) fn stop_signal_of(&self, identity: &Identity) -> Signal {
+        self.info_for(identity)
+            .and_then(|i| i.stop_signal)
+            .unwrap_or(Signal::TERM)
+    }
+}
