@@ -55,6 +55,13 @@ fn newest(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
         .max_by_key(|(at, _)| *at)
 }
 
+/// A loopback address with a port free at the time of asking.
+pub fn free_loopback() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -150,12 +157,7 @@ impl Daemon {
         // A free port can be taken by another test between our probe and the daemon's bind:
         // then the daemon exits at once, saying so, and gets another port.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let addr = free_loopback();
             let mut command = match wrapper.split_first() {
                 Some((program, args)) => {
                     let mut c = Command::new(program);

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod enrich;
 pub mod events;
 pub mod export;
+pub mod flags;
 pub mod identity;
 pub mod pipeline;
 pub mod privileges;

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, process::Command};
 
 use graceful_tests::{
     cri::{Containerd, PodSpec},
-    daemon::{eventually, http_get},
+    daemon::{eventually, free_loopback, http_get},
     manifests::{of_kind, output, rendered},
 };
 use serde_json::Value;
@@ -101,11 +101,7 @@ fn rlimit_nofile() -> u64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_loopback().port()
 }
 
 fn podman(args: &[&str]) -> String {

@@ -13,7 +13,7 @@ use std::{
 
 use graceful_tests::{
     cri::{Containerd, PodSpec},
-    daemon::{eventually, http_get},
+    daemon::{eventually, free_loopback, http_get},
     kube_api::ApiServer,
     manifests::{of_kind, rendered, root},
 };
@@ -80,12 +80,7 @@ fn start_prometheus(dir: &std::path::Path, job: &str, rules: &Value) -> Promethe
         dir.join("graceful.rules.yaml").display()
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = free_loopback();
     let child = Command::new("prometheus")
         .arg(format!(
             "--config.file={}",

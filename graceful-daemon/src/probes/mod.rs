@@ -2,6 +2,7 @@
 pub mod btf;
 #[cfg(feature = "test-utils")]
 mod floor;
+mod reader;
 pub mod tracefs;
 
 #[cfg(feature = "test-utils")]
@@ -21,7 +22,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
     cgroup::Cgroup2,
-    events::{decode, Event, LossPlacer, LossReason, LostEvent, SignalCounts, SignalResult},
+    events::{Event, SignalCounts, SignalResult},
     signals::Signal,
 };
 
@@ -351,35 +352,7 @@ impl Probes {
                 .ok_or(ProbeError::MissingMap("EVENTS"))?,
         )
         .map_err(map_err("EVENTS"))?;
-        // SAFETY: the ring buffer owns its map fd for as long as it lives.
-        let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Map {
-            map: "EVENTS",
-            error: e.to_string(),
-        })?;
-        let (tx, rx) = mpsc::channel(1 << 16);
-        let mut placer = LossPlacer::default();
-        tokio::spawn(async move {
-            loop {
-                // A wake-up can be missed (data that lands between the last read and clearing
-                // readiness): an idle reader looks again, and says the ring is drained.
-                let drained = match tokio::time::timeout(IDLE_LOOK, fd.readable_mut()).await {
-                    Ok(Ok(mut guard)) => {
-                        let drained = drain(guard.get_inner_mut(), &mut placer, &tx).await;
-                        guard.clear_ready();
-                        drained
-                    }
-                    Ok(Err(_)) => return,
-                    Err(_) => drain(fd.get_mut(), &mut placer, &tx).await,
-                };
-                // Records wait for it (a stop ends once nothing more of it can come), and so
-                // do decisions that an exit was lost.
-                let Some(at) = drained else { return };
-                if tx.send(Event::Drained(at)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(rx)
+        reader::start(ring)
     }
 
     /// Kernel-side run time and run count of each program (needs BPF stats enabled).
@@ -474,55 +447,5 @@ fn start_kernel_logger(ebpf: &mut Ebpf) {
             Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
         },
         Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
-    }
-}
-
-/// How long the reader waits for the ring to say it is readable before it looks anyway.
-const IDLE_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Reads the ring until it is empty, sending what it holds. Returns when it was found empty
-/// (the clock read before the read that found nothing), None once the receiver is gone.
-async fn drain(
-    ring: &mut RingBuf<MapData>,
-    placer: &mut LossPlacer,
-    tx: &mpsc::Sender<Event>,
-) -> Option<crate::events::Mono> {
-    loop {
-        let at = crate::clock::monotonic_now();
-        let Some(item) = ring.next() else {
-            return Some(at);
-        };
-        let lost = placer.newly_lost(&item);
-        let events = match decode(&item) {
-            Ok(event) => {
-                let placed = (lost > 0).then(|| {
-                    Event::Lost(LostEvent {
-                        ts: event.ts(),
-                        count: lost,
-                        reason: LossReason::Kernel,
-                    })
-                });
-                [placed, Some(event)]
-            }
-            Err(e) => {
-                log::warn!("dropping a malformed ring-buffer record: {e}");
-                let ts = crate::clock::monotonic_now();
-                let kernel = (lost > 0).then_some(Event::Lost(LostEvent {
-                    ts,
-                    count: lost,
-                    reason: LossReason::Kernel,
-                }));
-                let decode = Event::Lost(LostEvent {
-                    ts,
-                    count: 1,
-                    reason: LossReason::Decode,
-                });
-                [kernel, Some(decode)]
-            }
-        };
-        drop(item);
-        for event in events.into_iter().flatten() {
-            tx.send(event).await.ok()?;
-        }
     }
 }

@@ -2,15 +2,17 @@
 //! enrichment read from /proc), it keeps the processes of every cgroup and turns each stop of a
 //! container into one [`Termination`] with an outcome, a verdict and an explanation.
 //!
-//! `termination`: what a stop becomes; `verdict`: docs/design.md's rules and the explanations; this
+//! `termination`: what a stop becomes; `active`: a stop under way; `facts`, `verdict`,
+//! `explanation`, `conclude`: what it left, docs/design.md's rules, the words, the record; this
 //! module: the state (processes, cgroups, terminations under way) and how events change it.
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::{
-    events::{AtGeneration, CgroupId, DeliverEvent, Event, ExitStatus, Handler, Mono, SignalEvent},
+    events::{CgroupId, DeliverEvent, Event, ExitStatus, Handler, Mono, SignalEvent},
     signals::Signal,
 };
 
+mod active;
 mod conclude;
 mod explanation;
 mod facts;
@@ -19,6 +21,7 @@ mod stop;
 mod termination;
 mod verdict;
 
+use active::Active;
 use conclude::conclude;
 pub use termination::*;
 
@@ -81,83 +84,6 @@ struct Process {
     parent: Option<u32>,
     /// Start time from /proc (clock ticks since boot), where read: tells a reused pid apart.
     start: Option<u64>,
-}
-
-#[derive(Debug)]
-struct Active {
-    started: Mono,
-    stop: Option<Stop>,
-    main: u32,
-    main_comm: String,
-    main_disposition: Option<Disposition>,
-    /// The main process's disposition for the stop signal as the kernel saw it at generation.
-    main_at_generation: Option<AtGeneration>,
-    /// The main process sent the stop signal to itself after taking it (a handler that
-    /// cleans up and re-raises it with the default action).
-    reraised: bool,
-    /// The kernel dequeued the stop signal at the main process with its default action, and
-    /// the main process did not die of it: an init discarding it (it had been pending while
-    /// blocked, or was re-raised).
-    default_delivered_to_main: bool,
-    /// A process of the container exited before any SIGKILL from outside.
-    exit_before_kill: bool,
-    /// Processes the kernel SIGKILLed when the main process, the pid namespace's init, exited.
-    torn_down: BTreeSet<u32>,
-    /// When the last process the tracker knew of exited. Processes it never heard of may
-    /// still be on their way (forked unseen before the stop, killed in the namespace's
-    /// teardown): the record waits until the ring buffer was drained past this.
-    emptied_at: Option<Mono>,
-    /// When the pipeline then found the cgroup with no process in it: every process had
-    /// passed its exit tracepoint, so a drain after this has all their records.
-    vacated_at: Option<Mono>,
-    alive_at_stop: BTreeMap<u32, String>,
-    received: BTreeMap<u32, Received>,
-    kill: Option<Kill>,
-    /// The SIGKILL from outside reached the main process while it was alive.
-    kill_hit_main: bool,
-    exits: BTreeMap<u32, ExitStatus>,
-    oom_victims: BTreeSet<u32>,
-    unknown_because: Option<String>,
-    /// The preStop exec hook's run before the stop signal.
-    pre_stop: Option<HookRun>,
-    /// The container's own stop signal is SIGKILL (STOPSIGNAL SIGKILL, lifecycle.stopSignal): a
-    /// lone SIGKILL is then its runtime's stop, not a force delete.
-    stop_signal_is_kill: bool,
-}
-
-impl Active {
-    fn new(
-        started: Mono,
-        stop: Option<Stop>,
-        main: u32,
-        main_comm: String,
-        alive_at_stop: BTreeMap<u32, String>,
-        oom_victims: &BTreeSet<u32>,
-    ) -> Active {
-        Active {
-            started,
-            stop,
-            main,
-            main_comm,
-            main_disposition: None,
-            main_at_generation: None,
-            reraised: false,
-            default_delivered_to_main: false,
-            exit_before_kill: false,
-            torn_down: BTreeSet::new(),
-            emptied_at: None,
-            vacated_at: None,
-            alive_at_stop,
-            received: BTreeMap::new(),
-            kill: None,
-            kill_hit_main: false,
-            exits: BTreeMap::new(),
-            oom_victims: oom_victims.clone(),
-            unknown_because: None,
-            pre_stop: None,
-            stop_signal_is_kill: false,
-        }
-    }
 }
 
 #[derive(Debug, Default)]

@@ -1,7 +1,7 @@
 //! What the kernel saw of the target at the stop signal's generation decides whether it was
 //! dropped; /proc, read later, only fills in what the kernel could not say.
 use super::*;
-use crate::events::Handler;
+use crate::events::{AtGeneration, Handler};
 
 const HANDLER: AtGeneration = AtGeneration {
     handler: Some(Handler::Function),
