@@ -12,6 +12,8 @@ pub struct ProcStatus {
     pub sig_blk: u64,
     pub sig_ign: u64,
     pub sig_cgt: u64,
+    /// Resident memory (`VmRSS`), in KiB; 0 for a kernel thread.
+    pub rss_kib: u64,
 }
 
 fn mask_has(mask: u64, signal: Signal) -> bool {
@@ -40,6 +42,7 @@ impl ProcStatus {
                 "SigBlk" => s.sig_blk = hex(),
                 "SigIgn" => s.sig_ign = hex(),
                 "SigCgt" => s.sig_cgt = hex(),
+                "VmRSS" => s.rss_kib = value.trim_end_matches("kB").trim().parse().unwrap_or(0),
                 _ => {}
             }
         }
@@ -236,7 +239,7 @@ mod tests {
 
     const SH_INIT: &str = "Name:\tsh\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4242\nPPid:\t4200\n\
 NSpid:\t4242\t1\nSigQ:\t0/94000\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
-SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\n";
+SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\nVmRSS:\t    1536 kB\n";
 
     #[test]
     fn start_time_after_a_command_name_with_spaces_and_parentheses() {
@@ -251,6 +254,7 @@ SigBlk:\t0000000000000000\nSigIgn:\t0000000000000002\nSigCgt:\t0000000000010001\
         let s = ProcStatus::parse(SH_INIT);
         assert_eq!((s.comm.as_str(), s.ppid), ("sh", 4200));
         assert_eq!(s.nspid, vec![4242, 1]);
+        assert_eq!(s.rss_kib, 1536);
         assert!(s.is_namespace_init());
         assert!(s.handles(Signal::HUP)); // bit 0
         assert!(s.handles(Signal(17))); // SIGCHLD, bit 16

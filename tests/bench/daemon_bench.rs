@@ -7,12 +7,7 @@ const IDLE_CONTAINERS: usize = 200;
 const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    graceful::procfs::ProcStatus::read(pid).map_or(0, |s| s.rss_kib)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -27,12 +27,8 @@ fn tracked(metrics: &str) -> BTreeMap<String, i64> {
 }
 
 fn rss_kib(pid: u32) -> i64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    graceful::procfs::ProcStatus::read(pid)
+        .map_or(0, |s| i64::try_from(s.rss_kib).unwrap_or(i64::MAX))
 }
 
 /// The daemon's holdings once it has forgotten every pod of the churn: no runtime answer and
