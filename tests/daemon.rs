@@ -62,6 +62,22 @@ pub fn free_loopback() -> SocketAddr {
         .expect("a free loopback port")
 }
 
+/// The records `/terminations` holds, newest first (none while it does not answer).
+pub fn terminations(addr: SocketAddr) -> Vec<serde_json::Value> {
+    http_get(addr, "/terminations")
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or_default()
+}
+
+/// Waits for the record whose JSON at `pointer` (e.g. `/container/id`) is `value`.
+pub fn record_where(addr: SocketAddr, pointer: &str, value: &str) -> serde_json::Value {
+    eventually(&format!("the record with {pointer} {value}"), || {
+        terminations(addr)
+            .into_iter()
+            .find(|r| r.pointer(pointer).and_then(|v| v.as_str()) == Some(value))
+    })
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

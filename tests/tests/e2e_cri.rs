@@ -10,7 +10,7 @@ use std::{
 
 use graceful_tests::{
     cri::{Containerd, PodSpec},
-    daemon::{eventually, http_get, Daemon, TIMEOUT},
+    daemon::{eventually, http_get, record_where, Daemon, TIMEOUT},
 };
 use serde_json::Value;
 
@@ -395,14 +395,13 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
         &["/bin/sleep", "1000"],
     )
     .unwrap();
-    let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
     graceful_tests::wait_for_program(&sb, "sleep");
     sb.signal(graceful::signals::Signal::KILL).unwrap();
-    let record = eventually("the record", || {
-        let (_, body) = http_get(daemon.addr, "/terminations")?;
-        body.contains(&needle).then_some(body)
-    });
-    assert!(record.contains("\"verdict\":\"killed_without_stop_signal\""));
+    let record = record_where(daemon.addr, "/container/cgroup", &sb.cgroup);
+    assert_eq!(
+        record["verdict"], "killed_without_stop_signal",
+        "{record:#}"
+    );
     drop(sb);
     drop(daemon);
     let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, process::Command};
 
 use graceful_tests::{
     cri::{Containerd, PodSpec},
-    daemon::{eventually, free_loopback, http_get},
+    daemon::{eventually, free_loopback, http_get, record_where},
     manifests::{of_kind, output, rendered},
 };
 use serde_json::Value;
@@ -183,12 +183,7 @@ async fn the_image_runs_with_exactly_the_daemonsets_privileges() {
         .then_some(())
     });
     cri.stop_container(&container, 1).await;
-    let record = eventually("the record of the stop", || {
-        let (_, body) = http_get(addr, "/terminations")?;
-        let list: Vec<Value> = serde_json::from_str(&body).ok()?;
-        list.into_iter()
-            .find(|r| r["container"]["id"] == container.as_str())
-    });
+    let record = record_where(addr, "/container/id", &container);
     assert_eq!(record["verdict"], "swallowed_by_shell_pid1", "{record:#}");
     assert_eq!(record["container"]["pod"], "shell", "{record:#}");
     cri.remove_pod(&sandbox).await;

@@ -6,7 +6,7 @@ use std::{process::Command, time::Duration};
 
 use graceful_tests::{
     cri::{Containerd, Cri, PodSpec},
-    daemon::{eventually, http_get, Daemon},
+    daemon::{eventually, http_get, record_where, Daemon},
     kube_api::{ApiServer, Mode},
 };
 use serde_json::{json, Value};
@@ -58,11 +58,7 @@ fn deleted(mut pod: Value, grace: i64) -> Value {
 }
 
 fn record_of(daemon: &Daemon, id: &str) -> Value {
-    eventually(&format!("the record of {id}"), || {
-        let (_, body) = http_get(daemon.addr, "/terminations")?;
-        let list: Vec<Value> = serde_json::from_str(&body).ok()?;
-        list.into_iter().find(|r| r["container"]["id"] == id)
-    })
+    record_where(daemon.addr, "/container/id", id)
 }
 
 fn events_about(api: &ApiServer, uid: &str) -> Vec<Value> {

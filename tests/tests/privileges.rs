@@ -1,7 +1,7 @@
 //! Least privilege, proven by running: `graceful-daemon run` as a non-root user holding only
 //! the capabilities the README lists becomes ready, drops them all, and records a stop.
 use graceful::{cgroup::Cgroup2, privileges::effective_in, signals::Signal, throwaway::Throwaway};
-use graceful_tests::daemon::{eventually, http_get, Daemon};
+use graceful_tests::daemon::{record_where, Daemon};
 
 /// What `run` needs as a non-root user: BPF and PERFMON load and attach the programs,
 /// DAC_READ_SEARCH reads tracefs (root-only, mode 0700). As uid 0, BPF and PERFMON suffice.
@@ -49,16 +49,8 @@ fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str
     graceful_tests::wait_for_program(&sb, "sleep");
     sb.stop(Signal::TERM, std::time::Duration::from_millis(300))
         .unwrap();
-    let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
-    let body = eventually("the record", || {
-        http_get(daemon.addr, "/terminations")
-            .map(|(_, b)| b)
-            .filter(|b| b.contains(&needle))
-    });
-    assert!(
-        body.contains("\"verdict\":\"pid1_ignores_stop_signal\""),
-        "{body}"
-    );
+    let record = record_where(daemon.addr, "/container/cgroup", &sb.cgroup);
+    assert_eq!(record["verdict"], "pid1_ignores_stop_signal", "{record:#}");
     drop(sb);
     assert!(daemon.stop().success());
     let _ = std::fs::remove_file(&log);
@@ -140,16 +132,8 @@ fn works_in_a_private_cgroup_namespace() {
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", daemon.child.id())).unwrap();
     sb.stop(Signal::TERM, std::time::Duration::from_millis(300))
         .unwrap();
-    let needle = format!("\"cgroup\":\"{}\"", sb.cgroup);
-    let body = eventually("the record, under the host's path", || {
-        http_get(daemon.addr, "/terminations")
-            .map(|(_, b)| b)
-            .filter(|b| b.contains(&needle))
-    });
-    assert!(
-        body.contains("\"verdict\":\"pid1_ignores_stop_signal\""),
-        "{body}"
-    );
+    let record = record_where(daemon.addr, "/container/cgroup", &sb.cgroup);
+    assert_eq!(record["verdict"], "pid1_ignores_stop_signal", "{record:#}");
     assert!(
         own.contains(&format!("0::{parent}/daemon")),
         "the daemon sits below the sandbox's parent: {own}"

@@ -2,9 +2,8 @@
 //! containers get their Kubernetes names from CRI, and a stop seen whole is judged as usual.
 use graceful_tests::{
     cri::{Containerd, PodSpec},
-    daemon::{eventually, http_get, Daemon},
+    daemon::{eventually, http_get, record_where, Daemon},
 };
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn containers_running_before_the_daemon_get_their_names() {
@@ -36,12 +35,7 @@ async fn containers_running_before_the_daemon_get_their_names() {
             .then_some(())
     });
     cri.stop_container(&id, 1).await;
-    let record = eventually("the record of the stop", || {
-        let (_, body) = http_get(daemon.addr, "/terminations")?;
-        let list: Vec<Value> = serde_json::from_str(&body).ok()?;
-        list.into_iter()
-            .find(|r| r["container"]["id"] == id.as_str())
-    });
+    let record = record_where(daemon.addr, "/container/id", &id);
     assert_eq!(record["verdict"], "swallowed_by_shell_pid1", "{record:#}");
     assert_eq!(record["container"]["pod"], "early", "{record:#}");
     assert_eq!(record["grace_period_seconds"], 1.0, "{record:#}");
