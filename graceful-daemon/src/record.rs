@@ -330,6 +330,10 @@ impl TerminationRecord {
             span.kind.as_str(),
             span.used,
         );
+        // Idempotent: a second call finds its sentence already there.
+        if t.explanation.ends_with(&sentence) {
+            return;
+        }
         self.termination.explanation = if t.verdict == Verdict::SlowShutdown {
             sentence
         } else {
