@@ -78,7 +78,11 @@ fn an_exec_hook_that_took_the_grace_explains_the_kill() {
     appended.explain_pre_stop(&clock);
     appended.explain_pre_stop(&clock);
     let said = &appended.termination.explanation;
-    assert_eq!(said.matches("The preStop hook").count(), 1, "said once: {said}");
+    assert_eq!(
+        said.matches("The preStop hook").count(),
+        1,
+        "said once: {said}"
+    );
     r.explain_pre_stop(&clock);
     let json = r.to_json(&clock);
     assert_eq!(json["pre_stop"]["kind"], "exec", "{json:#}");
