@@ -60,3 +60,38 @@ pub fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
         .find(|d| d["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} in deploy/"))
 }
+
+/// deploy/'s Grafana dashboard.
+pub fn dashboard() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/graceful.json")).unwrap(),
+    )
+    .expect("the dashboard's JSON")
+}
+
+/// A dashboard query with its variables filled in as Grafana fills them for every cluster,
+/// namespace and workload on one `node`, with these intervals.
+pub fn filled(expr: &str, node: &str, rate: &str, range: &str) -> String {
+    expr.replace("$cluster", ".*")
+        .replace("$node", node)
+        .replace("$namespace", ".*")
+        .replace("$workload", ".*")
+        .replace("$__rate_interval", rate)
+        .replace("$__range", range)
+}
+
+/// The first query of the dashboard's panel `title`, filled in as [`filled`] does.
+pub fn panel_query(dashboard: &Value, title: &str, node: &str, rate: &str, range: &str) -> String {
+    let panel = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel {title}"));
+    filled(
+        panel["targets"][0]["expr"].as_str().unwrap_or_default(),
+        node,
+        rate,
+        range,
+    )
+}

@@ -9,7 +9,9 @@ use std::{
     process::{Command, Stdio},
 };
 
-use graceful_tests::manifests::{of_kind, output, rendered, rendered_at, root, tool, yaml_docs};
+use graceful_tests::manifests::{
+    dashboard, of_kind, output, panel_query, rendered, rendered_at, root, tool, yaml_docs,
+};
 use serde_json::Value;
 
 #[test]
@@ -480,26 +482,9 @@ fn alert_rules_pass_promtool() {
 /// rollout shows, and the top-workloads table half an hour later over the picker's range.
 #[test]
 fn the_dashboard_shows_a_rollout_half_an_hour_later() {
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("deploy/grafana/graceful.json")).unwrap(),
-    )
-    .unwrap();
+    let dashboard = dashboard();
     let expr = |title: &str, rate: &str, range: &str| {
-        let panel = dashboard["panels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["title"] == title)
-            .unwrap_or_else(|| panic!("no panel {title}"));
-        panel["targets"][0]["expr"]
-            .as_str()
-            .unwrap()
-            .replace("$cluster", ".*")
-            .replace("$node", "node-a")
-            .replace("$namespace", ".*")
-            .replace("$workload", ".*")
-            .replace("$__rate_interval", rate)
-            .replace("$__range", range)
+        panel_query(&dashboard, title, "node-a", rate, range)
     };
     let target = r#"cluster="c1",job="graceful",instance="10.0.0.1:9402",node="node-a",service="graceful",endpoint="metrics""#;
     let test = format!(

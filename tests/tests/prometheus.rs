@@ -15,7 +15,7 @@ use graceful_tests::{
     cri::{Containerd, PodSpec},
     daemon::{eventually, free_loopback, http_get},
     kube_api::ApiServer,
-    manifests::{of_kind, rendered, root},
+    manifests::{dashboard, filled, of_kind, panel_query, rendered},
 };
 use serde_json::{json, Value};
 
@@ -143,10 +143,7 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
     let stage = |what: &str| eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());
     let (_, docs) = rendered();
     let rules = &of_kind(&docs, "PrometheusRule")["spec"];
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("deploy/grafana/graceful.json")).unwrap(),
-    )
-    .unwrap();
+    let dashboard = dashboard();
 
     let ctd = Containerd::start().await;
     let api = ApiServer::start().await;
@@ -292,21 +289,8 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
     stage("alerts checked");
     // The rollout's three SIGKILLs on the outcome, verdict and top-workloads panels.
     let panels = dashboard["panels"].as_array().unwrap();
-    let fill = |expr: &str| {
-        expr.replace("$cluster", ".*")
-            .replace("$node", NODE)
-            .replace("$namespace", ".*")
-            .replace("$workload", ".*")
-            .replace("$__rate_interval", "10m")
-            .replace("$__range", "1h")
-    };
-    let panel = |title: &str| {
-        let p = panels
-            .iter()
-            .find(|p| p["title"] == title)
-            .unwrap_or_else(|| panic!("no panel {title}"));
-        fill(p["targets"][0]["expr"].as_str().unwrap())
-    };
+    let fill = |expr: &str| filled(expr, NODE, "10m", "1h");
+    let panel = |title: &str| panel_query(&dashboard, title, NODE, "10m", "1h");
     let three = |title: &str, label: &str, value: &str| {
         let expr = panel(title);
         eventually(&format!("3 {value} on {title}: {expr}"), || {

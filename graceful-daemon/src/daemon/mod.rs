@@ -27,6 +27,7 @@ use crate::{
     export::{
         announcer::Announcer,
         events::{EventOptions, EventSink},
+        health::Health,
         http::{lock, router, Shared, SharedState},
         log::LogFormat,
         metric_labels::LossKind,
@@ -110,6 +111,8 @@ struct Daemon {
     clock: WallClock,
     /// What the runtime said of each container.
     names: RuntimeNames,
+    /// The daemon's own metrics (atomics: updated without the lock).
+    health: Health,
     audits: u32,
     /// cgroups whose identity was already looked at: one parse and lookup per container.
     seen: HashSet<u64>,
@@ -198,11 +201,7 @@ async fn next_pod(pods: &mut Option<mpsc::Receiver<PodUpdate>>) -> Option<PodUpd
 
 /// The API server's client, this node's pod watch and the Events publisher; None (said in one
 /// line) without an API server or without this node's name.
-async fn connect_kube(
-    node: Option<&str>,
-    events: EventOptions,
-    health: &crate::export::health::Health,
-) -> Option<Kube> {
+async fn connect_kube(node: Option<&str>, events: EventOptions, health: &Health) -> Option<Kube> {
     let client = kubernetes::client().await?;
     let Some(node) = node.filter(|n| !n.is_empty()) else {
         tracing::warn!("a Kubernetes API is configured but this node's name is not (--node-name or NODE_NAME): workloads, pod grace periods and Events are off");
@@ -230,14 +229,15 @@ impl Daemon {
             Some(k) => (Some(k.pods), Some(k.events)),
             None => (None, None),
         };
-        let up = lock(&state).metrics.health.cri_up.clone();
-        let (names, answers) = RuntimeNames::new(cri, up);
+        let health = lock(&state).metrics.health.clone();
+        let (names, answers) = RuntimeNames::new(cri, health.cri_up.clone());
         let (scans, scanned) = mpsc::channel(1);
         let daemon = Daemon {
             state,
             pipeline,
             clock: WallClock::default(),
             names,
+            health,
             audits: 0,
             seen: HashSet::new(),
             scans,
@@ -293,15 +293,12 @@ impl Daemon {
                 }
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
+                    // The tracker hears of losses in the stream; the counters are for metrics.
+                    let lost = kernel.lost_events().unwrap_or(lost_seen);
                     {
                         let mut shared = lock(&self.state);
                         shared.beat = Some(Instant::now());
                         shared.drained = Some(self.drained_at);
-                    }
-                    // The tracker hears of losses in the stream; the counters are for metrics.
-                    let lost = kernel.lost_events().unwrap_or(lost_seen);
-                    {
-                        let shared = lock(&self.state);
                         shared.metrics.events_lost(LossKind::RingFull, lost.0.saturating_sub(lost_seen.0));
                         shared.metrics.events_lost(LossKind::ReadFailed, lost.1.saturating_sub(lost_seen.1));
                     }
@@ -313,9 +310,8 @@ impl Daemon {
                             lock(&self.state).metrics.node_signals(counts);
                         }
                         self.pipeline.sweep();
-                        let shared = lock(&self.state);
-                        shared.metrics.health.process();
-                        drop(shared);
+                        // /proc/self is read outside the lock: the health metrics are atomics.
+                        self.health.process();
                         lock(&self.state).metrics.prune(Instant::now());
                         self.report_tracked();
                     }

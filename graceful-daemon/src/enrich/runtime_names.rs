@@ -20,7 +20,7 @@ const CREATION_RETRIES: [std::time::Duration; 2] = [
 ];
 /// Containers whose runtime answers are kept at most (running ones, and stopped ones whose
 /// record is not out yet): far above what one node runs.
-pub const KEPT_MAX: usize = 8192;
+const KEPT_MAX: usize = 8192;
 
 /// A CRI answer, with the record that waited for it (if one did).
 pub struct Lookup {

@@ -31,7 +31,7 @@ fn decodes_a_signal_record() {
         target_comm: comm_sh,
         sender_comm: comm_runc,
     };
-    let Event::Signal(e) = decode(&bytes(&r)).unwrap() else {
+    let Event::Signal(e) = decode(&bytes(&r)).expect("a signal record decodes") else {
         panic!("not a signal")
     };
     assert_eq!(e.signal, Signal::TERM);

@@ -258,16 +258,17 @@ impl EventSink {
             .entry(event.pod.uid.clone())
             .or_insert_with(|| Bucket::full(POD_BURST, now));
         let rate = 1.0 / REFILL.as_secs_f64();
-        let result = if !pod.take(rate, POD_BURST, now)
+        let limited = !pod.take(rate, POD_BURST, now)
             || !self
                 .node
-                .take(self.options.qps, f64::from(self.options.burst), now)
-        {
-            "rate_limited"
-        } else if self.tx.try_send(event.clone()).is_err() {
-            "queue_full"
+                .take(self.options.qps, f64::from(self.options.burst), now);
+        let (result, event) = if limited {
+            ("rate_limited", event)
         } else {
-            return true;
+            match self.tx.try_send(event) {
+                Ok(()) => return true,
+                Err(refused) => ("queue_full", refused.into_inner()),
+            }
         };
         count(&self.counts, event.reason, result);
         tracing::debug!(pod = %event.pod.name, reason = event.reason.as_str(), "Event not published: {result}");

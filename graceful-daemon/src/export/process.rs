@@ -86,7 +86,8 @@ mod tests {
     fn a_command_with_spaces_and_parentheses_is_read() {
         let stat = "4242 (graceful (x) d) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 5 0 1200 104857600 2560 18446744073709551615";
         let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1048576              1048576              files\n";
-        let s = parse(stat, "cpu 1 2\nbtime 1700000000\n", limits, 12, 100.0, 4096).unwrap();
+        let s = parse(stat, "cpu 1 2\nbtime 1700000000\n", limits, 12, 100.0, 4096)
+            .expect("a well-formed stat");
         assert_eq!(s.cpu_seconds, 3.0);
         assert_eq!(s.virtual_bytes, 104_857_600);
         assert_eq!(s.resident_bytes, 2560 * 4096);

@@ -94,7 +94,7 @@ fn an_exec_hook_that_took_the_grace_explains_the_kill() {
         Some(2.0),
         "28 s of 30 went to the hook: the app had 2"
     );
-    let why = json["explanation"].as_str().unwrap();
+    let why = json["explanation"].as_str().expect("an explanation");
     assert!(
         why.starts_with("The preStop hook (exec) took 28.0 s of the 30 s grace period, so the app got SIGTERM only 2.0 s before SIGKILL."),
         "{why}"
@@ -124,8 +124,7 @@ fn an_http_hook_spans_the_deletion_to_the_stop_signal() {
     assert!(
         json["explanation"]
             .as_str()
-            .unwrap()
-            .starts_with("Every process"),
+            .is_some_and(|e| e.starts_with("Every process")),
         "a hook that took 20% is not the reason: {json:#}"
     );
     // Without the deletion time (no API server) an http hook's span is unknown.
