@@ -14,7 +14,41 @@ enum Watcher {
         _probe: FloorProbe,
     },
     Daemon(Child),
+    /// The daemon while a client reads /metrics every 10 ms.
+    Scraped(Child, Scraper),
     Peers(Vec<Child>),
+}
+
+/// Reads /metrics every 10 ms until stopped: a scrape must never stall the event path.
+struct Scraper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u32>,
+}
+
+impl Scraper {
+    fn start(addr: std::net::SocketAddr) -> Scraper {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                if http_get(addr, "/metrics").is_some_and(|b| b.contains("graceful_signals_total"))
+                {
+                    scrapes += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            scrapes
+        });
+        Scraper { stop, thread }
+    }
+
+    /// Scrapes answered.
+    fn stop(self) -> u32 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the scraper")
+    }
 }
 
 impl Watcher {
@@ -22,19 +56,31 @@ impl Watcher {
         Watcher::Daemon(start_daemon(Stdio::null()).0)
     }
 
+    fn scraped() -> Watcher {
+        let (child, addr) = start_daemon(Stdio::null());
+        Watcher::Scraped(child, Scraper::start(addr))
+    }
+
     fn cpu(&self) -> u64 {
         match self {
-            Watcher::Daemon(child) => cpu_ns(child.id()),
+            Watcher::Daemon(child) | Watcher::Scraped(child, _) => cpu_ns(child.id()),
             _ => 0,
         }
     }
 
-    fn stop(self) {
+    /// Scrapes answered while it ran.
+    fn stop(self) -> u32 {
         match self {
+            Watcher::Scraped(child, scraper) => {
+                let scrapes = scraper.stop();
+                stop_peer(child);
+                return scrapes;
+            }
             Watcher::Daemon(child) => stop_peer(child),
             Watcher::Peers(children) => children.into_iter().for_each(stop_peer),
             Watcher::Floor { .. } | Watcher::Nothing => {}
         }
+        0
     }
 }
 
@@ -66,10 +112,12 @@ pub(crate) fn container_storms() {
         "floor (same hooks, return at once)",
         "graceful-daemon run",
         "libbpf-tools peers",
+        "graceful, /metrics every 10 ms",
     ];
     // [config][storm] samples; storms: spawn (us/spawn), USR1 flood, URG flood (ns/kill).
     let mut results = vec![vec![Vec::new(); 3]; names.len()];
     let mut daemon_cpu = [Vec::new(), Vec::new(), Vec::new()];
+    let mut scrapes = 0;
     let out = format!("/tmp/graceful-bench-flood-{}", std::process::id());
     let mut n = 0;
     for _ in 0..CONTAINER_ROUNDS {
@@ -81,6 +129,7 @@ pub(crate) fn container_storms() {
                         _probe: FloorProbe::attach().expect("floor"),
                     },
                     2 => Watcher::daemon(),
+                    4 => Watcher::scraped(),
                     _ => Watcher::Peers(match storm {
                         0 => vec![
                             start_peer(Command::new("stdbuf").args(["-oL", "execsnoop"]), "PCOMM"),
@@ -134,7 +183,7 @@ pub(crate) fn container_storms() {
                     let events = if storm == 0 { SPAWNS } else { FLOOD_KILLS };
                     daemon_cpu[storm].push((watcher.cpu() - cpu0) as f64 / events as f64);
                 }
-                watcher.stop();
+                scrapes += watcher.stop();
                 results[config][storm].push(value);
             }
         }
@@ -177,6 +226,12 @@ pub(crate) fn container_storms() {
     println!(
         "USR1 flood: graceful slowdown / its SIGURG flood slowdown: {:.2} (target <= 1.3)",
         slow(2, 1) / slow(2, 2)
+    );
+    println!(
+        "scraped every 10 ms ({scrapes} scrapes answered): spawn {:+.1}%, USR1 {:+.1}%, URG {:+.1}% against the unscraped daemon",
+        (med[4][0] / med[2][0] - 1.0) * 100.0,
+        (med[4][1] / med[2][1] - 1.0) * 100.0,
+        (med[4][2] / med[2][2] - 1.0) * 100.0
     );
     println!(
         "daemon CPU: {:.2} us per spawn (target < 5), {:.1} ns per USR1, {:.1} ns per URG",

@@ -59,9 +59,8 @@ impl Daemon {
         log::termination(self.log_format, &json, &record.display_name());
         let labels = record.labels();
         let app_grace = record.app_grace_seconds(&self.clock);
-        let mut shared = lock(&self.state);
-        shared.metrics.termination(&labels, &record, app_grace);
-        shared.push_record(&json);
+        self.metrics.termination(&labels, &record, app_grace);
+        lock(&self.state).push_record(&json);
         if let Some(identity) = &record.identity {
             self.names.forget(&identity.id);
         }

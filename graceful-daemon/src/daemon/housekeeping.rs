@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::{Daemon, PRUNE_EVERY, RETRY_FAILED_EVERY};
 use crate::{
     audit::{self, AuditEntry},
-    export::{http::lock, metric_labels::Tracked},
+    export::metric_labels::Tracked,
     identity,
     record::container_labels,
     signals::Signal,
@@ -63,13 +63,12 @@ impl Daemon {
             })
             .collect();
         self.announce_risks(&entries);
-        let mut shared = lock(&self.state);
-        let live = shared.metrics.live();
+        let live = self.metrics.live();
         let running_set: HashSet<_> = running.iter().map(|(l, _, _)| l.clone()).collect();
         for gone in live.iter().filter(|l| !running_set.contains(l)) {
-            shared.metrics.gone(gone);
+            self.metrics.gone(gone);
         }
-        shared.metrics.audit(&running);
+        self.metrics.audit(&running);
     }
 
     /// Drops what is kept of containers that are gone: runtime answers (unless a termination
@@ -96,8 +95,7 @@ impl Daemon {
     /// The sizes of everything the daemon keeps, for `graceful_tracked`.
     pub(super) fn report_tracked(&self) {
         let (processes, containers, terminations) = self.pipeline.tracker.size();
-        let shared = lock(&self.state);
-        let m = &shared.metrics;
+        let m = &self.metrics;
         m.tracked(Tracked::Processes, processes);
         m.tracked(Tracked::Containers, containers);
         m.tracked(Tracked::Terminations, terminations);

@@ -5,7 +5,6 @@ use std::{
     future::Future,
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -28,7 +27,7 @@ use crate::{
         announcer::Announcer,
         events::{EventOptions, EventSink},
         health::Health,
-        http::{lock, router, Shared, SharedState},
+        http::{lock, router, Endpoints, SharedState},
         log::LogFormat,
         metric_labels::LossKind,
         metrics::Metrics,
@@ -106,13 +105,14 @@ pub struct Kube {
 }
 
 struct Daemon {
+    /// What the HTTP endpoints read besides the metrics.
     state: SharedState,
+    /// Owned by the loop: a scrape encodes the registry without waiting for it.
+    metrics: Metrics,
     pipeline: Pipeline,
     clock: WallClock,
     /// What the runtime said of each container.
     names: RuntimeNames,
-    /// The daemon's own metrics (atomics: updated without the lock).
-    health: Health,
     audits: u32,
     /// cgroups whose identity was already looked at: one parse and lookup per container.
     seen: HashSet<u64>,
@@ -138,12 +138,13 @@ pub async fn run(
             addr: options.metrics_addr,
             error,
         })?;
-    let state: SharedState = Arc::new(Mutex::new(Shared::new(Metrics::new(
-        options.series_ttl,
-        options.workload_series_ttl,
-    ))));
+    let state = SharedState::default();
+    let metrics = Metrics::new(options.series_ttl, options.workload_series_ttl);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state.clone());
+    let app = router(Endpoints {
+        state: state.clone(),
+        metrics: metrics.exposition(),
+    });
     let server = tokio::spawn(crate::export::http::serve(listener, app, async {
         let _ = http_stopped.await;
     }));
@@ -154,7 +155,7 @@ pub async fn run(
         pipeline,
     } = Session::start(&options.probes)?;
     tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
-    let health = lock(&state).metrics.health.clone();
+    let health = metrics.health.clone();
     let programs: Vec<&str> = PROGRAMS.iter().map(|(program, _, _)| *program).collect();
     health.probes(&programs, probes.unavailable());
 
@@ -180,7 +181,14 @@ pub async fn run(
     privileges::drop_all()?;
     tracing::info!("all capabilities dropped");
     lock(&state).ready = true;
-    let (mut daemon, replies) = Daemon::new(state.clone(), pipeline, cri, kube, options.log_format);
+    let (mut daemon, replies) = Daemon::new(
+        state.clone(),
+        metrics,
+        pipeline,
+        cri,
+        kube,
+        options.log_format,
+    );
     let traced = daemon.serve(&mut events, replies, &probes, shutdown).await;
     tracing::info!("shutting down: detaching probes");
     lock(&state).ready = false;
@@ -220,6 +228,7 @@ async fn connect_kube(node: Option<&str>, events: EventOptions, health: &Health)
 impl Daemon {
     fn new(
         state: SharedState,
+        metrics: Metrics,
         pipeline: Pipeline,
         cri: Option<CriClient>,
         kube: Option<Kube>,
@@ -229,15 +238,14 @@ impl Daemon {
             Some(k) => (Some(k.pods), Some(k.events)),
             None => (None, None),
         };
-        let health = lock(&state).metrics.health.clone();
-        let (names, answers) = RuntimeNames::new(cri, health.cri_up.clone());
+        let (names, answers) = RuntimeNames::new(cri, metrics.health.cri_up.clone());
         let (scans, scanned) = mpsc::channel(1);
         let daemon = Daemon {
             state,
+            metrics,
             pipeline,
             clock: WallClock::default(),
             names,
-            health,
             audits: 0,
             seen: HashSet::new(),
             scans,
@@ -299,20 +307,19 @@ impl Daemon {
                         let mut shared = lock(&self.state);
                         shared.beat = Some(Instant::now());
                         shared.drained = Some(self.drained_at);
-                        shared.metrics.events_lost(LossKind::RingFull, lost.0.saturating_sub(lost_seen.0));
-                        shared.metrics.events_lost(LossKind::ReadFailed, lost.1.saturating_sub(lost_seen.1));
                     }
+                    self.metrics.events_lost(LossKind::RingFull, lost.0.saturating_sub(lost_seen.0));
+                    self.metrics.events_lost(LossKind::ReadFailed, lost.1.saturating_sub(lost_seen.1));
                     lost_seen = lost;
                     if ticks % HOUSEKEEPING_EVERY == 1 {
                         // An NTP step or a resumed VM moves the wall clock: follow it.
                         self.clock = WallClock::default();
                         if let Ok(counts) = kernel.signal_counts() {
-                            lock(&self.state).metrics.node_signals(counts);
+                            self.metrics.node_signals(counts);
                         }
                         self.pipeline.sweep();
-                        // /proc/self is read outside the lock: the health metrics are atomics.
-                        self.health.process();
-                        lock(&self.state).metrics.prune(Instant::now());
+                        self.metrics.health.process();
+                        self.metrics.prune(Instant::now());
                         self.report_tracked();
                     }
                     if ticks % AUDIT_EVERY == 1 {
@@ -337,9 +344,7 @@ impl Daemon {
         if let Event::Lost(l) = event {
             tracing::warn!(lost = l.count, reason = ?l.reason, "events lost: terminations under way will be reported as unknown");
             if l.reason == LossReason::Decode {
-                lock(&self.state)
-                    .metrics
-                    .events_lost(LossKind::DecodeFailed, l.count);
+                self.metrics.events_lost(LossKind::DecodeFailed, l.count);
             }
         }
         let records = self.pipeline.handle(event);
@@ -361,7 +366,7 @@ impl Daemon {
                 if let Some(identity) = target {
                     let info = self.info_for(&identity);
                     if let Some(labels) = container_labels(Some(&identity), info.as_ref()) {
-                        lock(&self.state).metrics.container_signal(
+                        self.metrics.container_signal(
                             &labels,
                             &e.signal.to_string(),
                             e.result.as_str(),

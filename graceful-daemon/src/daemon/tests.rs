@@ -16,13 +16,17 @@ impl KernelCounters for Quiet {
 }
 
 fn daemon() -> (Daemon, Replies) {
-    let state: SharedState = Arc::new(Mutex::new(Shared::new(Metrics::new(
-        Duration::from_secs(60),
-        Duration::from_secs(3600),
-    ))));
+    let metrics = Metrics::new(Duration::from_secs(60), Duration::from_secs(3600));
     let cgroups = Cgroup2::discover().expect("a cgroup2 mount");
     let pipeline = Pipeline::new(cgroups, TrackerConfig::default());
-    Daemon::new(state, pipeline, None, None, LogFormat::Json)
+    Daemon::new(
+        SharedState::default(),
+        metrics,
+        pipeline,
+        None,
+        None,
+        LogFormat::Json,
+    )
 }
 
 #[tokio::test]

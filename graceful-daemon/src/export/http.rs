@@ -19,14 +19,14 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
-use super::metrics::Metrics;
+use super::metrics::Exposition;
 
 /// How many records /terminations keeps.
 pub const KEPT_RECORDS: usize = 1000;
 
-/// What the endpoints read; the daemon's loop writes it.
+/// What the endpoints read besides the metrics; the daemon's loop writes it.
+#[derive(Default)]
 pub struct Shared {
-    pub metrics: Metrics,
     /// Newest first, serialized once: a request copies pointers under the lock, not records.
     pub terminations: VecDeque<Arc<str>>,
     pub ready: bool,
@@ -41,16 +41,6 @@ pub struct Shared {
 pub const STALLED: Duration = Duration::from_secs(20);
 
 impl Shared {
-    pub fn new(metrics: Metrics) -> Shared {
-        Shared {
-            metrics,
-            terminations: VecDeque::new(),
-            ready: false,
-            beat: None,
-            drained: None,
-        }
-    }
-
     /// None when healthy, else what stalled.
     pub fn stalled(&self, now: Instant) -> Option<&'static str> {
         let old =
@@ -79,27 +69,35 @@ pub fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub fn router(state: SharedState) -> Router {
+/// The endpoints' view of the daemon: the loop's shared state and the metrics registry,
+/// which a scrape encodes without the loop's lock.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub state: SharedState,
+    pub metrics: Exposition,
+}
+
+pub fn router(endpoints: Endpoints) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/terminations", get(terminations))
-        .with_state(state)
+        .with_state(endpoints)
 }
 
 /// OpenMetrics text, what the client library writes and Prometheus asks for.
-async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+async fn metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        lock(&state).metrics.encode(),
+        endpoints.metrics.encode(),
     )
 }
 
-async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
+async fn healthz(State(Endpoints { state, .. }): State<Endpoints>) -> impl IntoResponse {
     match lock(&state).stalled(Instant::now()) {
         None => (StatusCode::OK, "ok\n".to_string()),
         Some(what) => (
@@ -112,7 +110,7 @@ async fn healthz(State(state): State<SharedState>) -> impl IntoResponse {
     }
 }
 
-async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
+async fn readyz(State(Endpoints { state, .. }): State<Endpoints>) -> impl IntoResponse {
     if lock(&state).ready {
         (StatusCode::OK, "ready: probes attached\n")
     } else {
@@ -123,7 +121,7 @@ async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     }
 }
 
-async fn terminations(State(state): State<SharedState>) -> impl IntoResponse {
+async fn terminations(State(Endpoints { state, .. }): State<Endpoints>) -> impl IntoResponse {
     let list: Vec<Arc<str>> = lock(&state).terminations.iter().cloned().collect();
     let mut body = String::with_capacity(list.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
     body.push('[');
@@ -195,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_stalled_loop_or_reader_fails_health() {
-        let mut shared = Shared::new(Metrics::new(STALLED, STALLED));
+        let mut shared = Shared::default();
         let t0 = Instant::now();
         assert_eq!(shared.stalled(t0), None, "not started yet: healthy");
         shared.beat = Some(t0);

@@ -2,6 +2,7 @@
 //! are dropped once it has been gone for longer than the TTL.
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -184,8 +185,25 @@ impl TerminationMetrics {
     }
 }
 
+/// What /metrics encodes: the registry, shared with the HTTP server. Its families take their
+/// own short locks, so a scrape never waits for the event loop nor the loop for a scrape.
+#[derive(Clone)]
+pub struct Exposition(Arc<Registry>);
+
+impl Exposition {
+    /// OpenMetrics text, what Prometheus asks for.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.0);
+        out
+    }
+}
+
+/// The metric families and the book of which series each container and workload holds:
+/// owned by the event loop, which alone writes them.
 pub struct Metrics {
-    registry: Registry,
+    registry: Exposition,
     node: NodeMetrics,
     pub health: Health,
     containers: ContainerMetrics,
@@ -216,7 +234,7 @@ impl Metrics {
             health,
             containers,
             stops,
-            registry,
+            registry: Exposition(Arc::new(registry)),
             workload_ttl,
             node_counts: SignalCounts::default(),
             series: HashMap::new(),
@@ -226,12 +244,14 @@ impl Metrics {
         }
     }
 
-    /// OpenMetrics text, what Prometheus asks for.
+    /// The registry for the HTTP server.
+    pub fn exposition(&self) -> Exposition {
+        self.registry.clone()
+    }
+
+    /// OpenMetrics text of every family.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        self.registry.encode()
     }
 
     /// Brings the node-wide counters up to the kernel's per-CPU totals.
