@@ -185,20 +185,16 @@ fn wait_for_process(sb: &Throwaway, what: &str, matches: impl Fn(i32) -> bool) -
 pub fn wait_until_quiescent(pid: i32) {
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     loop {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-                .unwrap_or("")
-        };
-        if field("State:").starts_with('S') && field("SigBlk:").trim_start_matches('0').is_empty() {
+        let status = u32::try_from(pid)
+            .ok()
+            .and_then(|pid| graceful::procfs::ProcStatus::read(pid).ok())
+            .unwrap_or_default();
+        if status.state == 'S' && status.sig_blk == 0 {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{pid} never settled: {status}"
+            "{pid} never settled: {status:?}"
         );
         std::thread::yield_now();
     }

@@ -7,7 +7,8 @@ use std::{
 };
 
 use crate::{
-    demo::{self, DemoError, Ready, Scenario},
+    check_image::ImageCheckError,
+    engine::{self, EngineError, Ready, Scenario},
     record::TerminationRecord,
     signals::Signal,
     tracker::Verdict,
@@ -20,7 +21,39 @@ pub enum CheckError {
     #[error("cannot start `{0}`: not an executable file")]
     NotExecutable(String),
     #[error(transparent)]
-    Run(#[from] DemoError),
+    Image(#[from] ImageCheckError),
+    #[error("{}", run_failed(.0))]
+    Run(#[from] EngineError),
+}
+
+fn run_failed(e: &EngineError) -> String {
+    match e {
+        EngineError::ExitedEarly { name, status } if matches!(status.code, Some(126 | 127)) => {
+            format!(
+                "cannot start `{name}` (exit code {})",
+                status.code.unwrap_or_default()
+            )
+        }
+        EngineError::ExitedEarly { .. } => format!(
+            "{e}: check stops a command that keeps running, as a container's main process does"
+        ),
+        e => e.to_string(),
+    }
+}
+
+impl CheckError {
+    /// `check`'s exit code for it: 2 for what cannot be checked (a command that cannot start or
+    /// ends by itself before the stop, an image the runtime cannot run), as for a usage error;
+    /// 1 when the check itself failed.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CheckError::NotFound(_)
+            | CheckError::NotExecutable(_)
+            | CheckError::Image(_)
+            | CheckError::Run(EngineError::ExitedEarly { .. }) => 2,
+            CheckError::Run(_) => 1,
+        }
+    }
 }
 
 fn executable(path: &Path) -> bool {
@@ -73,15 +106,15 @@ pub async fn run(
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty() && n != "." && n != "..")
         .unwrap_or_else(|| "command".into());
-    let mut scenario = Scenario::new(&name, "check", argv, &[], Verdict::Graceful)
-        .stop_with(Some(options.stop_signal));
+    let mut scenario =
+        Scenario::new(&name, "check", argv, &[]).stop_with(Some(options.stop_signal));
     scenario.ready = match options.ready_after {
         Some(d) => Ready::After(d),
         None => Ready::Settled,
     };
     scenario.spawn.env = options.env.clone();
-    let mut records = demo::run(&[scenario], options.grace).await?;
-    let mut record = records.pop().ok_or(CheckError::Run(DemoError::NoRecord {
+    let mut records = engine::run(&[scenario], options.grace).await?;
+    let mut record = records.pop().ok_or(CheckError::Run(EngineError::NoRecord {
         name,
         waiting_for: Vec::new(),
     }))?;

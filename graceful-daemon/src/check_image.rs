@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::{
-    check::CheckOptions,
-    demo::{self, DemoError, Readiness, Ready, READY_TIMEOUT},
+    check::{CheckError, CheckOptions},
+    engine::{self, EngineError, Readiness, Ready, READY_TIMEOUT},
     enrich::cri::{stop_signal_of, CriClient, CriError, KNOWN_SOCKETS},
     identity::{self, Identity},
     pipeline::Session,
@@ -38,8 +38,6 @@ pub enum ImageCheckError {
     Call { what: &'static str, error: String },
     #[error("the container of {0} has no process (the runtime did not say its pid)")]
     NoProcess(String),
-    #[error(transparent)]
-    Run(#[from] DemoError),
 }
 
 /// A runtime call's error, named after what it did.
@@ -57,6 +55,9 @@ struct Runtime {
     /// Which runtime answers (CRI Version), for the record.
     kind: identity::Runtime,
 }
+
+/// How often processes whose exit was lost are looked for while the record is awaited.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Pulls are slow; everything else answers at once.
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -285,7 +286,7 @@ pub async fn run(
     image: &str,
     socket: Option<&Path>,
     options: &CheckOptions,
-) -> Result<TerminationRecord, ImageCheckError> {
+) -> Result<TerminationRecord, CheckError> {
     let mut runtime = Runtime::connect(socket).await?;
     let stop_signal = runtime.prepare(image).await?;
     let mut signals = DEFAULT_STOP_SIGNALS.to_vec();
@@ -296,7 +297,7 @@ pub async fn run(
         stop_signals: signals,
         ..ProbeOptions::default()
     })
-    .map_err(DemoError::from)?;
+    .map_err(EngineError::from)?;
     let uid = pod_uid();
     let log_dir = std::env::temp_dir().join(format!("graceful-check-{uid}"));
     let _ = std::fs::create_dir_all(&log_dir);
@@ -341,12 +342,8 @@ async fn run_in(
     config: &PodSandboxConfig,
     stop_signal: Signal,
     options: &CheckOptions,
-) -> Result<TerminationRecord, ImageCheckError> {
-    let Session {
-        probes: _probes,
-        mut events,
-        mut pipeline,
-    } = session;
+) -> Result<TerminationRecord, CheckError> {
+    let (_probes, mut driver) = session.driver(SWEEP);
     let id = runtime
         .runtime
         .create_container(CreateContainerRequest {
@@ -371,12 +368,13 @@ async fn run_in(
         .ok()
         .and_then(|t| crate::cgroup::unified_path(&t))
         .ok_or_else(|| ImageCheckError::NoProcess(image.into()))?;
-    let cgroup = pipeline
+    let cgroup = driver
+        .pipeline
         .cgroups
         .remember(&path)
         .ok_or_else(|| ImageCheckError::NoProcess(image.into()))?;
-    pipeline.tracker.set_stop_signal(cgroup, stop_signal);
-    let dir = pipeline.cgroups.dir(&path);
+    driver.pipeline.tracker.set_stop_signal(cgroup, stop_signal);
+    let dir = driver.pipeline.cgroups.dir(&path);
     let pids = || crate::cgroup::procs(&dir);
     let ids = [cgroup];
     let mut records: Vec<Option<TerminationRecord>> = vec![None];
@@ -387,16 +385,16 @@ async fn run_in(
         None => Ready::Settled,
     };
     let mut readiness = Readiness::new();
-    let deadline = Instant::now() + READY_TIMEOUT + demo::SETTLE;
+    let deadline = Instant::now() + READY_TIMEOUT + engine::SETTLE;
     while !readiness.ready(&ready, &pids()) && Instant::now() < deadline {
         if state == ContainerState::ContainerExited as i32 {
             break;
         }
-        demo::feed_a_while(&mut events, &mut pipeline, &ids, &mut records).await?;
+        engine::feed_a_while(&mut driver, &ids, &mut records).await?;
         (state, _, exit_code) = runtime.status(&id).await?;
     }
     if state == ContainerState::ContainerExited as i32 || pids().is_empty() {
-        return Err(DemoError::ExitedEarly {
+        return Err(EngineError::ExitedEarly {
             name: image.into(),
             status: crate::events::ExitStatus {
                 code: Some(exit_code),
@@ -418,16 +416,9 @@ async fn run_in(
             .await
     });
     let deadline = Instant::now() + options.grace + READY_TIMEOUT;
-    demo::await_records(
-        &mut events,
-        &mut pipeline,
-        (&ids, &[image]),
-        &mut records,
-        deadline,
-    )
-    .await?;
+    engine::await_records(&mut driver, (&ids, &[image]), &mut records, deadline).await?;
     let _ = stop.await;
-    let mut record = records.remove(0).ok_or_else(|| DemoError::NoRecord {
+    let mut record = records.remove(0).ok_or_else(|| EngineError::NoRecord {
         name: image.into(),
         waiting_for: Vec::new(),
     })?;

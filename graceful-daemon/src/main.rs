@@ -1,24 +1,18 @@
 //! `graceful-daemon`: the command line. Errors become one line on stderr and a non-zero exit.
 use std::{io::Write, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use graceful::{
     clock::WallClock,
-    demo::Scenario,
-    events::Event,
+    engine::Scenario,
     export::events::{AuditEvents, EventOptions},
     export::log::{self, LogFormat},
-    export::trace::{
-        count_deltas, signal_json, signal_line, ResolvedSignal, SignalCountsJson, SIGNAL_HEADER,
-    },
     flags::{
         env_var, events_per_second, namespace_name, node_name, parse_duration, seconds_between,
         seconds_up_to,
     },
-    pipeline::Session,
     probes::{ProbeOptions, DEFAULT_STOP_SIGNALS},
-    record::TerminationRecord,
     signals::Signal,
 };
 
@@ -200,87 +194,21 @@ fn main() {
 }
 
 async fn trace(args: TraceArgs) -> Result<()> {
-    let shutdown = graceful::shutdown::requested();
-    tokio::pin!(shutdown);
-    let stop_signals = args.stop_signals.clone();
-    let Session {
-        probes,
-        mut events,
-        mut pipeline,
-    } = Session::start(&ProbeOptions {
-        stop_signals: stop_signals.clone(),
-        ..ProbeOptions::default()
-    })?;
-    let mut sweep = tokio::time::interval(Duration::from_secs(5));
-    let mut clock = WallClock::default();
+    let options = graceful::trace::TraceOptions {
+        json: args.json,
+        all_signals: args.all_signals,
+        interval: Duration::from_secs_f64(args.interval),
+        stop_signals: args.stop_signals,
+    };
     let mut out = std::io::stdout().lock();
-    if !args.json {
-        writeln!(out, "{SIGNAL_HEADER}")?;
-    }
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
-    let mut last_counts = probes.signal_counts()?;
-    tracing::info!("probes attached: tracing (Ctrl-C to stop)");
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            event = events.recv() => {
-                let Some(event) = event else { anyhow::bail!("the kernel event stream ended: tracing stopped") };
-                if let Event::Lost(l) = &event {
-                    tracing::warn!(lost = l.count, reason = ?l.reason, "events lost: terminations under way are reported as unknown");
-                }
-                let records = pipeline.handle(&event);
-                if let Event::Signal(e) = &event {
-                    let resolved = ResolvedSignal {
-                        event: e,
-                        sender_cgroup: pipeline.cgroups.learn(e.sender_cgroup, e.sender_pid).map(str::to_string),
-                        target_cgroup: pipeline.cgroups.learn(e.target_cgroup, e.target_pid).map(str::to_string),
-                    };
-                    if args.json {
-                        writeln!(out, "{}", signal_json(&clock, &resolved))?;
-                    } else {
-                        writeln!(out, "{}", signal_line(&clock, &resolved))?;
-                    }
-                }
-                print_records(&mut out, &clock, &records, args.json)?;
-            }
-            _ = sweep.tick() => {
-                // An NTP step or a resumed VM moves the wall clock: follow it.
-                clock = WallClock::default();
-                pipeline.sweep();
-                pipeline.prune();
-            }
-            _ = ticker.tick(), if args.all_signals => {
-                let now = probes.signal_counts()?;
-                let counts = count_deltas(&last_counts, &now, &stop_signals);
-                last_counts = now;
-                if !counts.is_empty() {
-                    if args.json {
-                        let line = SignalCountsJson {
-                            kind: "signal_counts",
-                            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                            counts: &counts,
-                        };
-                        writeln!(out, "{}", serde_json::to_string(&line)?)?;
-                    } else {
-                        for c in &counts {
-                            writeln!(out, "{:<16} {:<9} {:<16} x{} (counted only)", "", c.signal.to_string(), c.result.as_str(), c.count)?;
-                        }
-                    }
-                }
-            }
-        }
-        out.flush().context("writing to stdout")?;
-    }
+    graceful::trace::run(&options, &mut out, graceful::shutdown::requested()).await?;
     Ok(())
 }
 
 /// `check`: 0 graceful, 1 another verdict, 2 a command that cannot start (or a usage error,
 /// which clap reports), 1 for anything else that went wrong.
 async fn check(args: CheckArgs) -> i32 {
-    use graceful::check::{CheckError, CheckOptions};
-    use graceful::check_image::ImageCheckError;
-    let options = CheckOptions {
+    let options = graceful::check::CheckOptions {
         grace: Duration::from_secs_f64(args.grace),
         stop_signal: args.stop_signal.unwrap_or(Signal::TERM),
         ready_after: args.ready_after.map(Duration::from_secs_f64),
@@ -288,49 +216,15 @@ async fn check(args: CheckArgs) -> i32 {
     };
     let checked = match &args.image {
         Some(image) => {
-            let checked =
-                graceful::check_image::run(image, args.cri_socket.as_deref(), &options).await;
-            match checked {
-                Ok(r) => Ok(r),
-                // The image cannot run here: a usage error, as a command that cannot start.
-                Err(
-                    e @ (ImageCheckError::NoSocket
-                    | ImageCheckError::Runtime { .. }
-                    | ImageCheckError::NoImage { .. }
-                    | ImageCheckError::Call { .. }
-                    | ImageCheckError::NoProcess(_)),
-                ) => {
-                    eprintln!("error: {e}");
-                    return 2;
-                }
-                Err(ImageCheckError::Run(e)) => Err(CheckError::Run(e)),
-            }
+            graceful::check_image::run(image, args.cri_socket.as_deref(), &options).await
         }
         None => graceful::check::run(&args.command, &options).await,
     };
     let record = match checked {
         Ok(r) => r,
-        Err(e @ (CheckError::NotFound(_) | CheckError::NotExecutable(_))) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-        Err(CheckError::Run(graceful::demo::DemoError::ExitedEarly { name, status }))
-            if status.code == Some(127) || status.code == Some(126) =>
-        {
-            eprintln!(
-                "error: cannot start `{name}` (exit code {})",
-                status.code.unwrap_or(0)
-            );
-            return 2;
-        }
-        // Nothing to stop: the command must run until it is stopped, as a server does.
-        Err(CheckError::Run(e @ graceful::demo::DemoError::ExitedEarly { .. })) => {
-            eprintln!("error: {e}: check stops a command that keeps running, as a container's main process does");
-            return 2;
-        }
         Err(e) => {
             eprintln!("error: {e}");
-            return 1;
+            return e.exit_code();
         }
     };
     let clock = WallClock::default();
@@ -354,22 +248,6 @@ async fn check(args: CheckArgs) -> i32 {
         }
     }
     i32::from(record.termination.verdict != graceful::tracker::Verdict::Graceful)
-}
-
-fn print_records(
-    out: &mut impl Write,
-    clock: &WallClock,
-    records: &[TerminationRecord],
-    json: bool,
-) -> Result<()> {
-    for r in records {
-        if json {
-            writeln!(out, "{}", r.to_json(clock))?;
-        } else {
-            write!(out, "{}", r.timeline())?;
-        }
-    }
-    Ok(())
 }
 
 fn audit(args: AuditArgs) -> Result<()> {
@@ -416,7 +294,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             args.grace
         );
     }
-    let records = graceful::demo::run(&scenarios, grace).await?;
+    let records = graceful::engine::run(&scenarios, grace).await?;
     let clock = WallClock::default();
     let mut out = std::io::stdout().lock();
     for (s, r) in scenarios.iter().zip(&records) {

@@ -15,20 +15,8 @@ pub enum PrivilegeError {
     Drop(io::Error),
 }
 
-/// The effective capability set from a `/proc/<pid>/status` text.
-pub fn effective_in(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-}
-
 fn effective() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .as_deref()
-        .and_then(effective_in)
-        .unwrap_or(0)
+    crate::procfs::ProcStatus::own().map_or(0, |s| s.cap_eff)
 }
 
 fn has(set: u64, cap: u32) -> bool {
@@ -109,9 +97,10 @@ mod tests {
     #[test]
     fn reads_the_effective_set() {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000000c000000004\n";
-        let set = effective_in(status).unwrap();
+        let set = crate::procfs::ProcStatus::parse(status).cap_eff;
         assert!(has(set, CAP_BPF) && has(set, CAP_PERFMON) && has(set, CAP_DAC_READ_SEARCH));
         assert!(!has(set, CAP_SYS_ADMIN));
-        assert_eq!(effective_in("CapEff:\tzz\n"), None);
+        let garbage = crate::procfs::ProcStatus::parse("CapEff:\tzz\nUid:\tx\n");
+        assert_eq!((garbage.cap_eff, garbage.euid), (0, None));
     }
 }

@@ -6,6 +6,12 @@ use crate::signals::Signal;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcStatus {
     pub comm: String,
+    /// `State`'s letter: R running, S sleeping, D uninterruptible, Z zombie...
+    pub state: char,
+    /// The effective uid.
+    pub euid: Option<u32>,
+    /// The effective capability set (`CapEff`).
+    pub cap_eff: u64,
     pub ppid: i32,
     /// The pid in each pid namespace, outermost first.
     pub nspid: Vec<i32>,
@@ -32,6 +38,9 @@ impl ProcStatus {
             let hex = || u64::from_str_radix(value, 16).unwrap_or(0);
             match key {
                 "Name" => s.comm = value.to_string(),
+                "State" => s.state = value.chars().next().unwrap_or_default(),
+                "Uid" => s.euid = value.split_whitespace().nth(1).and_then(|u| u.parse().ok()),
+                "CapEff" => s.cap_eff = hex(),
                 "PPid" => s.ppid = value.parse().unwrap_or(0),
                 "NSpid" => {
                     s.nspid = value
@@ -51,6 +60,11 @@ impl ProcStatus {
 
     pub fn read(pid: u32) -> io::Result<ProcStatus> {
         fs::read_to_string(format!("/proc/{pid}/status")).map(|t| ProcStatus::parse(&t))
+    }
+
+    /// This process's own.
+    pub fn own() -> io::Result<ProcStatus> {
+        fs::read_to_string("/proc/self/status").map(|t| ProcStatus::parse(&t))
     }
 
     /// The parent's pid, if it has one (not for the host's init and kernel threads).

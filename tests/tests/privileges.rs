@@ -1,6 +1,6 @@
 //! Least privilege, proven by running: `graceful-daemon run` as a non-root user holding only
 //! the capabilities the README lists becomes ready, drops them all, and records a stop.
-use graceful::{cgroup::Cgroup2, privileges::effective_in, signals::Signal, throwaway::Throwaway};
+use graceful::{cgroup::Cgroup2, procfs::ProcStatus, signals::Signal, throwaway::Throwaway};
 use graceful_tests::daemon::{record_where, Daemon};
 
 /// What `run` needs as a non-root user: BPF and PERFMON load and attach the programs,
@@ -21,15 +21,10 @@ fn setpriv(caps: &str, non_root: bool) -> Vec<String> {
     args
 }
 
-fn capabilities_of(pid: u32) -> (u64, String) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_default()
-        .to_string();
-    (effective_in(&status).unwrap(), uid)
+/// The effective capabilities and uid of a running process.
+fn capabilities_of(pid: u32) -> (u64, Option<u32>) {
+    let status = ProcStatus::read(pid).unwrap();
+    (status.cap_eff, status.euid)
 }
 
 fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str) {
@@ -39,7 +34,7 @@ fn records_a_stop_with_no_capability_left(caps: &str, non_root: bool, name: &str
     let daemon = Daemon::start_under(&wrapper, &["--log-format", "json"], log.clone());
     let (eff, uid) = capabilities_of(daemon.child.id());
     assert_eq!(eff, 0, "capabilities left once ready (CapEff {eff:016x})");
-    assert_eq!(uid == "65534", non_root, "euid {uid}");
+    assert_eq!(uid == Some(65534), non_root, "euid {uid:?}");
 
     let mut cgroups = Cgroup2::discover().unwrap();
     let run_cgroup =

@@ -3,32 +3,89 @@
 use std::time::Duration;
 
 use graceful::{
-    demo::{run, Scenario},
+    engine::{run, sh, Scenario},
     events::SignalResult,
     record::TerminationRecord,
     signals::Signal,
-    tracker::Outcome,
+    tracker::{Outcome, Verdict},
 };
 
 const GRACE: Duration = Duration::from_secs(2);
 
-async fn one(s: Scenario) -> TerminationRecord {
+/// Runs one scenario; its record must carry `expect`.
+async fn one(s: Scenario, expect: Verdict) -> TerminationRecord {
     let mut records = run(std::slice::from_ref(&s), GRACE)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", s.name));
     let r = records.remove(0);
-    assert_verdict(&s, &r);
+    assert_verdict(&s, expect, &r);
     r
 }
 
-fn assert_verdict(s: &Scenario, r: &TerminationRecord) {
+fn assert_verdict(s: &Scenario, expect: Verdict, r: &TerminationRecord) {
     assert_eq!(
         r.termination.verdict,
-        s.expect,
+        expect,
         "{}: {}",
         s.name,
         r.timeline()
     );
+}
+
+/// The demo's scenarios and the verdict each must get, in `Scenario::demo_set`'s order.
+const DEMO_VERDICTS: [Verdict; 8] = [
+    Verdict::SwallowedByShellPid1,
+    Verdict::Pid1IgnoresStopSignal,
+    Verdict::NotForwarded,
+    Verdict::SlowShutdown,
+    Verdict::SlowShutdown,
+    Verdict::Graceful,
+    Verdict::ChildrenKilledAtExit,
+    Verdict::KilledWithoutStopSignal,
+];
+
+// Scenarios only the tests run.
+
+fn shell_pid1_ignores() -> Scenario {
+    Scenario::new(
+        "shell-pid1-ignores",
+        "the entrypoint script sets SIGTERM to SIG_IGN (`trap '' TERM`) and runs the app",
+        sh("trap '' TERM; sleep 1000; true"),
+        &["sh", "sleep"],
+    )
+}
+
+fn stop_signal_quit() -> Scenario {
+    Scenario::new(
+        "stopsignal-quit",
+        "STOPSIGNAL SIGQUIT, shell PID 1 without a trap",
+        sh("sleep 1000; true"),
+        &["sh", "sleep"],
+    )
+    .stop_with(Some(Signal::QUIT))
+}
+
+fn stop_signal_int_handled() -> Scenario {
+    Scenario::new(
+        "stopsignal-int",
+        "STOPSIGNAL SIGINT, handled by PID 1",
+        // The worker is stopped with SIGTERM: a background job of a shell ignores SIGINT.
+        sh("trap 'kill -TERM $w; wait $w; exit 0' INT; sleep 1000 & w=$!; wait"),
+        &["sh", "sleep"],
+    )
+    .stop_with(Some(Signal::INT))
+}
+
+fn oom() -> Scenario {
+    let mut s = Scenario::new(
+        "oom",
+        "PID 1 allocates past its 32 MiB memory limit",
+        sh("x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done"),
+        &["sh"],
+    );
+    s.spawn.memory_limit = Some(32 << 20);
+    s.stopped = false;
+    s
 }
 
 fn comms(list: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -39,7 +96,7 @@ fn comms(list: impl IntoIterator<Item = String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shell_pid1_without_trap() {
-    let r = one(Scenario::shell_pid1()).await;
+    let r = one(Scenario::shell_pid1(), Verdict::SwallowedByShellPid1).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::KilledAfterGrace);
     assert_eq!(t.init.comm, "sh");
@@ -69,7 +126,7 @@ async fn shell_pid1_without_trap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_shell_pid1_without_handler() {
-    let r = one(Scenario::no_handler()).await;
+    let r = one(Scenario::no_handler(), Verdict::Pid1IgnoresStopSignal).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::KilledAfterGrace);
     assert_eq!((t.init.comm.as_str(), t.init.shell), ("sleep", false));
@@ -79,7 +136,7 @@ async fn non_shell_pid1_without_handler() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handler_that_does_not_forward() {
-    let r = one(Scenario::not_forwarded()).await;
+    let r = one(Scenario::not_forwarded(), Verdict::NotForwarded).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::KilledAfterGrace);
     assert_eq!(t.init.handles_stop_signal, Some(true));
@@ -93,7 +150,7 @@ async fn handler_that_does_not_forward() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handler_that_forwards_and_waits() {
-    let r = one(Scenario::forwards()).await;
+    let r = one(Scenario::forwards(), Verdict::Graceful).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::Exited);
     assert!(t.kill.is_none());
@@ -107,7 +164,7 @@ async fn handler_that_forwards_and_waits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn child_too_slow_for_the_grace() {
-    let r = one(Scenario::slow_shutdown()).await;
+    let r = one(Scenario::slow_shutdown(), Verdict::SlowShutdown).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::KilledAfterGrace);
     assert!(t.never_received.is_empty(), "{:?}", t.never_received);
@@ -116,7 +173,7 @@ async fn child_too_slow_for_the_grace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_started_with_the_stop_signal_ignored() {
-    let r = one(Scenario::child_ignores()).await;
+    let r = one(Scenario::child_ignores(), Verdict::SlowShutdown).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::KilledAfterGrace);
     assert!(t.never_received.is_empty(), "{:?}", t.never_received);
@@ -133,7 +190,7 @@ async fn a_worker_started_with_the_stop_signal_ignored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shell_pid1_that_sets_the_stop_signal_to_sig_ign() {
-    let r = one(Scenario::shell_pid1_ignores()).await;
+    let r = one(shell_pid1_ignores(), Verdict::SwallowedByShellPid1).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::KilledAfterGrace);
     assert_eq!(t.init.handles_stop_signal, Some(false));
@@ -155,14 +212,18 @@ async fn a_shell_pid1_that_sets_the_stop_signal_to_sig_ign() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_without_stop_signal() {
-    let r = one(Scenario::force_delete()).await;
+    let r = one(Scenario::force_delete(), Verdict::KilledWithoutStopSignal).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::Killed);
     assert!(t.stop.is_none());
     assert!(r.to_json(&Default::default())["stop"].is_null());
     assert!(t.explanation.contains("force delete"), "{}", t.explanation);
     // The same SIGKILL as the container's own stop signal is not a force delete.
-    let r = one(Scenario::force_delete().stop_with(Some(Signal::KILL))).await;
+    let r = one(
+        Scenario::force_delete().stop_with(Some(Signal::KILL)),
+        Verdict::KilledWithoutStopSignal,
+    )
+    .await;
     assert!(
         r.termination.explanation.contains("stop signal is SIGKILL"),
         "{}",
@@ -172,7 +233,11 @@ async fn sigkill_without_stop_signal() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pid1_exiting_on_sigterm_leaves_children_to_the_kernel() {
-    let r = one(Scenario::exits_leaving_children()).await;
+    let r = one(
+        Scenario::exits_leaving_children(),
+        Verdict::ChildrenKilledAtExit,
+    )
+    .await;
     let t = &r.termination;
     assert_eq!(
         t.outcome,
@@ -196,41 +261,45 @@ async fn pid1_exiting_on_sigterm_leaves_children_to_the_kernel() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_signals_other_than_sigterm() {
-    let r = one(Scenario::stop_signal_quit()).await;
+    let r = one(stop_signal_quit(), Verdict::SwallowedByShellPid1).await;
     assert_eq!(r.termination.stop.as_ref().unwrap().signal, Signal::QUIT);
     assert!(r.termination.explanation.contains("SIGQUIT"));
-    let r = one(Scenario::stop_signal_int_handled()).await;
+    let r = one(stop_signal_int_handled(), Verdict::Graceful).await;
     assert_eq!(r.termination.stop.as_ref().unwrap().signal, Signal::INT);
     assert_eq!(r.termination.outcome, Outcome::Exited);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oom_kill_in_a_memory_limited_cgroup() {
-    let r = one(Scenario::oom()).await;
+    let r = one(oom(), Verdict::OomKilled).await;
     assert_eq!(r.termination.outcome, Outcome::Killed);
     assert!(r.termination.explanation.contains("OOM"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_containers_stopped_at_once() {
-    let kinds = [
-        Scenario::shell_pid1,
-        Scenario::forwards,
-        Scenario::not_forwarded,
-        Scenario::no_handler,
-        Scenario::exits_leaving_children,
+    let kinds: [(fn() -> Scenario, Verdict); 5] = [
+        (Scenario::shell_pid1, Verdict::SwallowedByShellPid1),
+        (Scenario::forwards, Verdict::Graceful),
+        (Scenario::not_forwarded, Verdict::NotForwarded),
+        (Scenario::no_handler, Verdict::Pid1IgnoresStopSignal),
+        (
+            Scenario::exits_leaving_children,
+            Verdict::ChildrenKilledAtExit,
+        ),
     ];
-    let scenarios: Vec<Scenario> = (0..50)
+    let (scenarios, expected): (Vec<Scenario>, Vec<Verdict>) = (0..50)
         .map(|i| {
-            let mut s = kinds[i % kinds.len()]();
+            let (kind, verdict) = kinds[i % kinds.len()];
+            let mut s = kind();
             s.name = format!("{}-{i}", s.name);
-            s
+            (s, verdict)
         })
-        .collect();
+        .unzip();
     let records = run(&scenarios, GRACE).await.unwrap();
     assert_eq!(records.len(), 50);
-    for (s, r) in scenarios.iter().zip(&records) {
-        assert_verdict(s, r);
+    for ((s, r), expect) in scenarios.iter().zip(&records).zip(expected) {
+        assert_verdict(s, expect, r);
         assert!(r.cgroup.as_deref().unwrap().ends_with(&s.name));
     }
 }
@@ -258,10 +327,10 @@ async fn neighbours_flooding_themselves_cost_no_record() {
             .unwrap()
         })
         .collect();
-    let scenarios = graceful::demo::Scenario::demo_set();
+    let scenarios = Scenario::demo_set();
     let records = run(&scenarios, GRACE).await.unwrap();
-    for (s, r) in scenarios.iter().zip(&records) {
-        assert_verdict(s, r);
+    for ((s, r), expect) in scenarios.iter().zip(&records).zip(DEMO_VERDICTS) {
+        assert_verdict(s, expect, r);
     }
     // Still flooding all along: the floods were counted, not dropped on the floor.
     for f in &floods {

@@ -53,12 +53,12 @@ impl Daemon {
             return;
         }
         record.grace_period_seconds = record.info.as_ref().and_then(|i| i.grace_period_seconds);
-        record.explain_pre_stop(&self.clock);
-        let json = record.to_json(&self.clock);
+        record.explain_pre_stop(&self.driver.clock);
+        let json = record.to_json(&self.driver.clock);
         self.announce_termination(&record);
         log::termination(self.log_format, &json, &record.display_name());
         let labels = record.labels();
-        let app_grace = record.app_grace_seconds(&self.clock);
+        let app_grace = record.app_grace_seconds(&self.driver.clock);
         self.metrics.termination(&labels, &record, app_grace);
         lock(&self.state).push_record(&json);
         if let Some(identity) = &record.identity {
@@ -91,7 +91,7 @@ impl Daemon {
         let Some(info) = self.info_for(identity) else {
             return;
         };
-        let tracker = &mut self.pipeline.tracker;
+        let tracker = &mut self.driver.pipeline.tracker;
         if let Some(grace) = info.grace_period_seconds {
             tracker.set_grace(cgroup, grace);
         }

@@ -36,7 +36,7 @@ impl Daemon {
         if self.audits.is_multiple_of(RETRY_FAILED_EVERY) {
             self.names.retry_failed();
         }
-        let tracker = &self.pipeline.tracker;
+        let tracker = &self.driver.pipeline.tracker;
         self.seen
             .retain(|cgroup| !tracker.members(*cgroup).is_empty());
         // Containers not named yet (running before the daemon started), and not being asked.
@@ -45,7 +45,7 @@ impl Daemon {
             .filter(|e| self.names.can_ask(&e.identity) && self.names.unasked(&e.identity.id))
             .collect();
         for e in unnamed {
-            if let Some(cgroup) = self.pipeline.cgroups.remember(&e.cgroup) {
+            if let Some(cgroup) = self.driver.pipeline.cgroups.remember(&e.cgroup) {
                 self.names.ask(&e.identity, cgroup, None);
             }
         }
@@ -76,30 +76,37 @@ impl Daemon {
     fn forget_gone(&mut self, running: &[AuditEntry]) {
         let mut keep: HashSet<&str> = running.iter().map(|e| e.identity.id.as_str()).collect();
         let stopping: Vec<String> = self
+            .driver
             .pipeline
             .tracker
             .under_way()
-            .filter_map(|cgroup| self.pipeline.cgroups.cached_path(cgroup))
+            .filter_map(|cgroup| self.driver.pipeline.cgroups.cached_path(cgroup))
             .filter_map(identity::parse)
             .map(|i| i.id)
             .collect();
         keep.extend(stopping.iter().map(String::as_str));
         self.names.keep_only(&keep);
         if self.audits.is_multiple_of(PRUNE_EVERY) {
-            self.pipeline.prune();
-            let tracker = &self.pipeline.tracker;
-            self.pipeline.cgroups.prune(|cgroup| tracker.tracks(cgroup));
+            self.driver.pipeline.prune();
+            let tracker = &self.driver.pipeline.tracker;
+            self.driver
+                .pipeline
+                .cgroups
+                .prune(|cgroup| tracker.tracks(cgroup));
         }
     }
 
     /// The sizes of everything the daemon keeps, for `graceful_tracked`.
     pub(super) fn report_tracked(&self) {
-        let (processes, containers, terminations) = self.pipeline.tracker.size();
+        let (processes, containers, terminations) = self.driver.pipeline.tracker.size();
         let m = &self.metrics;
         m.tracked(Tracked::Processes, processes);
         m.tracked(Tracked::Containers, containers);
         m.tracked(Tracked::Terminations, terminations);
-        m.tracked(Tracked::CgroupPaths, self.pipeline.cgroups.remembered());
+        m.tracked(
+            Tracked::CgroupPaths,
+            self.driver.pipeline.cgroups.remembered(),
+        );
         m.tracked(Tracked::RuntimeCache, self.names.len());
         m.tracked(Tracked::MetricSeries, m.series_count());
         m.tracked(Tracked::Pods, self.pods.len());

@@ -15,7 +15,7 @@ mod housekeeping;
 
 use crate::{
     audit::AuditEntry,
-    clock::WallClock,
+    driver::{Driver, Step, StreamEnded},
     enrich::{
         cri::CriClient,
         kubernetes::{self, PodUpdate},
@@ -33,10 +33,10 @@ use crate::{
         metrics::Metrics,
     },
     identity::{self, Identity},
-    pipeline::{Pipeline, Session},
+    pipeline::Session,
     privileges,
     probes::{ProbeError, ProbeOptions, Probes, PROGRAMS},
-    record::container_labels,
+    record::{container_labels, TerminationRecord},
 };
 
 #[derive(Debug, Clone)]
@@ -83,8 +83,10 @@ impl KernelCounters for Probes {
 }
 
 const TICK: Duration = Duration::from_secs(1);
-/// Ticks between node-wide counter reads, sweeps and TTL pruning (cheap, but not free at rest).
+/// Ticks between node-wide counter reads and TTL pruning (cheap, but not free at rest).
 const HOUSEKEEPING_EVERY: u32 = 5;
+/// How often the driver looks for processes whose exit was lost.
+const SWEEP: Duration = Duration::from_secs(5);
 /// Ticks between audits of the running containers (a /proc scan).
 const AUDIT_EVERY: u32 = 10;
 /// Audits between retries of containers the runtime could not name.
@@ -105,12 +107,12 @@ pub struct Kube {
 }
 
 struct Daemon {
+    /// The kernel's events through the pipeline, the sweep and the wall clock.
+    driver: Driver,
     /// What the HTTP endpoints read besides the metrics.
     state: SharedState,
     /// Owned by the loop: a scrape encodes the registry without waiting for it.
     metrics: Metrics,
-    pipeline: Pipeline,
-    clock: WallClock,
     /// What the runtime said of each container.
     names: RuntimeNames,
     audits: u32,
@@ -149,11 +151,7 @@ pub async fn run(
         let _ = http_stopped.await;
     }));
 
-    let Session {
-        probes,
-        mut events,
-        pipeline,
-    } = Session::start(&options.probes)?;
+    let (probes, driver) = Session::start(&options.probes)?.driver(SWEEP);
     tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
     let health = metrics.health.clone();
     let programs: Vec<&str> = PROGRAMS.iter().map(|(program, _, _)| *program).collect();
@@ -182,17 +180,17 @@ pub async fn run(
     tracing::info!("all capabilities dropped");
     lock(&state).ready = true;
     let (mut daemon, replies) = Daemon::new(
+        driver,
         state.clone(),
         metrics,
-        pipeline,
         cri,
         kube,
         options.log_format,
     );
-    let traced = daemon.serve(&mut events, replies, &probes, shutdown).await;
+    let traced = daemon.serve(replies, &probes, shutdown).await;
     tracing::info!("shutting down: detaching probes");
     lock(&state).ready = false;
-    drop(events);
+    drop(daemon);
     drop(probes);
     let _ = stop_http.send(());
     let _ = server.await;
@@ -227,9 +225,9 @@ async fn connect_kube(node: Option<&str>, events: EventOptions, health: &Health)
 
 impl Daemon {
     fn new(
+        driver: Driver,
         state: SharedState,
         metrics: Metrics,
-        pipeline: Pipeline,
         cri: Option<CriClient>,
         kube: Option<Kube>,
         log_format: LogFormat,
@@ -241,10 +239,9 @@ impl Daemon {
         let (names, answers) = RuntimeNames::new(cri, metrics.health.cri_up.clone());
         let (scans, scanned) = mpsc::channel(1);
         let daemon = Daemon {
+            driver,
             state,
             metrics,
-            pipeline,
-            clock: WallClock::default(),
             names,
             audits: 0,
             seen: HashSet::new(),
@@ -267,7 +264,6 @@ impl Daemon {
     /// daemon that no longer traces must not look healthy to its supervisor).
     async fn serve(
         &mut self,
-        events: &mut mpsc::Receiver<Event>,
         mut replies: Replies,
         kernel: &impl KernelCounters,
         shutdown: impl Future<Output = ()>,
@@ -280,13 +276,14 @@ impl Daemon {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return Ok(()),
-                event = events.recv() => {
-                    let Some(event) = event else {
+                step = self.driver.next() => match step {
+                    Ok(Step::Event(event, records)) => self.on_event(&event, records),
+                    Ok(Step::Swept) => {}
+                    Err(StreamEnded) => {
                         tracing::error!("the kernel event stream ended");
                         return Err(DaemonError::EventStreamEnded);
-                    };
-                    self.on_event(&event);
-                }
+                    }
+                },
                 Some(answer) = replies.answers.recv() => self.on_lookup(answer),
                 update = next_pod(&mut replies.pods) => match update {
                     Some(update) => self.on_pod(update),
@@ -312,12 +309,9 @@ impl Daemon {
                     self.metrics.events_lost(LossKind::ReadFailed, lost.1.saturating_sub(lost_seen.1));
                     lost_seen = lost;
                     if ticks % HOUSEKEEPING_EVERY == 1 {
-                        // An NTP step or a resumed VM moves the wall clock: follow it.
-                        self.clock = WallClock::default();
                         if let Ok(counts) = kernel.signal_counts() {
                             self.metrics.node_signals(counts);
                         }
-                        self.pipeline.sweep();
                         self.metrics.health.process();
                         self.metrics.prune(Instant::now());
                         self.report_tracked();
@@ -331,23 +325,23 @@ impl Daemon {
     }
 
     fn identity(&self, cgroup: u64) -> Option<Identity> {
-        self.pipeline
+        self.driver
+            .pipeline
             .cgroups
             .cached_path(cgroup)
             .and_then(identity::parse)
     }
 
-    fn on_event(&mut self, event: &Event) {
-        if let Event::Drained(_) = event {
-            self.drained_at = Instant::now();
-        }
-        if let Event::Lost(l) = event {
-            tracing::warn!(lost = l.count, reason = ?l.reason, "events lost: terminations under way will be reported as unknown");
-            if l.reason == LossReason::Decode {
+    /// An event the driver handled, and the records it completed.
+    fn on_event(&mut self, event: &Event, records: Vec<TerminationRecord>) {
+        match event {
+            Event::Drained(_) => self.drained_at = Instant::now(),
+            // The ring's own losses are counted from the kernel's counters at each tick.
+            Event::Lost(l) if l.reason == LossReason::Decode => {
                 self.metrics.events_lost(LossKind::DecodeFailed, l.count);
             }
+            _ => {}
         }
-        let records = self.pipeline.handle(event);
         match event {
             Event::Exec(e) if self.seen.insert(e.cgroup) => {
                 if let Some(identity) = self.identity(e.cgroup) {
@@ -359,6 +353,7 @@ impl Daemon {
             }
             Event::Signal(e) => {
                 let target = self
+                    .driver
                     .pipeline
                     .cgroups
                     .cached_path(e.target_cgroup)

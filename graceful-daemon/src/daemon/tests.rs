@@ -1,6 +1,6 @@
 //! The loop's ends and its use of the pod facts, without a kernel or a runtime.
 use super::*;
-use crate::{cgroup::Cgroup2, tracker::TrackerConfig};
+use crate::{cgroup::Cgroup2, pipeline::Pipeline, tracker::TrackerConfig};
 use crate::{identity::Runtime, signals::Signal};
 
 /// Counters of a kernel where nothing happens.
@@ -15,14 +15,16 @@ impl KernelCounters for Quiet {
     }
 }
 
-fn daemon() -> (Daemon, Replies) {
+/// A daemon fed by `events`.
+fn daemon(events: mpsc::Receiver<Event>) -> (Daemon, Replies) {
     let metrics = Metrics::new(Duration::from_secs(60), Duration::from_secs(3600));
     let cgroups = Cgroup2::discover().expect("a cgroup2 mount");
     let pipeline = Pipeline::new(cgroups, TrackerConfig::default());
+    let driver = Driver::new(events, pipeline, SWEEP);
     Daemon::new(
+        driver,
         SharedState::default(),
         metrics,
-        pipeline,
         None,
         None,
         LogFormat::Json,
@@ -31,21 +33,20 @@ fn daemon() -> (Daemon, Replies) {
 
 #[tokio::test]
 async fn an_ended_event_stream_is_an_error() {
-    let (mut d, replies) = daemon();
-    let (tx, mut events) = mpsc::channel(1);
+    let (tx, events) = mpsc::channel(1);
     drop(tx);
-    let served = d
-        .serve(&mut events, replies, &Quiet, std::future::pending())
-        .await;
+    let (mut d, replies) = daemon(events);
+    let served = d.serve(replies, &Quiet, std::future::pending()).await;
     assert!(
         matches!(served, Err(DaemonError::EventStreamEnded)),
         "{served:?}"
     );
 }
 
-#[test]
-fn without_the_runtime_a_container_is_named_from_its_pod() {
-    let (mut d, _replies) = daemon();
+#[tokio::test]
+async fn without_the_runtime_a_container_is_named_from_its_pod() {
+    let (_tx, events) = mpsc::channel(1);
+    let (mut d, _replies) = daemon(events);
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web-1", "namespace": "shop", "uid": "8dbd0d3c-4b1e-4c39-9b32-5b6b0f7a3c11",
             "deletionTimestamp": "2026-11-23T10:00:05Z", "deletionGracePeriodSeconds": 5,
@@ -82,10 +83,8 @@ fn without_the_runtime_a_container_is_named_from_its_pod() {
 
 #[tokio::test]
 async fn shutdown_is_a_clean_end() {
-    let (mut d, replies) = daemon();
-    let (_tx, mut events) = mpsc::channel(1);
-    let served = d
-        .serve(&mut events, replies, &Quiet, std::future::ready(()))
-        .await;
+    let (_tx, events) = mpsc::channel(1);
+    let (mut d, replies) = daemon(events);
+    let served = d.serve(replies, &Quiet, std::future::ready(())).await;
     assert!(served.is_ok(), "{served:?}");
 }

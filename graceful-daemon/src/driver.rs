@@ -1,0 +1,65 @@
+//! One driver for every traced run (the daemon, `trace`, `demo` and `check`): the kernel's
+//! events fed to the pipeline, the sweep for lost exits and the wall clock's refresh on one
+//! cadence, and lost events warned of in one place.
+use std::time::Duration;
+
+use tokio::{sync::mpsc, time::Interval};
+
+use crate::{clock::WallClock, events::Event, pipeline::Pipeline, record::TerminationRecord};
+
+/// What one step of the driver did.
+pub enum Step {
+    /// An event from the kernel, and the records it completed.
+    Event(Event, Vec<TerminationRecord>),
+    /// The periodic sweep ran and the wall clock was read again.
+    Swept,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the kernel event stream ended")]
+pub struct StreamEnded;
+
+pub struct Driver {
+    events: mpsc::Receiver<Event>,
+    pub pipeline: Pipeline,
+    /// Kernel times to wall-clock times; read again at every sweep.
+    pub clock: WallClock,
+    sweep: Interval,
+}
+
+impl Driver {
+    /// `sweep_every`: how often processes whose exit was not seen are looked for.
+    pub fn new(events: mpsc::Receiver<Event>, pipeline: Pipeline, sweep_every: Duration) -> Driver {
+        let mut sweep = tokio::time::interval(sweep_every);
+        // A loop held up (a slow stdout) sweeps once when it comes back, not once per miss.
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Driver {
+            events,
+            pipeline,
+            clock: WallClock::default(),
+            sweep,
+        }
+    }
+
+    /// The next event or sweep. Cancel-safe: nothing is lost when another branch of a
+    /// `select!` wins (an event is handled in the same poll that received it).
+    pub async fn next(&mut self) -> Result<Step, StreamEnded> {
+        tokio::select! {
+            biased;
+            event = self.events.recv() => {
+                let event = event.ok_or(StreamEnded)?;
+                if let Event::Lost(l) = &event {
+                    tracing::warn!(lost = l.count, reason = ?l.reason, "events lost: terminations under way will be reported as unknown");
+                }
+                let records = self.pipeline.handle(&event);
+                Ok(Step::Event(event, records))
+            }
+            _ = self.sweep.tick() => {
+                // An NTP step or a resumed VM moves the wall clock: follow it.
+                self.clock = WallClock::default();
+                self.pipeline.sweep();
+                Ok(Step::Swept)
+            }
+        }
+    }
+}
