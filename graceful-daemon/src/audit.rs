@@ -9,6 +9,7 @@ use crate::{
     procfs::{in_sigwait, processes, ProcStatus, Program, Shell},
     record::ContainerJson,
     signals::{is_shell, Signal},
+    tracker::explanation::{pid1_risk, Pid1Risk},
 };
 
 /// The audit record of docs/design.md.
@@ -63,18 +64,16 @@ impl AuditEntry {
     }
 
     pub fn explanation(&self) -> String {
-        let (comm, sig) = (&self.status.comm, self.stop_signal);
-        if !self.stop_signal_dropped() {
-            return format!("PID 1 ({comm}) will receive {sig}.");
-        }
-        if self.status.ignores(sig) {
-            return format!("PID 1 ({comm}) ignores {sig}: a stop will wait out the whole grace period and end in SIGKILL.");
-        }
-        if let Some(shell) = self.shell() {
-            format!("PID 1 is a shell ({shell}) with no handler for {sig}: the kernel will drop it and the container will be SIGKILLed after the grace period. Use `exec` or trap and forward {sig}.")
+        let risk = if !self.stop_signal_dropped() {
+            Pid1Risk::Receives
+        } else if self.status.ignores(self.stop_signal) {
+            Pid1Risk::Ignores
+        } else if let Some(shell) = self.shell() {
+            Pid1Risk::Shell(shell.to_string())
         } else {
-            format!("PID 1 ({comm}) has no handler for {sig}: as a pid-namespace init the kernel will drop it and the container will be SIGKILLed after the grace period.")
-        }
+            Pid1Risk::NoHandler
+        };
+        pid1_risk(&self.status.comm, self.stop_signal, risk)
     }
 
     pub fn to_json(&self) -> Value {

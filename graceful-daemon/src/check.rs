@@ -119,7 +119,10 @@ pub async fn run(
         waiting_for: Vec::new(),
     }))?;
     // The grace it was given, as a pod's record carries its terminationGracePeriodSeconds.
-    record.grace_period_seconds = Some(options.grace.as_secs_f64());
+    record
+        .info
+        .get_or_insert_with(Default::default)
+        .grace_period_seconds = Some(options.grace.as_secs_f64());
     Ok(record)
 }
 

@@ -19,10 +19,11 @@ use crate::{
     check::{CheckError, CheckOptions},
     engine::{self, EngineError, Readiness, Ready, READY_TIMEOUT},
     enrich::cri::{stop_signal_of, CriClient, CriError, KNOWN_SOCKETS},
+    enrich::ContainerInfo,
     identity::{self, Identity},
     pipeline::Session,
     probes::{ProbeOptions, DEFAULT_STOP_SIGNALS},
-    record::{ContainerInfo, TerminationRecord},
+    record::TerminationRecord,
     signals::Signal,
 };
 
@@ -422,7 +423,6 @@ async fn run_in(
         name: image.into(),
         waiting_for: Vec::new(),
     })?;
-    record.grace_period_seconds = Some(options.grace.as_secs_f64().ceil());
     let pod = config.metadata.as_ref();
     record.info = Some(ContainerInfo {
         namespace: pod.map(|m| m.namespace.clone()),
@@ -431,7 +431,8 @@ async fn run_in(
         name: Some("check".into()),
         image: Some(image.into()),
         stop_signal: Some(stop_signal),
-        grace_period_seconds: record.grace_period_seconds,
+        // The runtime's timeout is whole seconds.
+        grace_period_seconds: Some(options.grace.as_secs_f64().ceil()),
         ..Default::default()
     });
     Ok(record)

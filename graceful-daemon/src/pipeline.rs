@@ -331,7 +331,6 @@ impl Pipeline {
             cgroup,
             identity,
             info: None,
-            grace_period_seconds: None,
         })
     }
 }

@@ -1,13 +1,14 @@
 //! The termination record: JSON (the contract of docs/design.md) and a short timeline for a person.
-use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
     clock::WallClock,
+    enrich::{ContainerInfo, HookKind},
     events::{ExitStatus, Mono, SignalResult},
     identity::Identity,
     signals::Signal,
+    tracker::explanation::pre_stop_took_the_grace,
     tracker::{Init, NamedProcess, Outcome, Received, Sender, Termination, Verdict},
 };
 
@@ -98,70 +99,6 @@ struct KillJson<'a> {
     sender: &'a Sender,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
-    Exec,
-    Http,
-    Sleep,
-    TcpSocket,
-}
-
-serialize_by_name!(HookKind);
-
-impl HookKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::Exec => "exec",
-            HookKind::Http => "http",
-            HookKind::Sleep => "sleep",
-            HookKind::TcpSocket => "tcp_socket",
-        }
-    }
-}
-
-/// A container's preStop hook. Its command is kept only redacted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PreStopHook {
-    pub kind: HookKind,
-    /// The exec hook's command, redacted.
-    pub command: Option<String>,
-    /// The name (`comm`) its process gets: the program's file name, as the kernel cuts it.
-    #[serde(skip)]
-    pub program: Option<String>,
-}
-
-/// Kubernetes names and settings of one container: kubelet's labels and annotations through
-/// CRI, completed by the pod from the API server.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ContainerInfo {
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub pod_uid: Option<String>,
-    pub name: Option<String>,
-    pub image: Option<String>,
-    pub grace_period_seconds: Option<f64>,
-    /// "Deployment/web": the pod's owner (API server).
-    pub workload: Option<String>,
-    /// The container's own stop signal (Kubernetes' `stopSignal`, else the image's STOPSIGNAL);
-    /// None: SIGTERM.
-    pub stop_signal: Option<Signal>,
-    /// Its preStop hook (the command only redacted: it can carry secrets).
-    pub pre_stop: Option<PreStopHook>,
-    /// When the pod's deletion was asked for (API server).
-    pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The pod's sandbox (pause) container: stopped with SIGKILL by design, never reported.
-    pub sandbox: bool,
-}
-
-/// Who a record or a series is about: Kubernetes names, or (without Kubernetes) the short id or
-/// unit name.
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-pub struct ContainerLabels {
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
-}
-
 /// A termination with what enrichment knows of its container.
 #[derive(Debug, Clone)]
 pub struct TerminationRecord {
@@ -171,10 +108,14 @@ pub struct TerminationRecord {
     pub identity: Option<Identity>,
     /// What the container runtime said about it (Kubernetes names, grace period).
     pub info: Option<ContainerInfo>,
-    pub grace_period_seconds: Option<f64>,
 }
 
 impl TerminationRecord {
+    /// The grace the container had: its pod's (this deletion's), as enrichment found it.
+    pub fn grace_period_seconds(&self) -> Option<f64> {
+        self.info.as_ref().and_then(|i| i.grace_period_seconds)
+    }
+
     /// The name people know the container by: short id or unit name, else the cgroup.
     pub fn display_name(&self) -> String {
         match (&self.identity, &self.cgroup) {
@@ -182,16 +123,6 @@ impl TerminationRecord {
             (None, Some(c)) => c.clone(),
             (None, None) => format!("cgroup {}", self.termination.cgroup),
         }
-    }
-
-    /// Metric labels: Kubernetes names, or the short id / unit name without them.
-    pub fn labels(&self) -> ContainerLabels {
-        container_labels(self.identity.as_ref(), self.info.as_ref()).unwrap_or_else(|| {
-            ContainerLabels {
-                container: self.display_name(),
-                ..Default::default()
-            }
-        })
     }
 
     pub fn to_json(&self, clock: &WallClock) -> Value {
@@ -223,10 +154,10 @@ impl TerminationRecord {
             outcome: t.outcome,
             exit: t.exit,
             duration_seconds: (t.duration_seconds() * 1e6).round() / 1e6,
-            grace_period_seconds: self.grace_period_seconds,
+            grace_period_seconds: self.grace_period_seconds(),
             app_grace_seconds: self
                 .app_grace_seconds(clock)
-                .filter(|g| Some(*g) != self.grace_period_seconds)
+                .filter(|g| Some(*g) != self.grace_period_seconds())
                 .map(|g| (g * 1000.0).round() / 1000.0),
             verdict: t.verdict,
             explanation: &t.explanation,
@@ -259,7 +190,7 @@ impl TerminationRecord {
             .saturating_sub(started) as f64
             / 1e9;
         let share = self
-            .grace_period_seconds
+            .grace_period_seconds()
             .filter(|g| *g > 0.0)
             .map(|g| ((used / g).min(1.0) * 1000.0).round() / 1000.0);
         Some(HookSpan {
@@ -293,7 +224,7 @@ impl TerminationRecord {
     pub fn app_grace_seconds(&self, clock: &WallClock) -> Option<f64> {
         /// kubelet's minimumGracePeriodInSeconds.
         const KUBELET_MIN_GRACE: f64 = 2.0;
-        let grace = self.grace_period_seconds.filter(|g| *g > 0.0)?;
+        let grace = self.grace_period_seconds().filter(|g| *g > 0.0)?;
         Some(match self.pre_stop_span(clock) {
             Some(span) => (grace - span.used).max(KUBELET_MIN_GRACE.min(grace)),
             None => grace,
@@ -306,7 +237,7 @@ impl TerminationRecord {
         let t = &self.termination;
         let (Some(span), Some(grace), Some(stop), Some(kill)) = (
             self.pre_stop_span(clock),
-            self.grace_period_seconds,
+            self.grace_period_seconds(),
             t.stop.as_ref(),
             t.kill.as_ref(),
         ) else {
@@ -316,20 +247,8 @@ impl TerminationRecord {
             return;
         }
         let left = kill.at.saturating_sub(stop.at) as f64 / 1e9;
-        let got = if left < 0.5 {
-            format!("the app got {} and SIGKILL together", stop.signal)
-        } else {
-            format!(
-                "the app got {} only {left:.1} s before SIGKILL",
-                stop.signal
-            )
-        };
-        let sentence = format!(
-            "The preStop hook ({}) took {:.1} s of the {grace:.0} s grace period, so {got}. \
-             Make the hook return sooner or raise terminationGracePeriodSeconds.",
-            span.kind.as_str(),
-            span.used,
-        );
+        let sentence =
+            pre_stop_took_the_grace(span.kind.as_str(), span.used, grace, stop.signal, left);
         // Idempotent: a second call finds its sentence already there.
         if t.explanation.ends_with(&sentence) {
             return;
@@ -433,19 +352,5 @@ struct HookSpan {
 }
 
 /// Metric labels of a container, when it is one.
-pub fn container_labels(
-    identity: Option<&Identity>,
-    info: Option<&ContainerInfo>,
-) -> Option<ContainerLabels> {
-    let identity = identity?;
-    Some(ContainerLabels {
-        namespace: info.and_then(|i| i.namespace.clone()).unwrap_or_default(),
-        pod: info.and_then(|i| i.pod.clone()).unwrap_or_default(),
-        container: info
-            .and_then(|i| i.name.clone())
-            .unwrap_or_else(|| identity.short_id().to_string()),
-    })
-}
-
 #[cfg(test)]
 mod tests;

@@ -6,11 +6,13 @@ use std::time::Instant;
 use super::Daemon;
 use crate::{
     audit::AuditEntry,
-    enrich::{kubernetes::PodUpdate, ContainerInfo},
+    enrich::{kubernetes::PodUpdate, ContainerInfo, HookKind},
     events::CgroupId,
-    export::{announcer::Announcer, events::PodRef, http::lock, log},
+    export::{
+        announcer::Announcer, events::PodRef, http::lock, log, metric_labels::ContainerLabels,
+    },
     identity::Identity,
-    record::{HookKind, TerminationRecord},
+    record::TerminationRecord,
     signals::Signal,
 };
 
@@ -52,12 +54,11 @@ impl Daemon {
             tracing::debug!(container = %record.display_name(), "pod sandbox stopped");
             return;
         }
-        record.grace_period_seconds = record.info.as_ref().and_then(|i| i.grace_period_seconds);
         record.explain_pre_stop(&self.driver.clock);
         let json = record.to_json(&self.driver.clock);
         self.announce_termination(&record);
         log::termination(self.log_format, &json, &record.display_name());
-        let labels = record.labels();
+        let labels = ContainerLabels::of_record(&record);
         let app_grace = record.app_grace_seconds(&self.driver.clock);
         self.metrics.termination(&labels, &record, app_grace);
         lock(&self.state).push_record(&json);

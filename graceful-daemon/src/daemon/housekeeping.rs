@@ -5,9 +5,8 @@ use std::collections::HashSet;
 use super::{Daemon, PRUNE_EVERY, RETRY_FAILED_EVERY};
 use crate::{
     audit::{self, AuditEntry},
-    export::metric_labels::Tracked,
+    export::metric_labels::{ContainerLabels, Tracked},
     identity,
-    record::container_labels,
     signals::Signal,
 };
 
@@ -58,8 +57,8 @@ impl Daemon {
                     return None; // the pod's pause container
                 }
                 let workload = info.as_ref().and_then(|i| i.workload.clone());
-                container_labels(Some(&e.identity), info.as_ref())
-                    .map(|l| (l, workload, e.stop_signal_dropped()))
+                let labels = ContainerLabels::of(&e.identity, info.as_ref());
+                Some((labels, workload, e.stop_signal_dropped()))
             })
             .collect();
         self.announce_risks(&entries);

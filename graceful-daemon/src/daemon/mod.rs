@@ -29,14 +29,14 @@ use crate::{
         health::Health,
         http::{lock, router, Endpoints, SharedState},
         log::LogFormat,
-        metric_labels::LossKind,
+        metric_labels::{ContainerLabels, LossKind},
         metrics::Metrics,
     },
     identity::{self, Identity},
     pipeline::Session,
     privileges,
     probes::{ProbeError, ProbeOptions, Probes, PROGRAMS},
-    record::{container_labels, TerminationRecord},
+    record::TerminationRecord,
 };
 
 #[derive(Debug, Clone)]
@@ -93,9 +93,12 @@ const AUDIT_EVERY: u32 = 10;
 const RETRY_FAILED_EVERY: u32 = 6;
 /// Audits between prunes of processes and cgroup paths that are gone (a memory bound).
 const PRUNE_EVERY: u32 = 3;
+/// A record that waits for the runtime's answer about its container.
+type Waiting = Box<TerminationRecord>;
+
 /// What work beside the loop reports back: CRI answers, audit scans and this node's pods.
 struct Replies {
-    answers: mpsc::Receiver<Lookup>,
+    answers: mpsc::Receiver<Lookup<Waiting>>,
     scanned: mpsc::Receiver<Vec<AuditEntry>>,
     pods: Option<mpsc::Receiver<PodUpdate>>,
 }
@@ -114,7 +117,7 @@ struct Daemon {
     /// Owned by the loop: a scrape encodes the registry without waiting for it.
     metrics: Metrics,
     /// What the runtime said of each container.
-    names: RuntimeNames,
+    names: RuntimeNames<Waiting>,
     audits: u32,
     /// cgroups whose identity was already looked at: one parse and lookup per container.
     seen: HashSet<u64>,
@@ -360,13 +363,12 @@ impl Daemon {
                     .and_then(identity::parse);
                 if let Some(identity) = target {
                     let info = self.info_for(&identity);
-                    if let Some(labels) = container_labels(Some(&identity), info.as_ref()) {
-                        self.metrics.container_signal(
-                            &labels,
-                            &e.signal.to_string(),
-                            e.result.as_str(),
-                        );
-                    }
+                    let labels = ContainerLabels::of(&identity, info.as_ref());
+                    self.metrics.container_signal(
+                        &labels,
+                        &e.signal.to_string(),
+                        e.result.as_str(),
+                    );
                 }
             }
             _ => {}
@@ -376,12 +378,12 @@ impl Daemon {
         }
     }
 
-    fn on_lookup(&mut self, answer: Lookup) {
+    fn on_lookup(&mut self, answer: Lookup<Waiting>) {
         let Lookup {
             id,
             cgroup,
             info,
-            record,
+            waiting: record,
         } = answer;
         if self.names.answered(&id, info, record.is_some()) {
             if let Some(identity) = self.identity(cgroup) {

@@ -10,9 +10,65 @@ pub mod runtime_names;
 
 use std::collections::HashMap;
 
-pub use crate::record::ContainerInfo;
-use crate::record::PreStopHook;
+use serde::Serialize;
+
+use crate::signals::Signal;
 use pods::PodFacts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Exec,
+    Http,
+    Sleep,
+    TcpSocket,
+}
+
+serialize_by_name!(HookKind);
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Exec => "exec",
+            HookKind::Http => "http",
+            HookKind::Sleep => "sleep",
+            HookKind::TcpSocket => "tcp_socket",
+        }
+    }
+}
+
+/// A container's preStop hook. Its command is kept only redacted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreStopHook {
+    pub kind: HookKind,
+    /// The exec hook's command, redacted.
+    pub command: Option<String>,
+    /// The name (`comm`) its process gets: the program's file name, as the kernel cuts it.
+    #[serde(skip)]
+    pub program: Option<String>,
+}
+
+/// Kubernetes names and settings of one container: kubelet's labels and annotations through
+/// CRI, completed by the pod from the API server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerInfo {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub grace_period_seconds: Option<f64>,
+    /// "Deployment/web": the pod's owner (API server).
+    pub workload: Option<String>,
+    /// The container's own stop signal (Kubernetes' `stopSignal`, else the image's STOPSIGNAL);
+    /// None: SIGTERM.
+    pub stop_signal: Option<Signal>,
+    /// Its preStop hook (the command only redacted: it can carry secrets).
+    pub pre_stop: Option<PreStopHook>,
+    /// When the pod's deletion was asked for (API server).
+    pub deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The pod's sandbox (pause) container: stopped with SIGKILL by design, never reported.
+    pub sandbox: bool,
+}
 
 impl ContainerInfo {
     pub fn from_kubelet(

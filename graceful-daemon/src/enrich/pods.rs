@@ -1,8 +1,8 @@
 //! What the Kubernetes API says of a pod on this node, reduced to what a record needs: its
 //! workload, the grace this deletion gives, each container's stop signal and preStop hook.
 use crate::{
+    enrich::{HookKind, PreStopHook},
     export::events::Owner,
-    record::{HookKind, PreStopHook},
     redact,
     signals::Signal,
 };

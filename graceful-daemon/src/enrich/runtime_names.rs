@@ -7,10 +7,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 
 use super::cri::{CriClient, CriError};
+use super::ContainerInfo;
 use crate::{
     events::CgroupId,
     identity::{Identity, Runtime},
-    record::{ContainerInfo, TerminationRecord},
 };
 
 /// Waits before asking the runtime again about a container it did not know at its first exec.
@@ -22,29 +22,30 @@ const CREATION_RETRIES: [std::time::Duration; 2] = [
 /// record is not out yet): far above what one node runs.
 const KEPT_MAX: usize = 8192;
 
-/// A CRI answer, with the record that waited for it (if one did).
-pub struct Lookup {
+/// A CRI answer, with what waited for it (the daemon's record), if anything did.
+pub struct Lookup<W> {
     pub id: String,
     pub cgroup: CgroupId,
     pub info: Result<ContainerInfo, CriError>,
-    pub record: Option<Box<TerminationRecord>>,
+    pub waiting: Option<W>,
 }
 
-pub struct RuntimeNames {
+/// `W`: what may wait for an answer (the daemon's records), carried along and handed back.
+pub struct RuntimeNames<W> {
     cri: Option<CriClient>,
     known: HashMap<String, ContainerInfo>,
     pending: HashSet<String>,
     /// Not asked again by the audit until the next retry.
     failed: HashSet<String>,
     warned: bool,
-    answers: mpsc::Sender<Lookup>,
+    answers: mpsc::Sender<Lookup<W>>,
     /// `graceful_cri_up`.
     up: Gauge,
 }
 
-impl RuntimeNames {
+impl<W: Send + 'static> RuntimeNames<W> {
     /// The names, and where the answers to its questions come back to the loop.
-    pub fn new(cri: Option<CriClient>, up: Gauge) -> (RuntimeNames, mpsc::Receiver<Lookup>) {
+    pub fn new(cri: Option<CriClient>, up: Gauge) -> (RuntimeNames<W>, mpsc::Receiver<Lookup<W>>) {
         let (answers, rx) = mpsc::channel(1024);
         let names = RuntimeNames {
             cri,
@@ -64,22 +65,17 @@ impl RuntimeNames {
     }
 
     /// Asks the runtime beside the loop; the answer comes back as a [`Lookup`] carrying
-    /// `record`. Returns the record at once when there is nobody to ask.
-    pub fn ask(
-        &mut self,
-        identity: &Identity,
-        cgroup: CgroupId,
-        record: Option<Box<TerminationRecord>>,
-    ) -> Option<Box<TerminationRecord>> {
+    /// `waiting`. Returns `waiting` at once when there is nobody to ask.
+    pub fn ask(&mut self, identity: &Identity, cgroup: CgroupId, waiting: Option<W>) -> Option<W> {
         let Some(cri) = self.cri.clone().filter(|_| self.can_ask(identity)) else {
-            return record;
+            return waiting;
         };
-        if self.pending.contains(&identity.id) && record.is_none() {
-            return record;
+        if self.pending.contains(&identity.id) && waiting.is_none() {
+            return waiting;
         }
         self.pending.insert(identity.id.clone());
         let (id, tx, up) = (identity.id.clone(), self.answers.clone(), self.up.clone());
-        let first_sight = record.is_none();
+        let first_sight = waiting.is_none();
         tokio::spawn(async move {
             let mut cri = cri;
             let mut info = cri.container(&id).await;
@@ -101,7 +97,7 @@ impl RuntimeNames {
                     id,
                     cgroup,
                     info,
-                    record,
+                    waiting,
                 })
                 .await;
         });

@@ -1,6 +1,40 @@
 //! The label sets of the daemon's metrics, and the enums that name some of their values.
 use prometheus_client::encoding::EncodeLabelSet;
 
+use crate::{enrich::ContainerInfo, identity::Identity, record::TerminationRecord};
+
+/// Who a series is about: Kubernetes names, or (without Kubernetes) the short id or unit name.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ContainerLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
+impl ContainerLabels {
+    /// A container's: its Kubernetes names, else its short id.
+    pub fn of(identity: &Identity, info: Option<&ContainerInfo>) -> ContainerLabels {
+        ContainerLabels {
+            namespace: info.and_then(|i| i.namespace.clone()).unwrap_or_default(),
+            pod: info.and_then(|i| i.pod.clone()).unwrap_or_default(),
+            container: info
+                .and_then(|i| i.name.clone())
+                .unwrap_or_else(|| identity.short_id().to_string()),
+        }
+    }
+
+    /// A record's: its container's, else (no identity) the name it is displayed by.
+    pub fn of_record(record: &TerminationRecord) -> ContainerLabels {
+        match &record.identity {
+            Some(identity) => ContainerLabels::of(identity, record.info.as_ref()),
+            None => ContainerLabels {
+                container: record.display_name(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 /// Why events were lost: the `reason` of `graceful_events_lost_total`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum LossKind {

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     events::SignalCounts,
-    record::{ContainerLabels, TerminationRecord},
+    record::TerminationRecord,
     tracker::{Outcome, Verdict},
 };
 

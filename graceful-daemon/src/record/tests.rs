@@ -2,6 +2,7 @@
 use super::*;
 use crate::{
     clock::monotonic_now,
+    enrich::PreStopHook,
     tracker::{HookRun, Kill, Stop},
 };
 
@@ -52,9 +53,9 @@ fn record(hook: HookKind, run: Option<HookRun>, stop: Mono) -> TerminationRecord
                 command: (hook == HookKind::Exec).then(|| "sleep 28".into()),
                 program: Some("sleep".into()),
             }),
+            grace_period_seconds: Some(30.0),
             ..Default::default()
         }),
-        grace_period_seconds: Some(30.0),
     }
 }
 

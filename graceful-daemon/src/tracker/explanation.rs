@@ -1,4 +1,5 @@
-//! The words of a record: one or two plain sentences per verdict, naming the fix.
+//! The words of graceful, in one place: one or two plain sentences per verdict naming the fix,
+//! the preStop hook's share of a kill, and the audit's PID 1 risk.
 use super::{facts::Facts, termination::*};
 use crate::signals::Signal;
 
@@ -166,5 +167,46 @@ fn victims(f: &Facts) -> String {
         String::new()
     } else {
         format!(" {} never received it.", names(&f.never_received))
+    }
+}
+
+/// When a preStop hook took (nearly) the whole grace before a SIGKILL: `left`, the seconds the
+/// app had between its stop signal and SIGKILL.
+pub fn pre_stop_took_the_grace(
+    hook: &str,
+    used: f64,
+    grace: f64,
+    signal: Signal,
+    left: f64,
+) -> String {
+    let got = if left < 0.5 {
+        format!("the app got {signal} and SIGKILL together")
+    } else {
+        format!("the app got {signal} only {left:.1} s before SIGKILL")
+    };
+    format!(
+        "The preStop hook ({hook}) took {used:.1} s of the {grace:.0} s grace period, so {got}. \
+         Make the hook return sooner or raise terminationGracePeriodSeconds."
+    )
+}
+
+/// What a running container's PID 1 would do with its stop signal, as the audit finds it.
+pub enum Pid1Risk {
+    Receives,
+    /// The signal is set to SIG_IGN.
+    Ignores,
+    /// A shell, with no handler.
+    Shell(String),
+    /// Another program, with no handler.
+    NoHandler,
+}
+
+/// The audit's sentence on a running container's PID 1 (`comm`) and its stop signal.
+pub fn pid1_risk(comm: &str, sig: Signal, risk: Pid1Risk) -> String {
+    match risk {
+        Pid1Risk::Receives => format!("PID 1 ({comm}) will receive {sig}."),
+        Pid1Risk::Ignores => format!("PID 1 ({comm}) ignores {sig}: a stop will wait out the whole grace period and end in SIGKILL."),
+        Pid1Risk::Shell(shell) => format!("PID 1 is a shell ({shell}) with no handler for {sig}: the kernel will drop it and the container will be SIGKILLed after the grace period. Use `exec` or trap and forward {sig}."),
+        Pid1Risk::NoHandler => format!("PID 1 ({comm}) has no handler for {sig}: as a pid-namespace init the kernel will drop it and the container will be SIGKILLed after the grace period."),
     }
 }

@@ -14,7 +14,7 @@ use crate::{
 
 mod active;
 mod conclude;
-mod explanation;
+pub mod explanation;
 mod facts;
 mod housekeeping;
 mod stop;

@@ -1,7 +1,7 @@
 //! The metrics as Prometheus reads them: series kept and dropped, counters at 0, health.
 use super::*;
 use crate::{
-    record::ContainerInfo,
+    enrich::ContainerInfo,
     tracker::{Init, Termination},
 };
 
@@ -41,9 +41,9 @@ fn killed(workload: &str) -> TerminationRecord {
         identity: None,
         info: Some(ContainerInfo {
             workload: Some(workload.into()),
+            grace_period_seconds: Some(30.0),
             ..Default::default()
         }),
-        grace_period_seconds: Some(30.0),
     }
 }
 
