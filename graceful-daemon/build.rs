@@ -57,6 +57,10 @@ fn main() {
         ])
         .arg("--target-dir")
         .arg(&target_dir);
+    // The benchmark's floor programs only in a test-utils build, never in the shipped object.
+    if env::var_os("CARGO_FEATURE_TEST_UTILS").is_some() {
+        cmd.args(["--features", "floor"]);
+    }
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         if key.starts_with("CARGO_")

@@ -32,6 +32,33 @@ struct AuditInit<'a> {
     ignores_stop_signal: bool,
 }
 
+/// A running container's main process as /proc shows it, before it is judged against the
+/// container's stop signal (which the caller knows: the daemon per container, `audit` one for all).
+#[derive(Debug, Clone)]
+pub struct MainProcess {
+    pub cgroup: String,
+    pub identity: Identity,
+    pub pid: u32,
+    pub status: ProcStatus,
+    pub in_sigwait: bool,
+    pub program: Option<Program>,
+}
+
+impl MainProcess {
+    /// Judged against `stop_signal`.
+    pub fn against(self, stop_signal: Signal) -> AuditEntry {
+        AuditEntry {
+            cgroup: self.cgroup,
+            identity: self.identity,
+            pid: self.pid,
+            status: self.status,
+            in_sigwait: self.in_sigwait,
+            program: self.program,
+            stop_signal,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub cgroup: String,
@@ -104,7 +131,7 @@ impl AuditEntry {
 
 /// Every container on the host: a cgroup with a runtime's identity, or one that holds the init
 /// of a pid namespace. Its main process is that init, else the member whose parent is outside.
-pub fn scan(stop_signal: Signal) -> Vec<AuditEntry> {
+pub fn scan() -> Vec<MainProcess> {
     let mut by_cgroup: BTreeMap<String, Vec<(u32, ProcStatus)>> = BTreeMap::new();
     for p in processes().filter(|p| p.cgroup != "/") {
         by_cgroup
@@ -128,14 +155,13 @@ pub fn scan(stop_signal: Signal) -> Vec<AuditEntry> {
                 .min_by_key(|(p, _)| *p)
         });
         if let Some((pid, status)) = main {
-            out.push(AuditEntry {
+            out.push(MainProcess {
                 cgroup,
                 identity,
                 pid: *pid,
                 status: status.clone(),
                 in_sigwait: in_sigwait(*pid),
                 program: Program::read(*pid),
-                stop_signal,
             });
         }
     }

@@ -251,7 +251,10 @@ async fn check(args: CheckArgs) -> i32 {
 }
 
 fn audit(args: AuditArgs) -> Result<()> {
-    let entries = graceful::audit::scan(args.stop_signal);
+    let entries: Vec<_> = graceful::audit::scan()
+        .into_iter()
+        .map(|p| p.against(args.stop_signal))
+        .collect();
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(

@@ -26,16 +26,19 @@ fn group_dead(ctx: &TracePointContext) -> bool {
 }
 
 /// Not attached by the daemon: the benchmark's floor on the spawn hooks (return at once).
+#[cfg(feature = "floor")]
 #[tracepoint]
 pub fn sched_process_exit_floor(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[cfg(feature = "floor")]
 #[tracepoint]
 pub fn sched_process_exec_floor(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[cfg(feature = "floor")]
 #[tracepoint]
 pub fn task_newtask_floor(_ctx: TracePointContext) -> u32 {
     0

@@ -161,6 +161,7 @@ pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
 
 /// Not attached by the daemon: the benchmark's floor, the least any program on this raw
 /// tracepoint can do (read the signal number, compare, return).
+#[cfg(feature = "floor")]
 #[raw_tracepoint(tracepoint = "signal_generate")]
 pub fn signal_generate_floor(ctx: RawTracePointContext) -> i32 {
     i32::from(ctx.arg::<u64>(0) == 9999)

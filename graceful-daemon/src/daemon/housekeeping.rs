@@ -4,10 +4,9 @@ use std::collections::HashSet;
 
 use super::{Daemon, PRUNE_EVERY, RETRY_FAILED_EVERY};
 use crate::{
-    audit::{self, AuditEntry},
+    audit::{self, AuditEntry, MainProcess},
     export::metric_labels::{ContainerLabels, Tracked},
     identity,
-    signals::Signal,
 };
 
 impl Daemon {
@@ -19,18 +18,22 @@ impl Daemon {
         self.scanning = true;
         let scans = self.scans.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = scans.blocking_send(audit::scan(Signal::TERM));
+            let _ = scans.blocking_send(audit::scan());
         });
     }
 
     /// The PID 1 risk gauge of every running container; containers gone lose their series
     /// and are forgotten. Containers the runtime was not asked about yet (running before the
     /// daemon started) are looked up.
-    pub(super) fn audit(&mut self, mut entries: Vec<AuditEntry>) {
+    pub(super) fn audit(&mut self, found: Vec<MainProcess>) {
         self.audits = self.audits.wrapping_add(1);
-        for e in entries.iter_mut() {
-            e.stop_signal = self.stop_signal_of(&e.identity);
-        }
+        let entries: Vec<AuditEntry> = found
+            .into_iter()
+            .map(|p| {
+                let signal = self.stop_signal_of(&p.identity);
+                p.against(signal)
+            })
+            .collect();
         self.forget_departed(std::time::Instant::now());
         if self.audits.is_multiple_of(RETRY_FAILED_EVERY) {
             self.names.retry_failed();

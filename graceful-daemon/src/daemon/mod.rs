@@ -14,7 +14,7 @@ mod containers;
 mod housekeeping;
 
 use crate::{
-    audit::AuditEntry,
+    audit::MainProcess,
     driver::{Driver, Step, StreamEnded},
     enrich::{
         cri::CriClient,
@@ -99,7 +99,7 @@ type Waiting = Box<TerminationRecord>;
 /// What work beside the loop reports back: CRI answers, audit scans and this node's pods.
 struct Replies {
     answers: mpsc::Receiver<Lookup<Waiting>>,
-    scanned: mpsc::Receiver<Vec<AuditEntry>>,
+    scanned: mpsc::Receiver<Vec<MainProcess>>,
     pods: Option<mpsc::Receiver<PodUpdate>>,
 }
 
@@ -122,7 +122,7 @@ struct Daemon {
     /// cgroups whose identity was already looked at: one parse and lookup per container.
     seen: HashSet<u64>,
     /// Audit scans of /proc run beside the loop and report here; one at a time.
-    scans: mpsc::Sender<Vec<AuditEntry>>,
+    scans: mpsc::Sender<Vec<MainProcess>>,
     scanning: bool,
     log_format: LogFormat,
     /// This node's pods, as the API server last said (empty without one).

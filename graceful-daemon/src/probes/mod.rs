@@ -170,7 +170,7 @@ fn raise_memlock() {
     };
     // SAFETY: a valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        log::debug!(
+        tracing::debug!(
             "memlock limit not raised ({}): only kernels before 5.11 need it",
             std::io::Error::last_os_error()
         );
@@ -275,7 +275,7 @@ impl Probes {
                 Ok(()) => {}
                 Err(e) => match optional(program) {
                     Some(what) => {
-                        log::warn!("{e}; carrying on without it: {what}");
+                        tracing::warn!("{e}; carrying on without it: {what}");
                         unavailable.push(program);
                     }
                     None => return Err(e),
@@ -428,7 +428,8 @@ fn load_error(program: &str, e: aya::programs::ProgramError) -> ProbeError {
     }
 }
 
-/// Forwards aya-log records of the kernel programs to the `log` facade.
+/// Forwards aya-log records of the kernel programs to the logs: aya-log writes to the `log`
+/// facade, which tracing-subscriber bridges (its `tracing-log` feature) into our one logger.
 fn start_kernel_logger(ebpf: &mut Ebpf) {
     match aya_log::EbpfLogger::init(ebpf) {
         // SAFETY: the logger owns its ring-buffer fd for as long as it lives.
@@ -444,8 +445,8 @@ fn start_kernel_logger(ebpf: &mut Ebpf) {
                     }
                 });
             }
-            Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
+            Err(e) => tracing::warn!("kernel-side logs unavailable: {e}"),
         },
-        Err(e) => log::warn!("kernel-side logs unavailable: {e}"),
+        Err(e) => tracing::warn!("kernel-side logs unavailable: {e}"),
     }
 }

@@ -69,7 +69,7 @@ async fn drain(
                 [placed, Some(event)]
             }
             Err(e) => {
-                log::warn!("dropping a malformed ring-buffer record: {e}");
+                tracing::warn!("dropping a malformed ring-buffer record: {e}");
                 let ts = crate::clock::monotonic_now();
                 let kernel = (lost > 0).then_some(Event::Lost(LostEvent {
                     ts,

@@ -350,7 +350,7 @@ mod pre_stop;
 mod properties;
 mod restarts_and_reuse;
 mod seq;
-mod since_filtering;
+mod stops_and_losses;
 
 #[test]
 fn a_shell_init_set_to_sig_ign_is_told_apart_from_one_without_a_handler() {
