@@ -48,12 +48,7 @@ impl MainProcess {
     /// Judged against `stop_signal`.
     pub fn against(self, stop_signal: Signal) -> AuditEntry {
         AuditEntry {
-            cgroup: self.cgroup,
-            identity: self.identity,
-            pid: self.pid,
-            status: self.status,
-            in_sigwait: self.in_sigwait,
-            program: self.program,
+            main: self,
             stop_signal,
         }
     }
@@ -61,14 +56,7 @@ impl MainProcess {
 
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
-    pub cgroup: String,
-    pub identity: Identity,
-    pub pid: u32,
-    pub status: ProcStatus,
-    /// In sigtimedwait when looked at: signals it waits for are unblocked for the wait.
-    pub in_sigwait: bool,
-    /// What PID 1 runs, when /proc could tell.
-    pub program: Option<Program>,
+    pub main: MainProcess,
     pub stop_signal: Signal,
 }
 
@@ -76,15 +64,15 @@ impl AuditEntry {
     /// The stop signal never reaches the app: the kernel drops it at PID 1. A signal PID 1
     /// blocks or waits for is pending until it takes it, not dropped (tini).
     pub fn stop_signal_dropped(&self) -> bool {
-        self.status.drops(self.stop_signal) && !self.in_sigwait
+        self.main.status.drops(self.stop_signal) && !self.main.in_sigwait
     }
 
     /// PID 1 is a shell: by what it runs, else by its name.
     pub fn shell(&self) -> Option<Shell> {
-        match &self.program {
+        match &self.main.program {
             Some(program) => program.shell(),
-            None => is_shell(&self.status.comm).then(|| Shell {
-                name: self.status.comm.clone(),
+            None => is_shell(&self.main.status.comm).then(|| Shell {
+                name: self.main.status.comm.clone(),
                 script: None,
             }),
         }
@@ -93,29 +81,29 @@ impl AuditEntry {
     pub fn explanation(&self) -> String {
         let risk = if !self.stop_signal_dropped() {
             Pid1Risk::Receives
-        } else if self.status.ignores(self.stop_signal) {
+        } else if self.main.status.ignores(self.stop_signal) {
             Pid1Risk::Ignores
         } else if let Some(shell) = self.shell() {
             Pid1Risk::Shell(shell.to_string())
         } else {
             Pid1Risk::NoHandler
         };
-        pid1_risk(&self.status.comm, self.stop_signal, risk)
+        pid1_risk(&self.main.status.comm, self.stop_signal, risk)
     }
 
     pub fn to_json(&self) -> Value {
         let json = AuditJson {
             kind: "audit",
-            container: ContainerJson::new(Some(&self.identity), Some(&self.cgroup), None),
+            container: ContainerJson::new(Some(&self.main.identity), Some(&self.main.cgroup), None),
             init: AuditInit {
-                pid: self.pid,
-                comm: &self.status.comm,
+                pid: self.main.pid,
+                comm: &self.main.status.comm,
                 shell: self.shell().is_some(),
                 stop_signal: self.stop_signal,
-                handles_stop_signal: self.status.handles(self.stop_signal)
-                    || self.status.blocks(self.stop_signal)
-                    || self.in_sigwait,
-                ignores_stop_signal: self.status.ignores(self.stop_signal),
+                handles_stop_signal: self.main.status.handles(self.stop_signal)
+                    || self.main.status.blocks(self.stop_signal)
+                    || self.main.in_sigwait,
+                ignores_stop_signal: self.main.status.ignores(self.stop_signal),
             },
             risk: if self.stop_signal_dropped() {
                 "stop_signal_dropped"

@@ -275,10 +275,10 @@ fn audit(args: AuditArgs) -> Result<()> {
             writeln!(
                 out,
                 "{:<24} {:<12} {:>8} {:<16} {:<20} {}",
-                e.identity.short_id(),
-                e.identity.runtime.as_str(),
-                e.pid,
-                e.status.comm,
+                e.main.identity.short_id(),
+                e.main.identity.runtime.as_str(),
+                e.main.pid,
+                e.main.status.comm,
                 risk,
                 e.explanation()
             )?;

@@ -168,7 +168,7 @@ impl Daemon {
         }
         let now = Instant::now();
         for e in entries.iter().filter(|e| e.stop_signal_dropped()) {
-            let info = self.info_for(&e.identity);
+            let info = self.info_for(&e.main.identity);
             if info.as_ref().is_some_and(|i| i.sandbox) {
                 continue;
             }

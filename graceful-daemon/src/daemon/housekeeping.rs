@@ -44,23 +44,25 @@ impl Daemon {
         // Containers not named yet (running before the daemon started), and not being asked.
         let unnamed: Vec<&AuditEntry> = entries
             .iter()
-            .filter(|e| self.names.can_ask(&e.identity) && self.names.unasked(&e.identity.id))
+            .filter(|e| {
+                self.names.can_ask(&e.main.identity) && self.names.unasked(&e.main.identity.id)
+            })
             .collect();
         for e in unnamed {
-            if let Some(cgroup) = self.driver.pipeline.cgroups.remember(&e.cgroup) {
-                self.names.ask(&e.identity, cgroup, None);
+            if let Some(cgroup) = self.driver.pipeline.cgroups.remember(&e.main.cgroup) {
+                self.names.ask(&e.main.identity, cgroup, None);
             }
         }
         self.forget_gone(&entries);
         let running: Vec<_> = entries
             .iter()
             .filter_map(|e| {
-                let info = self.info_for(&e.identity);
+                let info = self.info_for(&e.main.identity);
                 if info.as_ref().is_some_and(|i| i.sandbox) {
                     return None; // the pod's pause container
                 }
                 let workload = info.as_ref().and_then(|i| i.workload.clone());
-                let labels = ContainerLabels::of(&e.identity, info.as_ref());
+                let labels = ContainerLabels::of(&e.main.identity, info.as_ref());
                 Some((labels, workload, e.stop_signal_dropped()))
             })
             .collect();
@@ -76,7 +78,10 @@ impl Daemon {
     /// Drops what is kept of containers that are gone: runtime answers (unless a termination
     /// under way or a lookup still needs them) and cgroup paths (unless the tracker does).
     fn forget_gone(&mut self, running: &[AuditEntry]) {
-        let mut keep: HashSet<&str> = running.iter().map(|e| e.identity.id.as_str()).collect();
+        let mut keep: HashSet<&str> = running
+            .iter()
+            .map(|e| e.main.identity.id.as_str())
+            .collect();
         let stopping: Vec<String> = self
             .driver
             .pipeline
