@@ -458,6 +458,18 @@ impl Cri {
             .expect("StopContainer");
     }
 
+    /// Stops a container as kubelet does for a deleted pod: the preStop exec hook (`sh -c`)
+    /// through ExecSync with the grace as its timeout, then StopContainer with what is left of
+    /// the grace, never less than 2 s (kubelet's minimumGracePeriodInSeconds).
+    pub async fn stop_like_kubelet(&mut self, id: &str, grace: i64, hook: Option<&str>) {
+        let started = std::time::Instant::now();
+        if let Some(cmd) = hook {
+            assert_eq!(self.exec_sync(id, &["/bin/sh", "-c", cmd], grace).await, 0);
+        }
+        let left = grace - started.elapsed().as_secs() as i64;
+        self.stop_container(id, left.max(2)).await;
+    }
+
     /// Until the container has ended on its own (as a Job's does), by the runtime's word.
     pub async fn wait_exited(&mut self, id: &str) {
         for _ in 0..3000 {

@@ -8,9 +8,13 @@ use crate::{
     events::{ExitStatus, Mono, SignalResult},
     identity::Identity,
     signals::Signal,
-    tracker::explanation::pre_stop_took_the_grace,
+    tracker::explanation::{pre_stop_took_all_the_grace, pre_stop_took_the_grace},
     tracker::{Init, NamedProcess, Outcome, Received, Sender, Termination, Verdict},
 };
+
+/// The kubelet's minimumGracePeriodInSeconds: what the stop signal gets however long the
+/// preStop hook ran.
+const KUBELET_MIN_GRACE: f64 = 2.0;
 
 /// The termination record of docs/design.md, field for field.
 #[derive(Serialize)]
@@ -222,8 +226,6 @@ impl TerminationRecord {
     /// The grace the app had after its preStop hook: the kubelet gives the stop signal the
     /// grace period less what the hook took, but never less than 2 s.
     pub fn app_grace_seconds(&self, clock: &WallClock) -> Option<f64> {
-        /// kubelet's minimumGracePeriodInSeconds.
-        const KUBELET_MIN_GRACE: f64 = 2.0;
         let grace = self.grace_period_seconds().filter(|g| *g > 0.0)?;
         Some(match self.pre_stop_span(clock) {
             Some(span) => (grace - span.used).max(KUBELET_MIN_GRACE.min(grace)),
@@ -231,9 +233,11 @@ impl TerminationRecord {
         })
     }
 
-    /// The tracker's explanation, and what the preStop hook took of the grace when that left
-    /// the app too little: a hook that used (nearly) all of it is why the app was killed.
-    pub fn explain_pre_stop(&mut self, clock: &WallClock) {
+    /// What the preStop hook did to the stop, once enrichment knows the hook: a hook that ran
+    /// (nearly) to the end of the grace, so that the app got its stop signal with at most the
+    /// kubelet's minimum left, makes a slow shutdown `pre_stop_took_the_grace`; under any other
+    /// verdict a hook that took 90% of the grace is added to the explanation. Idempotent.
+    pub fn judge_pre_stop(&mut self, clock: &WallClock) {
         let t = &self.termination;
         let (Some(span), Some(grace), Some(stop), Some(kill)) = (
             self.pre_stop_span(clock),
@@ -243,21 +247,47 @@ impl TerminationRecord {
         ) else {
             return;
         };
-        if span.share.is_none_or(|s| s < 0.9) || t.outcome != Outcome::KilledAfterGrace {
+        if t.outcome != Outcome::KilledAfterGrace {
             return;
         }
-        let left = kill.at.saturating_sub(stop.at) as f64 / 1e9;
-        let sentence =
-            pre_stop_took_the_grace(span.kind.as_str(), span.used, grace, stop.signal, left);
+        let (left, signal) = (kill.at.saturating_sub(stop.at) as f64 / 1e9, stop.signal);
+        let hook = self.hook_name(span.kind);
+        // The kubelet gives the stop signal whatever is left, but never under 2 s; its clock
+        // and ours differ by a little.
+        let left_the_minimum = grace - span.used <= KUBELET_MIN_GRACE + 0.5;
+        if left_the_minimum
+            && matches!(
+                t.verdict,
+                Verdict::SlowShutdown | Verdict::PreStopTookTheGrace
+            )
+        {
+            self.termination.verdict = Verdict::PreStopTookTheGrace;
+            self.termination.explanation =
+                pre_stop_took_all_the_grace(&hook, span.used, grace, signal, left);
+            return;
+        }
+        if span.share.is_none_or(|s| s < 0.9) {
+            return;
+        }
+        let sentence = pre_stop_took_the_grace(&hook, span.used, grace, signal, left);
         // Idempotent: a second call finds its sentence already there.
-        if t.explanation.ends_with(&sentence) {
-            return;
+        let said = &mut self.termination.explanation;
+        if !said.ends_with(&sentence) {
+            *said = format!("{said} {sentence}");
         }
-        self.termination.explanation = if t.verdict == Verdict::SlowShutdown {
-            sentence
-        } else {
-            format!("{} {sentence}", t.explanation)
-        };
+    }
+
+    /// The hook as people wrote it: its (redacted) command, else its kind.
+    fn hook_name(&self, kind: HookKind) -> String {
+        let command = self
+            .info
+            .as_ref()
+            .and_then(|i| i.pre_stop.as_ref())
+            .and_then(|h| h.command.as_deref());
+        match command {
+            Some(c) => format!("{}: {c}", kind.as_str()),
+            None => kind.as_str().to_string(),
+        }
     }
 
     /// A few lines for a person: what happened, in order, and why.

@@ -54,7 +54,7 @@ impl Daemon {
             tracing::debug!(container = %record.display_name(), "pod sandbox stopped");
             return;
         }
-        record.explain_pre_stop(&self.driver.clock);
+        record.judge_pre_stop(&self.driver.clock);
         let json = record.to_json(&self.driver.clock);
         self.announce_termination(&record);
         log::termination(self.log_format, &json, &record.display_name());

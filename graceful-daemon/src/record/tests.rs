@@ -76,15 +76,15 @@ fn an_exec_hook_that_took_the_grace_explains_the_kill() {
     let clock = WallClock::default();
     let mut appended = r.clone();
     appended.termination.verdict = Verdict::NotForwarded;
-    appended.explain_pre_stop(&clock);
-    appended.explain_pre_stop(&clock);
+    appended.judge_pre_stop(&clock);
+    appended.judge_pre_stop(&clock);
     let said = &appended.termination.explanation;
     assert_eq!(
         said.matches("The preStop hook").count(),
         1,
         "said once: {said}"
     );
-    r.explain_pre_stop(&clock);
+    r.judge_pre_stop(&clock);
     let json = r.to_json(&clock);
     assert_eq!(json["pre_stop"]["kind"], "exec", "{json:#}");
     assert_eq!(json["pre_stop"]["exit_code"], 0, "{json:#}");
@@ -95,11 +95,19 @@ fn an_exec_hook_that_took_the_grace_explains_the_kill() {
         Some(2.0),
         "28 s of 30 went to the hook: the app had 2"
     );
+    assert_eq!(json["verdict"], "pre_stop_took_the_grace", "{json:#}");
     let why = json["explanation"].as_str().expect("an explanation");
     assert!(
-        why.starts_with("The preStop hook (exec) took 28.0 s of the 30 s grace period, so the app got SIGTERM only 2.0 s before SIGKILL."),
+        why.starts_with("The preStop hook (exec: sleep 28) took 28.0 s of the 30 s grace period, so the app got SIGTERM only 2.0 s before SIGKILL.")
+            && why.contains("terminationGracePeriodSeconds must cover the hook"),
         "{why}"
     );
+    // Judged twice, the same.
+    let once = r.clone();
+    r.judge_pre_stop(&clock);
+    assert_eq!(r.termination.explanation, once.termination.explanation);
+    // A forwarding bug stays what it is: the hook is only added to its explanation.
+    assert_eq!(appended.termination.verdict, Verdict::NotForwarded);
     assert!(
         r.timeline().contains("preStop exec hook before it"),
         "{}",
@@ -115,7 +123,7 @@ fn an_http_hook_spans_the_deletion_to_the_stop_signal() {
     if let Some(info) = r.info.as_mut() {
         info.deleted_at = Some(clock.at(stop) - chrono::Duration::seconds(6));
     }
-    r.explain_pre_stop(&clock);
+    r.judge_pre_stop(&clock);
     let json = r.to_json(&clock);
     assert_eq!(json["pre_stop"]["kind"], "http", "{json:#}");
     assert_eq!(json["pre_stop"]["grace_share"], 0.2, "{json:#}");
@@ -128,6 +136,7 @@ fn an_http_hook_spans_the_deletion_to_the_stop_signal() {
             .is_some_and(|e| e.starts_with("Every process")),
         "a hook that took 20% is not the reason: {json:#}"
     );
+    assert_eq!(json["verdict"], "slow_shutdown", "{json:#}");
     // Without the deletion time (no API server) an http hook's span is unknown.
     let r = record(HookKind::Http, None, stop);
     assert!(r.to_json(&clock)["pre_stop"].is_null());

@@ -124,7 +124,9 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
                 "{sig} is this container's stop signal and {comm} (pid {main}) took it, but no process exited in the {grace} before SIGKILL: {comm} does not stop on {sig} (a JVM prints a thread dump on SIGQUIT, many servers reload on SIGHUP or reopen logs on SIGUSR1). Set a stop signal it stops on, usually SIGTERM (STOPSIGNAL in the image, or lifecycle.stopSignal); a longer grace period will not help."
             )
         }
-        Verdict::SlowShutdown => {
+        // Decided on the record, where the hook's run is known (pre_stop_took_the_grace below);
+        // the tracker alone words it as the slow shutdown it looks like.
+        Verdict::SlowShutdown | Verdict::PreStopTookTheGrace => {
             let ignoring = &f.ignored_and_killed;
             if ignoring.is_empty() {
                 format!("Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period. Make shutdown faster, or give it a longer grace period (terminationGracePeriodSeconds).")
@@ -187,6 +189,22 @@ pub fn pre_stop_took_the_grace(
     format!(
         "The preStop hook ({hook}) took {used:.1} s of the {grace:.0} s grace period, so {got}. \
          Make the hook return sooner or raise terminationGracePeriodSeconds."
+    )
+}
+
+/// The verdict `pre_stop_took_the_grace`: the hook ran (nearly) to the end of the grace, and the
+/// app, which got its stop signal only then, was SIGKILLed with it still running.
+pub fn pre_stop_took_all_the_grace(
+    hook: &str,
+    used: f64,
+    grace: f64,
+    signal: Signal,
+    left: f64,
+) -> String {
+    format!(
+        "{} The app was not too slow: it had {left:.1} s, and the kubelet gives it at least 2 s whatever the hook took. \
+         terminationGracePeriodSeconds must cover the hook, the drain and a margin (a preStop `sleep` of N s needs a grace of at least N + the drain time).",
+        pre_stop_took_the_grace(hook, used, grace, signal, left)
     )
 }
 

@@ -23,6 +23,7 @@ pub enum Verdict {
     SwallowedByShellPid1,
     Pid1IgnoresStopSignal,
     NotForwarded,
+    PreStopTookTheGrace,
     SlowShutdown,
     KilledWithoutStopSignal,
     OomKilled,
@@ -32,12 +33,13 @@ pub enum Verdict {
 serialize_by_name!(Outcome, Verdict);
 
 impl Verdict {
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Verdict::Graceful,
         Verdict::ChildrenKilledAtExit,
         Verdict::SwallowedByShellPid1,
         Verdict::Pid1IgnoresStopSignal,
         Verdict::NotForwarded,
+        Verdict::PreStopTookTheGrace,
         Verdict::SlowShutdown,
         Verdict::KilledWithoutStopSignal,
         Verdict::OomKilled,
@@ -51,6 +53,7 @@ impl Verdict {
             Verdict::SwallowedByShellPid1 => "swallowed_by_shell_pid1",
             Verdict::Pid1IgnoresStopSignal => "pid1_ignores_stop_signal",
             Verdict::NotForwarded => "not_forwarded",
+            Verdict::PreStopTookTheGrace => "pre_stop_took_the_grace",
             Verdict::SlowShutdown => "slow_shutdown",
             Verdict::KilledWithoutStopSignal => "killed_without_stop_signal",
             Verdict::OomKilled => "oom_killed",

@@ -413,3 +413,52 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     assert!(!log.contains("panicked"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A preStop hook that sleeps as long as the grace (a common "let the endpoints converge"
+/// recipe sized wrong): kubelet then gives SIGTERM its 2 s minimum, and an app that needs longer
+/// is SIGKILLed. The verdict names the hook, not the app.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_stop_hook_that_takes_the_grace_is_the_verdict() {
+    let ctd = Containerd::start().await;
+    let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
+    let mut cri = ctd.client().await;
+    let pod = PodSpec {
+        namespace: "e2e",
+        name: "hook-eats-grace",
+        uid: "3f6b1c2a-7d4e-4f5a-9b8c-0000000000aa",
+        grace_seconds: 3,
+        shared_pids: false,
+    };
+    // The demo's slow shutdown: every process gets SIGTERM, a worker takes a minute over it.
+    let script =
+        "trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait";
+    let (sandbox, id) = cri
+        .start_pod(&pod, "app", script, Some("sleep 3"), &ctd.dir)
+        .await;
+    let procs = graceful::cgroup::Cgroup2::discover()
+        .unwrap()
+        .dir(&format!("/kubepods/besteffort/pod{}/{id}", pod.uid))
+        .join("cgroup.procs");
+    eventually("sh, sh and sleep running", || {
+        let mut running: Vec<String> = std::fs::read_to_string(&procs)
+            .ok()?
+            .lines()
+            .filter_map(graceful::procfs::comm)
+            .collect();
+        running.sort();
+        (running == ["sh", "sh", "sleep"]).then_some(())
+    });
+    cri.stop_like_kubelet(&id, 3, Some("sleep 3")).await;
+    let r = record_where(daemon.addr, "/container/id", &id);
+    assert_eq!(r["verdict"], "pre_stop_took_the_grace", "{r:#}");
+    assert_eq!(r["outcome"], "killed_after_grace", "{r:#}");
+    let why = r["explanation"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("The preStop hook (exec: sleep 3) took 3.")
+            && why.contains("of the 3 s grace period"),
+        "{why}"
+    );
+    let share = r["pre_stop"]["grace_share"].as_f64().unwrap_or_default();
+    assert!(share > 0.95, "{r:#}");
+    cri.remove_pod(&sandbox).await;
+}

@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use graceful_tests::{
-    cri::{Containerd, Cri, PodSpec},
+    cri::{Containerd, PodSpec},
     daemon::{eventually, http_get, record_where, Daemon},
     kube_api::{ApiServer, Mode},
 };
@@ -90,17 +90,6 @@ fn kubectl(api: &ApiServer, args: &[&str]) -> Value {
 
 fn daemon_with(api: &ApiServer, ctd: &Containerd, log: &str) -> Daemon {
     api.daemon(ctd, NODE, log)
-}
-
-/// Stops a container as kubelet does for a deleted pod: the preStop exec hook through CRI
-/// ExecSync, then StopContainer with what is left of the grace (at least 2 s).
-async fn kubelet_stop(cri: &mut Cri, id: &str, grace: i64, hook: Option<&str>) {
-    let started = std::time::Instant::now();
-    if let Some(cmd) = hook {
-        assert_eq!(cri.exec_sync(id, &["/bin/sh", "-c", cmd], grace).await, 0);
-    }
-    let left = grace - started.elapsed().as_secs() as i64;
-    cri.stop_container(id, left.max(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -219,8 +208,8 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         ),
         4,
     ));
-    kubelet_stop(&mut cri, &web_id, 4, Some(HOOK)).await;
-    kubelet_stop(&mut cri, &calm_id, 4, None).await;
+    cri.stop_like_kubelet(&web_id, 4, Some(HOOK)).await;
+    cri.stop_like_kubelet(&calm_id, 4, None).await;
 
     let record = record_of(&daemon, &web_id);
     assert_eq!(
