@@ -27,7 +27,67 @@ fn names(procs: &[NamedProcess]) -> String {
     }
 }
 
+/// The verdict's words, and the fix of a known wrapper when one stood between the runtime and
+/// the app.
 pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
+    let said = explain_verdict(verdict, f);
+    let wrapper_matters = matches!(
+        verdict,
+        Verdict::SwallowedByShellPid1
+            | Verdict::Pid1IgnoresStopSignal
+            | Verdict::NotForwarded
+            | Verdict::SlowShutdown
+            | Verdict::ChildrenKilledAtExit
+    );
+    match wrapper(f).filter(|_| wrapper_matters) {
+        Some((name, fix)) => format!("{said} {name} was in the way: {fix}"),
+        None => said,
+    }
+}
+
+/// Programs that start the app as their child and have their own way of not passing the stop
+/// signal on (by the name the kernel knows them by), with their fix.
+const WRAPPERS: [(&str, &str); 10] = [
+    ("npm", "npm runs the app through a shell and does not pass SIGTERM on reliably; run the app itself as the container's command (`node server.js`), not `npm start`."),
+    ("yarn", "yarn runs the app as a child and does not pass SIGTERM on reliably; run the app itself as the container's command, not `yarn start`."),
+    ("pnpm", "pnpm runs the app through a shell and does not pass SIGTERM on reliably; run the app itself as the container's command, not `pnpm start`."),
+    ("uv", "`uv run` starts the app as its child, and older versions do not pass SIGTERM on; run the environment's interpreter directly (`.venv/bin/python app.py`) or upgrade uv."),
+    ("poetry", "`poetry run` starts the app as its child and does not pass SIGTERM on; run the environment's interpreter directly (`.venv/bin/python app.py`)."),
+    ("supervisord", "supervisord stops its programs with its own stopsignal and waits stopwaitsecs (10 s by default); set both to fit the grace period, or run one process per container."),
+    ("su", "su runs the command as its child; switch users without staying in between (`setpriv`, `gosu` or `su-exec` with `exec`, or runAsUser in the pod's securityContext)."),
+    ("sudo", "sudo runs the command as its child; switch users without staying in between (`setpriv`, `gosu` or `su-exec` with `exec`, or runAsUser in the pod's securityContext)."),
+    ("runuser", "runuser runs the command as its child; switch users without staying in between (`setpriv` or `gosu` with `exec`, or runAsUser in the pod's securityContext)."),
+    ("gosu", "gosu replaces itself with the app only when it is the one that runs it: a script that runs `gosu user app` without `exec` keeps the shell in between; use `exec gosu user app`."),
+];
+
+/// The first known wrapper of the stop: the main process, else a process alive at the stop
+/// (a wrapper a shell started without `exec`). `npm start` and the like set their name with
+/// their arguments: the first word counts.
+fn wrapper(f: &Facts) -> Option<(&'static str, &'static str)> {
+    let first_word = |comm: &str| {
+        comm.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let names = std::iter::once(first_word(&f.main_comm))
+        .chain(
+            f.shell
+                .as_ref()
+                .and_then(|s| s.script.as_deref())
+                .and_then(|s| {
+                    let name = std::path::Path::new(s).file_name()?;
+                    Some(name.to_string_lossy().into_owned())
+                }),
+        )
+        .chain(f.received.iter().map(|r| first_word(&r.comm)))
+        .chain(f.never_received.iter().map(|p| first_word(&p.comm)));
+    names
+        .into_iter()
+        .find_map(|name| WRAPPERS.iter().find(|(w, _)| *w == name).copied())
+}
+
+fn explain_verdict(verdict: Verdict, f: &Facts) -> String {
     let sig = f.stop_signal.map(|s| s.to_string()).unwrap_or_default();
     // As a shell's `trap` names it.
     let trap_name = sig.strip_prefix("SIG").unwrap_or(&sig);

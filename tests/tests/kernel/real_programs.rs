@@ -314,3 +314,32 @@ fn a_pid1_that_exits_before_its_workers_gets_them_killed() {
         );
     }
 }
+
+/// Wrappers that start the app as their child, as small scripts named so: the explanation
+/// names the wrapper and its own fix, as PID 1 and as the child of a shell without `exec`.
+#[test]
+fn wrappers_are_named_with_their_fix() {
+    let dir = Scratch::new("wrappers");
+    // npm-style: PID 1 runs the app as its child and never passes SIGTERM on.
+    let npm = dir.file(
+        "npm",
+        "#!/bin/sh\ntrap 'echo stopping' TERM\nsleep 1000 &\nwhile :; do wait; done\n",
+        true,
+    );
+    let (code, r) = record(&[], &[&npm, "start"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["verdict"], "not_forwarded", "{r:#}");
+    assert!(
+        explanation(&r).contains("npm was in the way") && explanation(&r).contains("npm start"),
+        "{r:#}"
+    );
+    // uv-style, started by a shell without `exec`: the shell swallows SIGTERM, uv is named.
+    let uv = dir.file("uv", "#!/bin/sh\nsleep 1000\n", true);
+    let (code, r) = record(&[], &["/bin/sh", "-c", &format!("{uv} run app.py; true")]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["verdict"], "swallowed_by_shell_pid1", "{r:#}");
+    assert!(
+        explanation(&r).contains("uv was in the way") && explanation(&r).contains("uv run"),
+        "{r:#}"
+    );
+}

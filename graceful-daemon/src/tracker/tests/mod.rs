@@ -351,6 +351,7 @@ mod properties;
 mod restarts_and_reuse;
 mod seq;
 mod stops_and_losses;
+mod wrappers;
 
 #[test]
 fn a_shell_init_set_to_sig_ign_is_told_apart_from_one_without_a_handler() {
