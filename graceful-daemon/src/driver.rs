@@ -11,8 +11,9 @@ use crate::{clock::WallClock, events::Event, pipeline::Pipeline, record::Termina
 pub enum Step {
     /// An event from the kernel, and the records it completed.
     Event(Event, Vec<TerminationRecord>),
-    /// The periodic sweep ran and the wall clock was read again.
-    Swept,
+    /// The periodic sweep ran and the wall clock was read again; the interim records of stops
+    /// whose processes outlived their SIGKILL.
+    Swept(Vec<TerminationRecord>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +58,7 @@ impl Driver {
             _ = self.sweep.tick() => {
                 // An NTP step or a resumed VM moves the wall clock: follow it.
                 self.clock = WallClock::default();
-                self.pipeline.sweep();
-                Ok(Step::Swept)
+                Ok(Step::Swept(self.pipeline.sweep()))
             }
         }
     }

@@ -300,8 +300,10 @@ fn runs_all(running: &[String], wanted: &[&str]) -> bool {
         })
 }
 
-/// Keeps the records of the containers `ids` (by position), the first one each.
-fn keep(done: Vec<TerminationRecord>, ids: &[u64], records: &mut [Option<TerminationRecord>]) {
+/// Keeps the records a step brought of the containers `ids` (by position), the first one each
+/// (an interim `stuck` record, when the kernel holds a process past its SIGKILL).
+fn keep(step: Step, ids: &[u64], records: &mut [Option<TerminationRecord>]) {
+    let (Step::Event(_, done) | Step::Swept(done)) = step;
     for record in done {
         if let Some(i) = ids.iter().position(|id| *id == record.termination.cgroup) {
             records[i].get_or_insert(record);
@@ -317,9 +319,7 @@ pub(crate) async fn feed_a_while(
     records: &mut [Option<TerminationRecord>],
 ) -> Result<(), EngineError> {
     if let Ok(step) = tokio::time::timeout(READY_POLL, driver.next()).await {
-        if let Step::Event(_, done) = step? {
-            keep(done, ids, records);
-        }
+        keep(step?, ids, records);
     }
     Ok(())
 }
@@ -336,11 +336,7 @@ pub(crate) async fn await_records(
 ) -> Result<(), EngineError> {
     while let Some(missing) = records.iter().position(Option::is_none) {
         match tokio::time::timeout_at(deadline, driver.next()).await {
-            Ok(step) => {
-                if let Step::Event(_, done) = step? {
-                    keep(done, ids, records);
-                }
-            }
+            Ok(step) => keep(step?, ids, records),
             Err(_) => {
                 return Err(EngineError::NoRecord {
                     name: names.get(missing).copied().unwrap_or_default().to_string(),

@@ -12,7 +12,7 @@ use crate::{
     events::{CgroupId, Event, Mono},
     identity,
     probes::{ProbeError, ProbeOptions, Probes},
-    procfs::{in_sigwait, processes, start_time, ProcStatus, Program},
+    procfs::{in_sigwait, processes, start_time, wchan, ProcStatus, Program},
     record::TerminationRecord,
     signals::Signal,
     tracker::{Disposition, Found, Tracker, TrackerConfig},
@@ -261,8 +261,21 @@ impl Pipeline {
 
     /// Looks for processes the tracker still awaits that /proc no longer has (their exit may
     /// have been lost; [`Event::Drained`] settles it), and drops stops that never ended.
-    pub fn sweep(&mut self) {
+    /// Returns the interim records of stops whose processes outlived their SIGKILL (with where
+    /// the kernel holds each, from /proc).
+    pub fn sweep(&mut self) -> Vec<TerminationRecord> {
         self.sweep_with(still_there);
+        let stuck = self.tracker.stuck(clock::monotonic_now());
+        stuck
+            .into_iter()
+            .filter_map(|mut t| {
+                for p in &mut t.stuck {
+                    p.state = ProcStatus::read(p.pid).ok().map(|s| s.state);
+                    p.wchan = wchan(p.pid);
+                }
+                self.record(t)
+            })
+            .collect()
     }
 
     /// The sweep, with `look` telling whether a process is still the one the tracker knows.

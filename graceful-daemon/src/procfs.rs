@@ -26,6 +26,14 @@ fn mask_has(mask: u64, signal: Signal) -> bool {
     signal.is_valid() && mask & (1u64 << (signal.0 - 1)) != 0
 }
 
+/// The kernel function a sleeping process waits in (`/proc/<pid>/wchan`); None when it runs, is
+/// gone, or the kernel hides it from us.
+pub fn wchan(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
+    let name = text.trim();
+    (!name.is_empty() && name != "0").then(|| name.to_string())
+}
+
 impl ProcStatus {
     /// Parses `/proc/<pid>/status`.
     pub fn parse(text: &str) -> ProcStatus {

@@ -9,7 +9,7 @@ use crate::{
     identity::Identity,
     signals::Signal,
     tracker::explanation::{pre_stop_took_all_the_grace, pre_stop_took_the_grace},
-    tracker::{Init, NamedProcess, Outcome, Received, Sender, Termination, Verdict},
+    tracker::{Init, NamedProcess, Outcome, Received, Sender, StuckProcess, Termination, Verdict},
 };
 
 /// The kubelet's minimumGracePeriodInSeconds: what the stop signal gets however long the
@@ -38,6 +38,9 @@ struct RecordJson<'a> {
     app_grace_seconds: Option<f64>,
     verdict: Verdict,
     explanation: &'a str,
+    /// An interim `stuck` record's processes, held in the kernel past their SIGKILL.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stuck: &'a [StuckProcess],
 }
 
 /// The preStop hook's part of the grace: an exec hook's run as the kernel saw it; for an
@@ -165,6 +168,7 @@ impl TerminationRecord {
                 .map(|g| (g * 1000.0).round() / 1000.0),
             verdict: t.verdict,
             explanation: &t.explanation,
+            stuck: &t.stuck,
         };
         // Plain data with string keys: serializing it cannot fail.
         serde_json::to_value(json).unwrap_or(Value::Null)
@@ -357,7 +361,24 @@ impl TerminationRecord {
             },
             None => "exit not seen".into(),
         };
-        out += &format!("   {}  all processes gone; PID 1 {exit}\n", at(t.ended));
+        if t.stuck.is_empty() {
+            out += &format!("   {}  all processes gone; PID 1 {exit}\n", at(t.ended));
+        } else {
+            let held: Vec<String> = t
+                .stuck
+                .iter()
+                .map(|p| {
+                    let state = p.state.map(|s| format!(", state {s}")).unwrap_or_default();
+                    let wchan = p
+                        .wchan
+                        .as_deref()
+                        .map(|w| format!(", in {w}"))
+                        .unwrap_or_default();
+                    format!("{} (pid {}{state}{wchan})", p.comm, p.pid)
+                })
+                .collect();
+            out += &format!("   {}  still there: {}\n", at(t.ended), held.join(", "));
+        }
         if !t.never_received.is_empty() {
             let names: Vec<String> = t
                 .never_received

@@ -80,8 +80,11 @@ pub async fn run(
                     }
                     print_records(out, &driver.clock, &records, options.json)?;
                 }
-                // Nothing else forgets processes of running containers that /proc lost.
-                Step::Swept => driver.pipeline.prune(),
+                Step::Swept(records) => {
+                    print_records(out, &driver.clock, &records, options.json)?;
+                    // Nothing else forgets processes of running containers that /proc lost.
+                    driver.pipeline.prune();
+                }
             },
             _ = counting.tick(), if options.all_signals => {
                 let now = probes.signal_counts()?;

@@ -14,6 +14,7 @@ use crate::{
     identity::Identity,
     record::TerminationRecord,
     signals::Signal,
+    tracker::Outcome,
 };
 
 impl Daemon {
@@ -58,10 +59,15 @@ impl Daemon {
         let json = record.to_json(&self.driver.clock);
         self.announce_termination(&record);
         log::termination(self.log_format, &json, &record.display_name());
+        lock(&self.state).push_record(&json);
+        // An interim record (processes held past their SIGKILL): its final record follows, and
+        // only that one counts, with what is known of the container still at hand.
+        if record.termination.outcome == Outcome::Stuck {
+            return;
+        }
         let labels = ContainerLabels::of_record(&record);
         let app_grace = record.app_grace_seconds(&self.driver.clock);
         self.metrics.termination(&labels, &record, app_grace);
-        lock(&self.state).push_record(&json);
         if let Some(identity) = &record.identity {
             self.names.forget(&identity.id);
         }

@@ -281,7 +281,7 @@ impl Daemon {
                 _ = &mut shutdown => return Ok(()),
                 step = self.driver.next() => match step {
                     Ok(Step::Event(event, records)) => self.on_event(&event, records),
-                    Ok(Step::Swept) => {}
+                    Ok(Step::Swept(records)) => records.into_iter().for_each(|r| self.finish(r)),
                     Err(StreamEnded) => {
                         tracing::error!("the kernel event stream ended");
                         return Err(DaemonError::EventStreamEnded);

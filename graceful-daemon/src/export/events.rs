@@ -32,6 +32,8 @@ pub enum Reason {
     StopSignalIgnored,
     StopSignalNotForwarded,
     Pid1IgnoresStopSignal,
+    /// Processes outlived their SIGKILL: the pod will stay Terminating.
+    ProcessUnkillable,
 }
 
 impl Reason {
@@ -41,6 +43,7 @@ impl Reason {
             Reason::StopSignalIgnored => "StopSignalIgnored",
             Reason::StopSignalNotForwarded => "StopSignalNotForwarded",
             Reason::Pid1IgnoresStopSignal => "PID1IgnoresStopSignal",
+            Reason::ProcessUnkillable => "ProcessUnkillable",
         }
     }
 
@@ -57,6 +60,7 @@ impl Reason {
             reasons.push(Reason::SigkillAfterGrace);
         }
         match verdict {
+            Verdict::Unkillable => reasons.push(Reason::ProcessUnkillable),
             Verdict::SwallowedByShellPid1 | Verdict::Pid1IgnoresStopSignal => {
                 reasons.push(Reason::StopSignalIgnored)
             }

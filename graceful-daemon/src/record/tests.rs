@@ -44,6 +44,7 @@ fn record(hook: HookKind, run: Option<HookRun>, stop: Mono) -> TerminationRecord
             verdict: Verdict::SlowShutdown,
             explanation: "Every process got SIGTERM, but ...".into(),
             pre_stop: run,
+            stuck: Vec::new(),
         },
         cgroup: None,
         identity: None,

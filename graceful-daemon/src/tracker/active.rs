@@ -37,6 +37,8 @@ pub(super) struct Active {
     pub(super) kill: Option<Kill>,
     /// The SIGKILL from outside reached the main process while it was alive.
     pub(super) kill_hit_main: bool,
+    /// Its interim `stuck` record is out.
+    pub(super) reported_stuck: bool,
     pub(super) exits: BTreeMap<u32, ExitStatus>,
     pub(super) oom_victims: BTreeSet<u32>,
     pub(super) unknown_because: Option<String>,
@@ -73,6 +75,7 @@ impl Active {
             received: BTreeMap::new(),
             kill: None,
             kill_hit_main: false,
+            reported_stuck: false,
             exits: BTreeMap::new(),
             oom_victims: oom_victims.clone(),
             unknown_because: None,

@@ -1,7 +1,7 @@
 //! A termination's record from what it left: the facts, the verdict the rules give, the words
 //! that explain it.
 use super::{
-    explanation::explain,
+    explanation::{explain, unkillable},
     facts::{takes_stop_signal, Facts},
     termination::*,
     verdict::decide,
@@ -48,5 +48,55 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         verdict,
         explanation,
         pre_stop: a.pre_stop,
+        stuck: Vec::new(),
+    }
+}
+
+/// The interim record of a termination whose processes `stuck` outlived their SIGKILL:
+/// everything seen so far, outcome `stuck`, verdict `unkillable`.
+pub(super) fn interim_stuck(
+    cgroup: CgroupId,
+    a: &Active,
+    stuck: Vec<NamedProcess>,
+    now: Mono,
+) -> Termination {
+    let f = Facts::of(a, now);
+    let since_kill = a
+        .kill
+        .as_ref()
+        .map_or(0.0, |k| now.saturating_sub(k.at) as f64 / 1e9);
+    let (received, received_more) = capped(f.received);
+    let (never_received, never_received_more) = capped(f.never_received);
+    let (stuck, _) = capped(stuck);
+    Termination {
+        cgroup,
+        stop: a.stop.clone(),
+        init: Init {
+            pid: a.main,
+            comm: f.main_comm,
+            shell: f.shell.is_some(),
+            handles_stop_signal: takes_stop_signal(a),
+        },
+        received,
+        received_more,
+        never_received,
+        never_received_more,
+        kill: a.kill.clone(),
+        outcome: Outcome::Stuck,
+        exit: a.exits.get(&a.main).copied(),
+        started: a.started,
+        ended: now,
+        verdict: Verdict::Unkillable,
+        explanation: unkillable(&stuck, since_kill),
+        pre_stop: a.pre_stop.clone(),
+        stuck: stuck
+            .into_iter()
+            .map(|p| StuckProcess {
+                pid: p.pid,
+                comm: p.comm,
+                state: None,
+                wchan: None,
+            })
+            .collect(),
     }
 }

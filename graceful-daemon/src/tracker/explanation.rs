@@ -185,8 +185,9 @@ fn explain_verdict(verdict: Verdict, f: &Facts) -> String {
             )
         }
         // Decided on the record, where the hook's run is known (pre_stop_took_the_grace below);
-        // the tracker alone words it as the slow shutdown it looks like.
-        Verdict::SlowShutdown | Verdict::PreStopTookTheGrace => {
+        // the tracker alone words it as the slow shutdown it looks like. Unkillable is only an
+        // interim record's, worded by `unkillable`.
+        Verdict::SlowShutdown | Verdict::PreStopTookTheGrace | Verdict::Unkillable => {
             let ignoring = &f.ignored_and_killed;
             if ignoring.is_empty() {
                 format!("Every process got {sig}, but the container was still running when the runtime sent SIGKILL after {grace}: shutdown took longer than the grace period. Make shutdown faster, or give it a longer grace period (terminationGracePeriodSeconds).")
@@ -287,4 +288,15 @@ pub fn pid1_risk(comm: &str, sig: Signal, risk: Pid1Risk) -> String {
         Pid1Risk::Shell(shell) => format!("PID 1 is a shell ({shell}) with no handler for {sig}: the kernel will drop it and the container will be SIGKILLed after the grace period. Use `exec` or trap and forward {sig}."),
         Pid1Risk::NoHandler => format!("PID 1 ({comm}) has no handler for {sig}: as a pid-namespace init the kernel will drop it and the container will be SIGKILLed after the grace period."),
     }
+}
+
+/// The interim record of processes that outlived their SIGKILL by `since_kill` seconds.
+pub(super) fn unkillable(stuck: &[NamedProcess], since_kill: f64) -> String {
+    format!(
+        "The runtime sent SIGKILL {since_kill:.0} s ago and {} {} not exited: the kernel holds {} in an uninterruptible wait (a hung NFS or FUSE mount, a stuck storage or device driver), where no signal reaches. The pod stays Terminating until what {} waits for answers; the record lists each process's state and the kernel function it waits in (wchan). Fix or force-unmount what it waits on; a node reboot clears it. The final record follows if it ever ends.",
+        names(stuck),
+        if stuck.len() == 1 { "has" } else { "have" },
+        if stuck.len() == 1 { "it" } else { "them" },
+        if stuck.len() == 1 { "it" } else { "they" },
+    )
 }

@@ -1,7 +1,14 @@
 //! What the tracker is told from outside the event stream (stop signals, grace periods, start
 //! times, dispositions), the sweep's housekeeping, and what the pipeline asks of it.
-use super::{CgroupId, Disposition, Mono, Tracker, EXITED_KEPT_NS, GRACE_SLACK_NS};
+use super::{
+    conclude::interim_stuck, CgroupId, Disposition, Mono, NamedProcess, Termination, Tracker,
+    EXITED_KEPT_NS, GRACE_SLACK_NS,
+};
 use crate::signals::Signal;
+
+/// How long a process may outlive the SIGKILL it got before its stop is reported stuck: a
+/// killed process normally ends within milliseconds; seconds mean the kernel holds it.
+pub const STUCK_AFTER_NS: u64 = 10 * 1_000_000_000;
 
 impl Tracker {
     /// The container's own stop signal (Kubernetes' stopSignal, the image's STOPSIGNAL): only
@@ -63,6 +70,37 @@ impl Tracker {
             self.stop_signals.remove(cgroup);
         }
         dropped
+    }
+
+    /// Terminations whose processes outlived their SIGKILL by [`STUCK_AFTER_NS`]: each gets
+    /// one interim record (outcome `stuck`, verdict `unkillable`, the processes still there);
+    /// the final record follows if they ever end.
+    pub fn stuck(&mut self, now: Mono) -> Vec<Termination> {
+        let procs = &self.procs;
+        let mut out = Vec::new();
+        for (cgroup, g) in self.groups.iter_mut() {
+            let Some(a) = g.active.as_mut() else {
+                continue;
+            };
+            let killed_long_ago = a
+                .kill
+                .as_ref()
+                .is_some_and(|k| now.saturating_sub(k.at) >= STUCK_AFTER_NS);
+            if a.reported_stuck || !killed_long_ago || g.members.is_empty() {
+                continue;
+            }
+            a.reported_stuck = true;
+            let stuck = g
+                .members
+                .iter()
+                .map(|&pid| NamedProcess {
+                    pid,
+                    comm: procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default(),
+                })
+                .collect();
+            out.push(interim_stuck(*cgroup, a, stuck, now));
+        }
+        out
     }
 
     /// Forgets processes of running containers that `alive` (pid, recorded start time) says

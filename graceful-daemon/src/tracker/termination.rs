@@ -14,6 +14,8 @@ pub enum Outcome {
     KilledAfterGrace,
     Killed,
     Unknown,
+    /// An interim record: processes outlived their SIGKILL (held in the kernel).
+    Stuck,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,11 +30,15 @@ pub enum Verdict {
     KilledWithoutStopSignal,
     OomKilled,
     Unknown,
+    /// The interim record of a stop whose processes outlived their SIGKILL.
+    Unkillable,
 }
 
 serialize_by_name!(Outcome, Verdict);
 
 impl Verdict {
+    /// The verdicts of a final record (what the stop counters are made of); `unkillable` is
+    /// only ever an interim record's.
     pub const ALL: [Verdict; 10] = [
         Verdict::Graceful,
         Verdict::ChildrenKilledAtExit,
@@ -58,11 +64,13 @@ impl Verdict {
             Verdict::KilledWithoutStopSignal => "killed_without_stop_signal",
             Verdict::OomKilled => "oom_killed",
             Verdict::Unknown => "unknown",
+            Verdict::Unkillable => "unkillable",
         }
     }
 }
 
 impl Outcome {
+    /// The outcomes of a final record; `stuck` is only ever an interim record's.
     pub const ALL: [Outcome; 4] = [
         Outcome::Exited,
         Outcome::KilledAfterGrace,
@@ -76,6 +84,7 @@ impl Outcome {
             Outcome::KilledAfterGrace => "killed_after_grace",
             Outcome::Killed => "killed",
             Outcome::Unknown => "unknown",
+            Outcome::Stuck => "stuck",
         }
     }
 }
@@ -141,6 +150,19 @@ pub struct Termination {
     pub explanation: String,
     /// The preStop exec hook's run, when the container has one and it ran before the stop.
     pub pre_stop: Option<HookRun>,
+    /// In an interim `stuck` record: the processes still there after their SIGKILL.
+    pub stuck: Vec<StuckProcess>,
+}
+
+/// A process that outlived its SIGKILL: where the kernel holds it, as /proc tells.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StuckProcess {
+    pub pid: u32,
+    pub comm: String,
+    /// /proc's state letter (`D`: an uninterruptible wait).
+    pub state: Option<char>,
+    /// The kernel function it waits in (`/proc/<pid>/wchan`).
+    pub wchan: Option<String>,
 }
 
 /// A process the runtime exec'd into a running container (a preStop exec hook).

@@ -36,6 +36,7 @@ fn killed(workload: &str) -> TerminationRecord {
             verdict: Verdict::SwallowedByShellPid1,
             explanation: String::new(),
             pre_stop: None,
+            stuck: Vec::new(),
         },
         cgroup: None,
         identity: None,

@@ -309,3 +309,54 @@ fn a_record_lists_at_most_a_hundred_processes_and_counts_the_rest() {
     assert_eq!((r.received.len(), r.received_more), (1, 0));
     assert!(r.explanation.contains("and 145 more"), "{}", r.explanation);
 }
+
+#[test]
+fn a_process_that_outlives_its_sigkill_gets_one_interim_record_then_the_final_one() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    // PID 1 dies of the runtime's SIGKILL; its child is held in the kernel (a hung mount).
+    s.at(2.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9))
+        .signal(Signal::KILL, 10, CG, 11, SignalResult::Delivered);
+    let killed = s.now;
+    assert!(s.t.stuck(killed + 9 * S).is_empty(), "not yet");
+    let interim = s.t.stuck(killed + 10 * S);
+    assert_eq!(interim.len(), 1, "{interim:#?}");
+    let r = &interim[0];
+    assert_eq!(
+        (r.outcome, r.verdict),
+        (Outcome::Stuck, Verdict::Unkillable)
+    );
+    assert_eq!(
+        r.stuck
+            .iter()
+            .map(|p| (p.pid, p.comm.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(11, "sleep")]
+    );
+    assert!(
+        r.explanation.contains("sleep (pid 11) has not exited")
+            && r.explanation.contains("The final record follows"),
+        "{}",
+        r.explanation
+    );
+    assert!(s.t.stuck(killed + 60 * S).is_empty(), "once");
+    assert!(s.t.stopping(CG), "the termination goes on");
+    // Released at last: the final record, as the rules say.
+    s.at(40.0).exit(11, None, Some(9));
+    let r = s.one();
+    assert_eq!(r.outcome, Outcome::KilledAfterGrace);
+    assert_eq!(r.verdict, Verdict::NotForwarded);
+    assert!(r.stuck.is_empty());
+}
+
+#[test]
+fn a_stop_that_ends_in_time_is_never_stuck() {
+    let mut s = shell_with_child();
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    // No SIGKILL yet: a slow shutdown, not a stuck one.
+    assert!(s.t.stuck(s.now + 60 * S).is_empty());
+    kill_after_grace(&mut s, 2.0);
+    assert!(s.t.stuck(s.now + 60 * S).is_empty(), "all gone");
+}
