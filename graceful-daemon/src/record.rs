@@ -9,7 +9,10 @@ use crate::{
     identity::Identity,
     signals::Signal,
     tracker::explanation::{pre_stop_took_all_the_grace, pre_stop_took_the_grace},
-    tracker::{Init, NamedProcess, Outcome, Received, Sender, StuckProcess, Termination, Verdict},
+    tracker::{
+        Init, NamedProcess, OomVictim, Outcome, Received, Sender, StuckProcess, Termination,
+        Verdict,
+    },
 };
 
 /// The kubelet's minimumGracePeriodInSeconds: what the stop signal gets however long the
@@ -41,6 +44,8 @@ struct RecordJson<'a> {
     /// An interim `stuck` record's processes, held in the kernel past their SIGKILL.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     stuck: &'a [StuckProcess],
+    /// The OOM killer's victims in the container, and whether one ended it.
+    oom: &'a [OomVictim],
 }
 
 /// The preStop hook's part of the grace: an exec hook's run as the kernel saw it; for an
@@ -169,6 +174,7 @@ impl TerminationRecord {
             verdict: t.verdict,
             explanation: &t.explanation,
             stuck: &t.stuck,
+            oom: &t.oom,
         };
         // Plain data with string keys: serializing it cannot fail.
         serde_json::to_value(json).unwrap_or(Value::Null)

@@ -45,6 +45,7 @@ fn record(hook: HookKind, run: Option<HookRun>, stop: Mono) -> TerminationRecord
             explanation: "Every process got SIGTERM, but ...".into(),
             pre_stop: run,
             stuck: Vec::new(),
+            oom: Vec::new(),
         },
         cgroup: None,
         identity: None,

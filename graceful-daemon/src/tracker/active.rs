@@ -40,7 +40,8 @@ pub(super) struct Active {
     /// Its interim `stuck` record is out.
     pub(super) reported_stuck: bool,
     pub(super) exits: BTreeMap<u32, ExitStatus>,
-    pub(super) oom_victims: BTreeSet<u32>,
+    /// The OOM killer's victims in the container (pid, name), before and during the stop.
+    pub(super) oom_victims: BTreeMap<u32, String>,
     pub(super) unknown_because: Option<String>,
     /// The preStop exec hook's run before the stop signal.
     pub(super) pre_stop: Option<HookRun>,
@@ -56,7 +57,7 @@ impl Active {
         main: u32,
         main_comm: String,
         alive_at_stop: BTreeMap<u32, String>,
-        oom_victims: &BTreeSet<u32>,
+        oom_victims: &BTreeMap<u32, String>,
     ) -> Active {
         Active {
             started,

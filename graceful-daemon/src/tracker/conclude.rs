@@ -25,6 +25,17 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
     let verdict = decide(&f);
     let explanation = explain(verdict, &f);
     let handles_stop_signal = takes_stop_signal(&a);
+    let ended_by = f.oom_victim.as_ref().map(|v| v.pid);
+    let oom = f
+        .oom_victims
+        .iter()
+        .map(|(p, main)| OomVictim {
+            pid: p.pid,
+            comm: p.comm.clone(),
+            main: *main,
+            ended_container: verdict == Verdict::OomKilled && ended_by == Some(p.pid),
+        })
+        .collect();
     let (received, received_more) = capped(f.received);
     let (never_received, never_received_more) = capped(f.never_received);
     Termination {
@@ -49,6 +60,7 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         explanation,
         pre_stop: a.pre_stop,
         stuck: Vec::new(),
+        oom,
     }
 }
 
@@ -98,5 +110,6 @@ pub(super) fn interim_stuck(
                 wchan: None,
             })
             .collect(),
+        oom: Vec::new(),
     }
 }

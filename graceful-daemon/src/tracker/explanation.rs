@@ -39,10 +39,24 @@ pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
             | Verdict::SlowShutdown
             | Verdict::ChildrenKilledAtExit
     );
-    match wrapper(f).filter(|_| wrapper_matters) {
+    let said = match wrapper(f).filter(|_| wrapper_matters) {
         Some((name, fix)) => format!("{said} {name} was in the way: {fix}"),
         None => said,
+    };
+    // OOM kills that did not end the container are told, never taken for its end.
+    let others: Vec<NamedProcess> = f
+        .oom_victims
+        .iter()
+        .filter(|(p, _)| f.oom_victim.as_ref().is_none_or(|v| v.pid != p.pid))
+        .map(|(p, _)| p.clone())
+        .collect();
+    if others.is_empty() || verdict == Verdict::Unknown {
+        return said;
     }
+    format!(
+        "{said} The OOM killer also killed {} in this container; that did not end it, though the runtime may report the container as OOMKilled. Raise its memory limit, or find what grew.",
+        names(&others)
+    )
 }
 
 /// Programs that start the app as their child and have their own way of not passing the stop
@@ -102,7 +116,11 @@ fn explain_verdict(verdict: Verdict, f: &Facts) -> String {
                 .oom_victim
                 .as_ref()
                 .map_or((comm.as_str(), main), |v| (v.comm.as_str(), v.pid));
-            format!("The kernel OOM killer killed {victim} (pid {pid}): the container ran out of memory.")
+            if pid == main {
+                format!("The kernel OOM killer killed {victim} (pid {pid}), the main process: the container ran out of memory. Raise its memory limit, or find what grew.")
+            } else {
+                format!("The kernel OOM killer killed {victim} (pid {pid}), a child of {comm} (pid {main}), and the container then ended on its own{}: it ran out of memory. Raise its memory limit, or find what grew.", exit_code(f))
+            }
         }
         Verdict::KilledWithoutStopSignal => {
             let (from, pid) = f

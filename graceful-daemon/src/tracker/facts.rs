@@ -29,8 +29,12 @@ pub(super) struct Facts {
     pub never_received_killed: Vec<NamedProcess>,
     /// Got it with the kernel's "ignored" (SIG_IGN) and died of SIGKILL (the main process aside).
     pub ignored_and_killed: Vec<NamedProcess>,
-    /// The OOM killer's victim that ended the container, with its name.
+    /// The OOM killer's victim that ended the container: the main process, or (with no stop
+    /// and no kill from outside: the container ended on its own after it) the first victim.
     pub oom_victim: Option<NamedProcess>,
+    /// Every OOM victim of the container, before or during the stop, and whether it was the
+    /// main process.
+    pub oom_victims: Vec<(NamedProcess, bool)>,
     pub outcome: Outcome,
     pub unknown_because: Option<String>,
     /// Stop to last process gone, in seconds.
@@ -131,18 +135,30 @@ impl Facts {
                 comm: r.comm.clone(),
             })
             .collect();
-        let oom_victim = a
+        let oom_victims: Vec<(NamedProcess, bool)> = a
             .oom_victims
             .iter()
-            .find(|v| **v == a.main || died_of(a.exits.get(v).copied(), Signal::KILL))
-            .map(|&pid| NamedProcess {
-                pid,
-                comm: a
-                    .alive_at_stop
-                    .get(&pid)
+            .map(|(&pid, comm)| {
+                let comm = Some(comm)
                     .filter(|c| !c.is_empty())
+                    .or_else(|| a.alive_at_stop.get(&pid).filter(|c| !c.is_empty()))
                     .cloned()
-                    .unwrap_or(a.main_comm.clone()),
+                    .unwrap_or_default();
+                (NamedProcess { pid, comm }, pid == a.main)
+            })
+            .collect();
+        let ended_on_its_own = a.stop.is_none() && a.kill.is_none();
+        let oom_victim = oom_victims
+            .iter()
+            .find(|(_, main)| *main)
+            .or_else(|| oom_victims.first().filter(|_| ended_on_its_own))
+            .map(|(p, _)| NamedProcess {
+                pid: p.pid,
+                comm: if p.comm.is_empty() && p.pid == a.main {
+                    a.main_comm.clone()
+                } else {
+                    p.comm.clone()
+                },
             });
         let torn_down: Vec<NamedProcess> = a
             .torn_down
@@ -199,6 +215,7 @@ impl Facts {
             never_received_killed,
             ignored_and_killed,
             oom_victim,
+            oom_victims,
             outcome,
             unknown_because: a.unknown_because.clone(),
             duration,

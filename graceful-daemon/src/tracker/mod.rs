@@ -5,7 +5,7 @@
 //! `termination`: what a stop becomes; `active`: a stop under way; `facts`, `verdict`,
 //! `explanation`, `conclude`: what it left, docs/design.md's rules, the words, the record; this
 //! module: the state (processes, cgroups, terminations under way) and how events change it.
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::{
     events::{CgroupId, DeliverEvent, Event, ExitStatus, Handler, Mono, SignalEvent},
@@ -95,7 +95,8 @@ struct Group {
     seeded: bool,
     /// The last signal from outside that was not a stop (a reload), with when and who.
     noted: Option<(Signal, Mono, Sender)>,
-    oom_victims: BTreeSet<u32>,
+    /// The OOM killer's victims (pid, name) while the container ran.
+    oom_victims: BTreeMap<u32, String>,
     active: Option<Active>,
     /// The last processes the runtime exec'd into the running container from outside (exec
     /// hooks and probes, `kubectl exec`): one of them may be its preStop hook.
@@ -339,11 +340,13 @@ impl Tracker {
                 Vec::new()
             }
             Event::Oom(e) => {
-                let cgroup = self.procs.get(&e.pid).map(|p| p.cgroup).unwrap_or(e.cgroup);
+                let known = self.procs.get(&e.pid);
+                let cgroup = known.map(|p| p.cgroup).unwrap_or(e.cgroup);
+                let comm = known.map(|p| p.comm.clone()).unwrap_or_default();
                 if let Some(g) = self.groups.get_mut(&cgroup) {
-                    g.oom_victims.insert(e.pid);
+                    g.oom_victims.insert(e.pid, comm.clone());
                     if let Some(a) = g.active.as_mut() {
-                        a.oom_victims.insert(e.pid);
+                        a.oom_victims.insert(e.pid, comm);
                     }
                 }
                 Vec::new()

@@ -51,6 +51,13 @@ impl Tracker {
                 return;
             }
             let is_kill = e.signal == Signal::KILL;
+            // The OOM killer's SIGKILL to a process other than the main one (sent from whoever
+            // allocated, maybe outside): the container runs on, no stop begins.
+            let oom_of_a_child =
+                is_kill && e.code == SI_KERNEL && group.main.is_some_and(|m| m != e.target_pid);
+            if oom_of_a_child {
+                return;
+            }
             let opens = is_kill
                 || match own_stop_signal {
                     Some(known) => e.signal == known,
@@ -246,17 +253,16 @@ impl Tracker {
         // A main process that dies after the OOM killer hit the container, with no stop under
         // way: that is a termination too.
         if group.active.is_none() && group.main == Some(pid) && !group.oom_victims.is_empty() {
+            // The name it had while it ran (an exit's comm can be empty or a thread's).
+            let comm = known
+                .as_ref()
+                .map(|p| p.comm.clone())
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| comm.to_string());
             let mut alive: BTreeMap<u32, String> =
                 group.members.iter().map(|&p| (p, String::new())).collect();
-            alive.insert(pid, comm.to_string());
-            group.active = Some(Active::new(
-                ts,
-                None,
-                pid,
-                comm.to_string(),
-                alive,
-                &group.oom_victims,
-            ));
+            alive.insert(pid, comm.clone());
+            group.active = Some(Active::new(ts, None, pid, comm, alive, &group.oom_victims));
         }
         if let Some(a) = group.active.as_mut() {
             a.exits.insert(pid, status);

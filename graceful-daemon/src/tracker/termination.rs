@@ -152,6 +152,19 @@ pub struct Termination {
     pub pre_stop: Option<HookRun>,
     /// In an interim `stuck` record: the processes still there after their SIGKILL.
     pub stuck: Vec<StuckProcess>,
+    /// The OOM killer's victims in the container, before or during the stop.
+    pub oom: Vec<OomVictim>,
+}
+
+/// A process the OOM killer took, and whether that ended the container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OomVictim {
+    pub pid: u32,
+    pub comm: String,
+    /// It was the container's main process.
+    pub main: bool,
+    /// Its kill ended the container (the verdict is `oom_killed`).
+    pub ended_container: bool,
 }
 
 /// A process that outlived its SIGKILL: where the kernel holds it, as /proc tells.

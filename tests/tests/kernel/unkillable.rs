@@ -21,7 +21,8 @@ const IN_HEADER: usize = 40;
 /// (closing the device fails every request in flight) and detaches the mount.
 struct HungMount {
     dir: PathBuf,
-    device: Option<OwnedFd>,
+    /// Written to (closed) to stop the server, which holds the only device fd.
+    stop: Option<OwnedFd>,
     server: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -59,21 +60,51 @@ impl HungMount {
             "mount fuse: {}",
             std::io::Error::last_os_error()
         );
-        let reader = device.try_clone().expect("dup /dev/fuse");
-        let server = std::thread::spawn(move || serve_init_only(reader));
+        let mut pipe = [0; 2];
+        // SAFETY: a two-int array for pipe2.
+        assert_eq!(
+            unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
+            0
+        );
+        // SAFETY: fresh fds of ours.
+        let (stopped, stop) =
+            unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        let server = std::thread::spawn(move || serve_init_only(device, stopped));
         HungMount {
             dir,
-            device: Some(device),
+            stop: Some(stop),
             server: Some(server),
         }
     }
 }
 
-/// Answers FUSE_INIT; reads every other request and never answers it. Returns when the
-/// connection is aborted.
-fn serve_init_only(device: OwnedFd) {
+/// Answers FUSE_INIT; reads every other request and never answers it. Returns when `stopped`
+/// is closed, dropping the device, the last fd of the connection, which aborts it.
+fn serve_init_only(device: OwnedFd, stopped: OwnedFd) {
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: device.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stopped.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two pollfds of ours.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        if fds[1].revents != 0 || fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
+        }
+        if fds[0].revents & libc::POLLIN == 0 {
+            continue;
+        }
         // SAFETY: reading into our own buffer.
         let n = unsafe { libc::read(device.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
@@ -111,14 +142,14 @@ fn serve_init_only(device: OwnedFd) {
 
 impl Drop for HungMount {
     fn drop(&mut self) {
-        // The last device fd closed aborts the connection: every request in flight fails.
-        drop(self.device.take());
+        // The server drops the device, the connection's last fd: every request in flight fails.
+        drop(self.stop.take());
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
         if let Ok(target) = CString::new(self.dir.as_os_str().as_encoded_bytes()) {
             // SAFETY: a valid C string.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
         }
         let _ = std::fs::remove_dir(&self.dir);
     }

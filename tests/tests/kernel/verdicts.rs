@@ -274,6 +274,35 @@ async fn oom_kill_in_a_memory_limited_cgroup() {
     let r = one(oom(), Verdict::OomKilled).await;
     assert_eq!(r.termination.outcome, Outcome::Killed);
     assert!(r.termination.explanation.contains("OOM"));
+    let victim = &r.termination.oom[0];
+    assert!(victim.main && victim.ended_container, "{victim:?}");
+}
+
+/// A worker OOM-killed under the container's memory limit while PID 1 lives on, then a clean
+/// stop: the OOM kill is on the record, not its verdict, and opened no termination of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_oom_killed_while_pid1_lives_on_is_noted_on_a_graceful_stop() {
+    let mut s = Scenario::new(
+        "oom-child",
+        "a worker allocates past the 32 MiB limit and is OOM-killed; PID 1 runs on",
+        sh("trap 'kill -TERM $w; wait $w; exit 0' TERM; \
+            sh -c 'x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done'; \
+            sleep 1000 & w=$!; wait"),
+        &["sh", "sleep"],
+    );
+    s.spawn.memory_limit = Some(32 << 20);
+    let r = one(s, Verdict::Graceful).await;
+    let t = &r.termination;
+    assert_eq!(t.outcome, Outcome::Exited);
+    assert_eq!(t.oom.len(), 1, "{}", r.timeline());
+    assert!(!t.oom[0].main && !t.oom[0].ended_container, "{:?}", t.oom);
+    assert!(
+        t.explanation.contains("The OOM killer also killed sh (pid"),
+        "{}",
+        t.explanation
+    );
+    let json = r.to_json(&Default::default());
+    assert_eq!(json["oom"][0]["ended_container"], false, "{json:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,6 +37,7 @@ fn killed(workload: &str) -> TerminationRecord {
             explanation: String::new(),
             pre_stop: None,
             stuck: Vec::new(),
+            oom: Vec::new(),
         },
         cgroup: None,
         identity: None,

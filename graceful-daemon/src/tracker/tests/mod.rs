@@ -346,6 +346,7 @@ fn a_process_still_listed_in_its_cgroup_after_its_exit_is_not_brought_back() {
 }
 
 mod dispositions;
+mod oom;
 mod pre_stop;
 mod properties;
 mod restarts_and_reuse;
