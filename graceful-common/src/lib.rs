@@ -16,6 +16,8 @@ pub const STOPPING_ENTRIES: u32 = 1 << 13;
 pub const SEEN_ENTRIES: u32 = 1 << 16;
 /// Threads that entered a cgroup from another (a runtime's exec): their exec is reported.
 pub const ENTERED_ENTRIES: u32 = 1 << 12;
+/// Containers whose preStop exec hook's program userspace told the kernel (cgroup id -> comm).
+pub const PRE_STOP_ENTRIES: u32 = 1 << 13;
 /// Bytes of the ring buffer (must be a power of two and a multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 22;
 /// Index in the `LOST` per-CPU array: records that did not fit in the ring buffer.

@@ -10,8 +10,8 @@ use crate::{
     signals::Signal,
     tracker::explanation::{pre_stop_took_all_the_grace, pre_stop_took_the_grace},
     tracker::{
-        Init, NamedProcess, OomVictim, Outcome, Received, Sender, StuckProcess, Termination,
-        Verdict,
+        Init, NamedProcess, OomVictim, Outcome, Received, Sender, StopSource, StuckProcess,
+        Termination, Verdict,
     },
 };
 
@@ -103,6 +103,8 @@ struct StopJson<'a> {
     at: String,
     sender: &'a Sender,
     result: SignalResult,
+    /// `runtime` (from outside) or `pre_stop` (the container's preStop hook, from inside).
+    source: StopSource,
 }
 
 #[derive(Serialize)]
@@ -152,6 +154,7 @@ impl TerminationRecord {
                 at: clock.rfc3339(s.at),
                 sender: &s.sender,
                 result: s.result,
+                source: s.source,
             }),
             pre_stop: self.pre_stop_json(clock),
             init: &t.init,
@@ -316,8 +319,13 @@ impl TerminationRecord {
             t.outcome.as_str()
         );
         if let Some(s) = &t.stop {
+            let by_hook = if s.source == StopSource::PreStop {
+                ", the preStop hook"
+            } else {
+                ""
+            };
             out += &format!(
-                "   {}  {} from {} (pid {}) -> {} (pid {}): {}\n",
+                "   {}  {} from {} (pid {}{by_hook}) -> {} (pid {}): {}\n",
                 at(s.at),
                 s.signal,
                 s.sender.comm,

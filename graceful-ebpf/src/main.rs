@@ -21,7 +21,7 @@ use graceful_common::{
     AttachRecord, Config, DeliverRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind,
     OomRecord, SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, DISPOSITION_BLOCKED,
     DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_IGNORE, DISPOSITION_UNKNOWN,
-    ENTERED_ENTRIES, LOST_ENTRIES, LOST_READ_FAILED, LOST_RING_FULL, MAX_SIGNAL, NO_FIELD,
+    ENTERED_ENTRIES, PRE_STOP_ENTRIES, LOST_ENTRIES, LOST_READ_FAILED, LOST_RING_FULL, MAX_SIGNAL, NO_FIELD,
     RECORD_BUF, RESULT_SLOTS, RING_BYTES, SEEN_ENTRIES, STOPPING_ENTRIES,
 };
 
@@ -105,6 +105,12 @@ static ENTERED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(ENTERED_ENTRI
 /// their exit is reported too, so the hook's end and exit code are known.
 #[map]
 static VISITORS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(ENTERED_ENTRIES, 0);
+
+/// Containers' preStop exec hook programs (their `comm`, NUL-padded), written by userspace from
+/// the runtime's and the API's word. The hook's exec marks its container stopping, so that the
+/// signals it sends inside (`kill -QUIT 1`, `nginx -s quit`) are reported.
+#[map]
+static PRE_STOP: LruHashMap<u64, [u8; 16]> = LruHashMap::with_max_entries(PRE_STOP_ENTRIES, 0);
 
 macro_rules! config {
     ($field:ident) => {{

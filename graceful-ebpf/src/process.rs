@@ -82,6 +82,21 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The current task, just exec'd into `cgroup` from outside, runs the program userspace named as
+/// the container's preStop hook. Compared as two words: no memcmp in BPF.
+#[inline(always)]
+fn runs_pre_stop_hook(cgroup: u64) -> bool {
+    // SAFETY: the value is copied out at once.
+    let Some(hook) = (unsafe { PRE_STOP.get(cgroup) }) else {
+        return false;
+    };
+    let words = |b: [u8; 16]| -> [u64; 2] {
+        // SAFETY: 16 bytes as two u64s, same size.
+        unsafe { core::mem::transmute(b) }
+    };
+    words(*hook) == words(current_comm())
+}
+
 /// Reported: the first exec of a cgroup (it identifies the container), an exec by a thread
 /// that entered the cgroup from outside (its exit is reported too), and every exec of a
 /// container being stopped.
@@ -103,6 +118,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     // The first exec after the daemon started may be a visitor too (SEEN starts empty).
     if entered && !stopping {
         let _ = VISITORS.insert(tgid, 1, 0);
+        // The container's preStop hook: what it does to the container is its stop.
+        if runs_pre_stop_hook(cgroup) {
+            mark_stopping(cgroup);
+        }
     }
     if first || entered || stopping {
         output(

@@ -112,6 +112,9 @@ impl Daemon {
             .and_then(|h| h.program.as_deref())
         {
             tracker.set_pre_stop_program(cgroup, program);
+            if let Some(hooks) = self.hooks.as_mut() {
+                hooks.set(cgroup, program);
+            }
         }
     }
 

@@ -35,7 +35,7 @@ use crate::{
     identity::{self, Identity},
     pipeline::Session,
     privileges,
-    probes::{ProbeError, ProbeOptions, Probes, PROGRAMS},
+    probes::{PreStopHooks, ProbeError, ProbeOptions, Probes, PROGRAMS},
     record::TerminationRecord,
 };
 
@@ -116,6 +116,8 @@ struct Daemon {
     state: SharedState,
     /// Owned by the loop: a scrape encodes the registry without waiting for it.
     metrics: Metrics,
+    /// The kernel's list of preStop hook programs (None: not available on this kernel).
+    hooks: Option<PreStopHooks>,
     /// What the runtime said of each container.
     names: RuntimeNames<Waiting>,
     audits: u32,
@@ -154,7 +156,11 @@ pub async fn run(
         let _ = http_stopped.await;
     }));
 
-    let (probes, driver) = Session::start(&options.probes)?.driver(SWEEP);
+    let (mut probes, driver) = Session::start(&options.probes)?.driver(SWEEP);
+    let hooks = probes
+        .pre_stop_hooks()
+        .inspect_err(|e| tracing::warn!("{e}; a preStop hook's own signals are not seen"))
+        .ok();
     tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
     let health = metrics.health.clone();
     let programs: Vec<&str> = PROGRAMS.iter().map(|(program, _, _)| *program).collect();
@@ -186,6 +192,7 @@ pub async fn run(
         driver,
         state.clone(),
         metrics,
+        hooks,
         cri,
         kube,
         options.log_format,
@@ -231,6 +238,7 @@ impl Daemon {
         driver: Driver,
         state: SharedState,
         metrics: Metrics,
+        hooks: Option<PreStopHooks>,
         cri: Option<CriClient>,
         kube: Option<Kube>,
         log_format: LogFormat,
@@ -245,6 +253,7 @@ impl Daemon {
             driver,
             state,
             metrics,
+            hooks,
             names,
             audits: 0,
             seen: HashSet::new(),

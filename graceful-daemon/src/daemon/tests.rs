@@ -27,6 +27,7 @@ fn daemon(events: mpsc::Receiver<Event>) -> (Daemon, Replies) {
         metrics,
         None,
         None,
+        None,
         LogFormat::Json,
     )
 }

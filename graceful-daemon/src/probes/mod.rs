@@ -2,8 +2,10 @@
 pub mod btf;
 #[cfg(feature = "test-utils")]
 mod floor;
+mod pre_stop;
 mod reader;
 pub mod tracefs;
+pub use pre_stop::PreStopHooks;
 
 #[cfg(feature = "test-utils")]
 pub use floor::{BpfStats, FloorProbe};

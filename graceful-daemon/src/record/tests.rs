@@ -3,7 +3,7 @@ use super::*;
 use crate::{
     clock::monotonic_now,
     enrich::PreStopHook,
-    tracker::{HookRun, Kill, Stop},
+    tracker::{HookRun, Kill, Stop, StopSource},
 };
 
 const S: u64 = 1_000_000_000;
@@ -22,6 +22,7 @@ fn record(hook: HookKind, run: Option<HookRun>, stop: Mono) -> TerminationRecord
                 at: stop,
                 sender: runc.clone(),
                 result: SignalResult::Delivered,
+                source: StopSource::Runtime,
             }),
             init: Init {
                 pid: 10,

@@ -31,6 +31,14 @@ fn names(procs: &[NamedProcess]) -> String {
 /// the app.
 pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
     let said = explain_verdict(verdict, f);
+    // A stop the container's own preStop hook began: say so first.
+    let said = match (&f.stop_from_hook, f.stop_signal) {
+        (Some(hook), Some(sig)) => format!(
+            "The preStop hook ({} (pid {})) sent {sig} to {} (pid {}) from inside the container: that began the stop. {said}",
+            hook.comm, hook.pid, f.main_comm, f.main
+        ),
+        _ => said,
+    };
     let wrapper_matters = matches!(
         verdict,
         Verdict::SwallowedByShellPid1

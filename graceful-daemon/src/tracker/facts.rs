@@ -1,7 +1,7 @@
 //! The facts a termination left: who the main process was, who received the stop signal and who
 //! never did, whether the kernel dropped it at the main process. What the verdict rules and the
 //! explanations read.
-use super::{Active, ExitStatus, Kill, Mono, Signal};
+use super::{Active, ExitStatus, Kill, Mono, Sender, Signal, StopSource};
 use crate::{
     events::{Handler, SignalResult},
     signals::is_shell,
@@ -16,6 +16,8 @@ pub(super) struct Facts {
     /// The main process is a shell: by what it runs where /proc told, else by its name.
     pub shell: Option<Shell>,
     pub stop_signal: Option<Signal>,
+    /// The preStop hook's process that sent the stop signal, when it came from the hook.
+    pub stop_from_hook: Option<Sender>,
     pub kill: Option<Kill>,
     /// The kernel dropped the stop signal at the main process: it said so at generation, or
     /// /proc showed no handler on an init and the signal did not end it.
@@ -207,6 +209,11 @@ impl Facts {
             main_comm: a.main_comm.clone(),
             shell,
             stop_signal,
+            stop_from_hook: a
+                .stop
+                .as_ref()
+                .filter(|s| s.source == StopSource::PreStop)
+                .map(|s| s.sender.clone()),
             kill: a.kill.clone(),
             dropped,
             ignored_explicitly,

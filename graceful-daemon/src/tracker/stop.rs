@@ -2,10 +2,39 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    Active, CgroupId, ExitStatus, Kill, Mono, Process, Received, Sender, SignalEvent, Stop,
-    Tracker, CONVENTIONAL_STOP_SIGNALS, EXITED_KEPT_MAX, EXITED_KEPT_NS, SI_KERNEL,
+    Active, CgroupId, ExitStatus, Group, Kill, Mono, Process, Received, Sender, SignalEvent, Stop,
+    StopSource, Tracker, CONVENTIONAL_STOP_SIGNALS, EXITED_KEPT_MAX, EXITED_KEPT_NS, MAIN_WALK_MAX,
+    SI_KERNEL,
 };
 use crate::{events::Handler, signals::Signal};
+
+/// `sender` is the container's preStop exec hook (`program`), still running, or one of its
+/// descendants: the runtime exec'd it from outside, and what it signals is the stop.
+fn from_hook(
+    procs: &HashMap<u32, Process>,
+    group: &Group,
+    program: Option<&String>,
+    sender: u32,
+) -> bool {
+    let Some(program) = program else {
+        return false;
+    };
+    let hooks: Vec<u32> = group
+        .visits
+        .iter()
+        .filter(|v| v.ended.is_none() && v.comm == *program)
+        .map(|v| v.pid)
+        .collect();
+    let mut pid = Some(sender);
+    for _ in 0..MAIN_WALK_MAX {
+        match pid {
+            Some(p) if hooks.contains(&p) => return true,
+            Some(p) => pid = procs.get(&p).and_then(|p| p.parent),
+            None => return false,
+        }
+    }
+    false
+}
 
 impl Tracker {
     pub(super) fn on_signal(&mut self, e: &SignalEvent) {
@@ -47,9 +76,17 @@ impl Tracker {
             return;
         }
         if group.active.is_none() {
-            if !outside {
+            // From inside, only the preStop hook's signal to the main process is a stop.
+            let source = if outside {
+                StopSource::Runtime
+            } else if group.main == Some(e.target_pid)
+                && e.signal != Signal::KILL
+                && from_hook(&self.procs, group, self.hooks.get(&cgroup), e.sender_pid)
+            {
+                StopSource::PreStop
+            } else {
                 return;
-            }
+            };
             let is_kill = e.signal == Signal::KILL;
             // The OOM killer's SIGKILL to a process other than the main one (sent from whoever
             // allocated, maybe outside): the container runs on, no stop begins.
@@ -58,11 +95,12 @@ impl Tracker {
             if oom_of_a_child {
                 return;
             }
+            // A hook stops the app its own way (`nginx -s quit` sends SIGQUIT whatever the
+            // image's STOPSIGNAL): any conventional stop signal from it opens the stop.
             let opens = is_kill
-                || match own_stop_signal {
-                    Some(known) => e.signal == known,
-                    None => CONVENTIONAL_STOP_SIGNALS.contains(&e.signal),
-                };
+                || own_stop_signal == Some(e.signal)
+                || ((own_stop_signal.is_none() || source == StopSource::PreStop)
+                    && CONVENTIONAL_STOP_SIGNALS.contains(&e.signal));
             if !opens {
                 // A reload (SIGHUP), a log rotation (SIGUSR1): noted, not a stop.
                 group.noted = Some((e.signal, e.ts, sender));
@@ -120,6 +158,7 @@ impl Tracker {
                 at: e.ts,
                 sender: sender.clone(),
                 result: e.result,
+                source,
             });
             // The preStop exec hook: the last run of its program that the runtime exec'd in
             // within the grace before this stop. Still running, it is the runtime's, not the app's.

@@ -34,7 +34,7 @@ pub enum Verdict {
     Unkillable,
 }
 
-serialize_by_name!(Outcome, Verdict);
+serialize_by_name!(Outcome, Verdict, StopSource);
 
 impl Verdict {
     /// The verdicts of a final record (what the stop counters are made of); `unkillable` is
@@ -101,6 +101,26 @@ pub struct Stop {
     pub at: Mono,
     pub sender: Sender,
     pub result: SignalResult,
+    pub source: StopSource,
+}
+
+/// Where a stop signal came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSource {
+    /// From outside the container: the runtime (or anyone outside).
+    Runtime,
+    /// From inside, sent by the container's preStop exec hook (or its children) to the main
+    /// process: `kill -QUIT 1`, `nginx -s quit`.
+    PreStop,
+}
+
+impl StopSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopSource::Runtime => "runtime",
+            StopSource::PreStop => "pre_stop",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

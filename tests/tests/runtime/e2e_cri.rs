@@ -462,3 +462,59 @@ async fn a_pre_stop_hook_that_takes_the_grace_is_the_verdict() {
     assert!(share > 0.95, "{r:#}");
     cri.remove_pod(&sandbox).await;
 }
+
+/// A preStop hook that stops the app itself from inside, as `nginx -s quit` and `kill -QUIT 1`
+/// recipes do, run by the runtime as kubelet runs it (CRI ExecSync): the hook's signal is the
+/// stop, judged by the usual rules, and the record says where it came from.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_stop_hook_that_signals_pid1_is_the_stop() {
+    let ctd = Containerd::start().await;
+    let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
+    let mut cri = ctd.client().await;
+    let pod = |name: &'static str, uid: &'static str| PodSpec {
+        namespace: "e2e",
+        name,
+        uid,
+        grace_seconds: 5,
+        shared_pids: false,
+    };
+    let quits = pod("quits-on-hook", "3f6b1c2a-7d4e-4f5a-9b8c-0000000000b1");
+    let shell = pod("shell-pid1-hook", "3f6b1c2a-7d4e-4f5a-9b8c-0000000000b2");
+    // Handles SIGQUIT as nginx does: stops its worker, waits, exits 0.
+    let quitting = "trap 'kill -TERM $w; wait $w; exit 0' QUIT; sleep 1000 & w=$!; wait";
+    let (quits_sandbox, quits_id) = cri
+        .start_pod(&quits, "app", quitting, Some("kill -QUIT 1"), &ctd.dir)
+        .await;
+    let (shell_sandbox, shell_id) = cri
+        .start_pod(&shell, "app", "sleep 1000; true", Some("kill 1"), &ctd.dir)
+        .await;
+    // The daemon has the runtime's word on both (their hooks) once the audit names them.
+    eventually("both containers named by the runtime", || {
+        let (_, m) = http_get(daemon.addr, "/metrics")?;
+        [quits.name, shell.name]
+            .iter()
+            .all(|p| m.contains(&format!(r#"pod="{p}",container="app"}} "#)))
+            .then_some(())
+    });
+    cri.stop_like_kubelet(&quits_id, 5, Some("kill -QUIT 1"))
+        .await;
+    cri.stop_like_kubelet(&shell_id, 3, Some("kill 1")).await;
+
+    let r = record_where(daemon.addr, "/container/id", &quits_id);
+    assert_eq!(r["stop"]["source"], "pre_stop", "{r:#}");
+    assert_eq!(r["stop"]["signal"], "SIGQUIT", "{r:#}");
+    assert_eq!(r["stop"]["sender"]["comm"], "sh", "{r:#}");
+    assert_eq!(r["verdict"], "graceful", "{r:#}");
+    assert!(
+        r["explanation"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("The preStop hook (sh (pid")),
+        "{r:#}"
+    );
+    let r = record_where(daemon.addr, "/container/id", &shell_id);
+    assert_eq!(r["stop"]["source"], "pre_stop", "{r:#}");
+    assert_eq!(r["stop"]["signal"], "SIGTERM", "{r:#}");
+    assert_eq!(r["verdict"], "swallowed_by_shell_pid1", "{r:#}");
+    cri.remove_pod(&quits_sandbox).await;
+    cri.remove_pod(&shell_sandbox).await;
+}

@@ -61,3 +61,78 @@ fn no_hook_without_one_configured_or_of_another_program() {
     kill_after_grace(&mut s, 6.0);
     assert_eq!(s.one().pre_stop, None, "an exec probe is not the hook");
 }
+
+/// The runtime execs the hook `sh` (20) in at 1 s; it signals PID 1 from inside at 1.1 s.
+fn hook_signals_pid1(sig: Signal, result: SignalResult) -> Seq {
+    let mut s = shell_with_child();
+    s.t.set_pre_stop_program(CG, "sh");
+    s.at(1.0).exec(20, "sh");
+    s.at(1.1).signal(sig, 20, CG, 10, result);
+    s
+}
+
+#[test]
+fn a_hook_that_stops_the_app_from_inside_begins_the_stop() {
+    // `kill -QUIT 1`: sh traps QUIT, passes it on and exits with its worker.
+    let mut s = hook_signals_pid1(Signal::QUIT, SignalResult::Delivered);
+    assert!(s.t.stopping(CG), "the hook's signal began the stop");
+    s.signal(Signal::QUIT, 10, CG, 11, SignalResult::Delivered)
+        .at(1.5)
+        .exit(11, Some(0), None)
+        .exit(10, Some(0), None)
+        .exit(20, Some(0), None);
+    let r = s.one();
+    let stop = r.stop.clone().expect("a stop");
+    assert_eq!(
+        (stop.signal, stop.source, stop.sender.pid),
+        (Signal::QUIT, StopSource::PreStop, 20)
+    );
+    assert_eq!(r.verdict, Verdict::Graceful, "{}", r.explanation);
+    assert!(
+        r.explanation
+            .starts_with("The preStop hook (sh (pid 20)) sent SIGQUIT to sh (pid 10)"),
+        "{}",
+        r.explanation
+    );
+    assert!(
+        r.never_received.iter().all(|p| p.pid != 20),
+        "the hook is not the app's: {:?}",
+        r.never_received
+    );
+}
+
+#[test]
+fn a_hooks_kill_1_swallowed_by_a_shell_pid1_is_swallowed() {
+    let mut s = hook_signals_pid1(Signal::TERM, SignalResult::Ignored);
+    s.at(1.2).exit(20, Some(0), None);
+    // The runtime's own SIGTERM after the hook, dropped too, then SIGKILL.
+    s.at(1.3)
+        .signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 3.3);
+    let r = s.one();
+    assert_eq!(
+        r.verdict,
+        Verdict::SwallowedByShellPid1,
+        "{}",
+        r.explanation
+    );
+    assert_eq!(r.stop.map(|s| s.source), Some(StopSource::PreStop));
+    assert!(r.explanation.contains("The preStop hook (sh (pid 20))"));
+}
+
+#[test]
+fn a_signal_inside_from_anyone_but_the_hook_is_no_stop() {
+    // An exec probe (not the hook's program) and the app's own child signal PID 1.
+    let mut s = shell_with_child();
+    s.t.set_pre_stop_program(CG, "drain");
+    s.at(1.0).exec(20, "probe");
+    s.signal(Signal::TERM, 20, CG, 10, SignalResult::Delivered)
+        .signal(Signal::TERM, 11, CG, 10, SignalResult::Delivered);
+    assert!(!s.t.stopping(CG));
+    // The hook's program, but to a process other than PID 1.
+    let mut s = shell_with_child();
+    s.t.set_pre_stop_program(CG, "sh");
+    s.at(1.0).exec(20, "sh");
+    s.signal(Signal::TERM, 20, CG, 11, SignalResult::Delivered);
+    assert!(!s.t.stopping(CG));
+}
