@@ -68,6 +68,18 @@ impl Scenario {
         )
         .stop_with(None)
     }
+    pub fn oom_child() -> Scenario {
+        let mut s = Scenario::new(
+            "oom-child",
+            "a worker allocates past the 32 MiB limit and is OOM-killed; PID 1 runs on and stops cleanly",
+            sh("trap 'kill -TERM $w; wait $w; exit 0' TERM; \
+                sh -c 'x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done'; \
+                sleep 1000 & w=$!; wait"),
+            &["sh", "sleep"],
+        );
+        s.spawn.memory_limit = Some(32 << 20);
+        s
+    }
     /// What `graceful-daemon demo` shows.
     pub fn demo_set() -> Vec<Scenario> {
         vec![
@@ -79,6 +91,7 @@ impl Scenario {
             Scenario::forwards(),
             Scenario::exits_leaving_children(),
             Scenario::force_delete(),
+            Scenario::oom_child(),
         ]
     }
 }

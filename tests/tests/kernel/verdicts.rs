@@ -33,7 +33,7 @@ fn assert_verdict(s: &Scenario, expect: Verdict, r: &TerminationRecord) {
 }
 
 /// The demo's scenarios and the verdict each must get, in `Scenario::demo_set`'s order.
-const DEMO_VERDICTS: [Verdict; 8] = [
+const DEMO_VERDICTS: [Verdict; 9] = [
     Verdict::SwallowedByShellPid1,
     Verdict::Pid1IgnoresStopSignal,
     Verdict::NotForwarded,
@@ -42,6 +42,7 @@ const DEMO_VERDICTS: [Verdict; 8] = [
     Verdict::Graceful,
     Verdict::ChildrenKilledAtExit,
     Verdict::KilledWithoutStopSignal,
+    Verdict::Graceful,
 ];
 
 // Scenarios only the tests run.
@@ -282,16 +283,7 @@ async fn oom_kill_in_a_memory_limited_cgroup() {
 /// stop: the OOM kill is on the record, not its verdict, and opened no termination of its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_child_oom_killed_while_pid1_lives_on_is_noted_on_a_graceful_stop() {
-    let mut s = Scenario::new(
-        "oom-child",
-        "a worker allocates past the 32 MiB limit and is OOM-killed; PID 1 runs on",
-        sh("trap 'kill -TERM $w; wait $w; exit 0' TERM; \
-            sh -c 'x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done'; \
-            sleep 1000 & w=$!; wait"),
-        &["sh", "sleep"],
-    );
-    s.spawn.memory_limit = Some(32 << 20);
-    let r = one(s, Verdict::Graceful).await;
+    let r = one(Scenario::oom_child(), Verdict::Graceful).await;
     let t = &r.termination;
     assert_eq!(t.outcome, Outcome::Exited);
     assert_eq!(t.oom.len(), 1, "{}", r.timeline());
