@@ -271,6 +271,28 @@ pub struct PodSpec<'a> {
     pub shared_pids: bool,
 }
 
+impl PodSpec<'_> {
+    /// Until the container `id` of this pod runs exactly these programs (its processes' names,
+    /// from its cgroup, in any order): a forked child is a copy of its shell until it execs.
+    pub fn wait_for_programs(&self, id: &str, programs: &[&str]) {
+        let procs = graceful::cgroup::Cgroup2::discover()
+            .expect("cgroup2")
+            .dir(&format!("/kubepods/besteffort/pod{}/{id}", self.uid))
+            .join("cgroup.procs");
+        let mut wanted: Vec<&str> = programs.to_vec();
+        wanted.sort();
+        crate::daemon::eventually(&format!("{wanted:?} in {}", self.name), || {
+            let mut running: Vec<String> = std::fs::read_to_string(&procs)
+                .ok()?
+                .lines()
+                .filter_map(graceful::procfs::comm)
+                .collect();
+            running.sort();
+            (running == wanted).then_some(())
+        });
+    }
+}
+
 pub struct Cri {
     pub client: RuntimeServiceClient<Channel>,
     pods: PodCgroups,

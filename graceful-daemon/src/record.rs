@@ -8,7 +8,7 @@ use crate::{
     events::{ExitStatus, Mono, SignalResult},
     identity::Identity,
     signals::Signal,
-    tracker::explanation::{pre_stop_took_all_the_grace, pre_stop_took_the_grace},
+    tracker::explanation::{pre_stop_took_the_grace, HookShare},
     tracker::{
         Init, NamedProcess, OomVictim, Outcome, Received, Sender, StopSource, StuckProcess,
         Termination, Verdict,
@@ -263,8 +263,14 @@ impl TerminationRecord {
         if t.outcome != Outcome::KilledAfterGrace {
             return;
         }
-        let (left, signal) = (kill.at.saturating_sub(stop.at) as f64 / 1e9, stop.signal);
         let hook = self.hook_name(span.kind);
+        let share = HookShare {
+            hook: &hook,
+            used: span.used,
+            grace,
+            signal: stop.signal,
+            left: kill.at.saturating_sub(stop.at) as f64 / 1e9,
+        };
         // The kubelet gives the stop signal whatever is left, but never under 2 s; its clock
         // and ours differ by a little.
         let left_the_minimum = grace - span.used <= KUBELET_MIN_GRACE + 0.5;
@@ -275,14 +281,13 @@ impl TerminationRecord {
             )
         {
             self.termination.verdict = Verdict::PreStopTookTheGrace;
-            self.termination.explanation =
-                pre_stop_took_all_the_grace(&hook, span.used, grace, signal, left);
+            self.termination.explanation = pre_stop_took_the_grace(&share, true);
             return;
         }
         if span.share.is_none_or(|s| s < 0.9) {
             return;
         }
-        let sentence = pre_stop_took_the_grace(&hook, span.used, grace, signal, left);
+        let sentence = pre_stop_took_the_grace(&share, false);
         // Idempotent: a second call finds its sentence already there.
         let said = &mut self.termination.explanation;
         if !said.ends_with(&sentence) {

@@ -19,7 +19,7 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
-use super::metrics::Exposition;
+use super::exposition::Exposition;
 
 /// How many records /terminations keeps.
 pub const KEPT_RECORDS: usize = 1000;

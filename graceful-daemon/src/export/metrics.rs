@@ -2,17 +2,16 @@
 //! are dropped once it has been gone for longer than the TTL.
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use prometheus_client::{
-    encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
 use super::{
+    exposition::Exposition,
     health::{registered, registered_as, Health, ProcessMetrics},
     metric_labels::*,
 };
@@ -185,21 +184,6 @@ impl TerminationMetrics {
     }
 }
 
-/// What /metrics encodes: the registry, shared with the HTTP server. Its families take their
-/// own short locks, so a scrape never waits for the event loop nor the loop for a scrape.
-#[derive(Clone)]
-pub struct Exposition(Arc<Registry>);
-
-impl Exposition {
-    /// OpenMetrics text, what Prometheus asks for.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.0);
-        out
-    }
-}
-
 /// The metric families and the book of which series each container and workload holds:
 /// owned by the event loop, which alone writes them.
 pub struct Metrics {
@@ -234,7 +218,7 @@ impl Metrics {
             health,
             containers,
             stops,
-            registry: Exposition(Arc::new(registry)),
+            registry: Exposition::new(registry),
             workload_ttl,
             node_counts: SignalCounts::default(),
             series: HashMap::new(),

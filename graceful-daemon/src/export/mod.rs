@@ -2,6 +2,7 @@
 //! metrics, the HTTP endpoints and Kubernetes Events.
 pub mod announcer;
 pub mod events;
+pub mod exposition;
 pub mod health;
 pub mod http;
 pub mod log;

@@ -259,40 +259,38 @@ fn victims(f: &Facts) -> String {
     }
 }
 
-/// When a preStop hook took (nearly) the whole grace before a SIGKILL: `left`, the seconds the
-/// app had between its stop signal and SIGKILL.
-pub fn pre_stop_took_the_grace(
-    hook: &str,
-    used: f64,
-    grace: f64,
-    signal: Signal,
-    left: f64,
-) -> String {
+/// What a preStop hook took of the grace before a SIGKILL.
+pub struct HookShare<'a> {
+    /// The hook as people wrote it ("exec: sleep 30", "http").
+    pub hook: &'a str,
+    /// Seconds it ran.
+    pub used: f64,
+    pub grace: f64,
+    pub signal: Signal,
+    /// Seconds the app had between its stop signal and SIGKILL.
+    pub left: f64,
+}
+
+/// When a preStop hook took (nearly) the whole grace before a SIGKILL; `verdict`: it is the
+/// record's verdict (`pre_stop_took_the_grace`), not a note beside another.
+pub fn pre_stop_took_the_grace(h: &HookShare<'_>, verdict: bool) -> String {
+    let (hook, used, grace, signal, left) = (h.hook, h.used, h.grace, h.signal, h.left);
     let got = if left < 0.5 {
         format!("the app got {signal} and SIGKILL together")
     } else {
         format!("the app got {signal} only {left:.1} s before SIGKILL")
     };
-    format!(
-        "The preStop hook ({hook}) took {used:.1} s of the {grace:.0} s grace period, so {got}. \
-         Make the hook return sooner or raise terminationGracePeriodSeconds."
-    )
-}
-
-/// The verdict `pre_stop_took_the_grace`: the hook ran (nearly) to the end of the grace, and the
-/// app, which got its stop signal only then, was SIGKILLed with it still running.
-pub fn pre_stop_took_all_the_grace(
-    hook: &str,
-    used: f64,
-    grace: f64,
-    signal: Signal,
-    left: f64,
-) -> String {
-    format!(
-        "{} The app was not too slow: it had {left:.1} s, and the kubelet gives it at least 2 s whatever the hook took. \
-         terminationGracePeriodSeconds must cover the hook, the drain and a margin (a preStop `sleep` of N s needs a grace of at least N + the drain time).",
-        pre_stop_took_the_grace(hook, used, grace, signal, left)
-    )
+    let said = format!(
+        "The preStop hook ({hook}) took {used:.1} s of the {grace:.0} s grace period, so {got}."
+    );
+    if verdict {
+        format!(
+            "{said} The app was not too slow: it had {left:.1} s, and the kubelet gives it at least 2 s whatever the hook took. \
+             terminationGracePeriodSeconds must cover the hook, the drain and a margin (a preStop `sleep` of N s needs a grace of at least N + the drain time)."
+        )
+    } else {
+        format!("{said} Make the hook return sooner or raise terminationGracePeriodSeconds.")
+    }
 }
 
 /// What a running container's PID 1 would do with its stop signal, as the audit finds it.

@@ -122,22 +122,15 @@ async fn run_pods() -> PodsRun {
     }
     // Every container runs all its programs (its processes' names, read from its cgroup) before
     // it is stopped: a forked child is a copy of its shell until it execs.
-    let cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
     for ((_, id), (i, case)) in started.iter().zip(CASES.iter().enumerate()) {
-        let procs = cgroups
-            .dir(&format!("/kubepods/besteffort/pod{}/{id}", uid(i)))
-            .join("cgroup.procs");
-        eventually(&format!("{:?} in {}", case.programs, case.pod), || {
-            let mut running: Vec<String> = std::fs::read_to_string(&procs)
-                .ok()?
-                .lines()
-                .filter_map(graceful::procfs::comm)
-                .collect();
-            running.sort();
-            let mut wanted: Vec<&str> = case.programs.to_vec();
-            wanted.sort();
-            (running == wanted).then_some(())
-        });
+        let pod = PodSpec {
+            namespace: "e2e",
+            name: case.pod,
+            uid: &uid(i),
+            grace_seconds: 2,
+            shared_pids: case.shared_pids,
+        };
+        pod.wait_for_programs(id, case.programs);
     }
     let running_metrics = eventually("audit gauges with CRI names", || {
         let (_, m) = http_get(daemon.addr, "/metrics")?;
@@ -435,19 +428,7 @@ async fn a_pre_stop_hook_that_takes_the_grace_is_the_verdict() {
     let (sandbox, id) = cri
         .start_pod(&pod, "app", script, Some("sleep 3"), &ctd.dir)
         .await;
-    let procs = graceful::cgroup::Cgroup2::discover()
-        .unwrap()
-        .dir(&format!("/kubepods/besteffort/pod{}/{id}", pod.uid))
-        .join("cgroup.procs");
-    eventually("sh, sh and sleep running", || {
-        let mut running: Vec<String> = std::fs::read_to_string(&procs)
-            .ok()?
-            .lines()
-            .filter_map(graceful::procfs::comm)
-            .collect();
-        running.sort();
-        (running == ["sh", "sh", "sleep"]).then_some(())
-    });
+    pod.wait_for_programs(&id, &["sh", "sh", "sleep"]);
     cri.stop_like_kubelet(&id, 3, Some("sleep 3")).await;
     let r = record_where(daemon.addr, "/container/id", &id);
     assert_eq!(r["verdict"], "pre_stop_took_the_grace", "{r:#}");

@@ -20,14 +20,7 @@ async fn containers_running_before_the_daemon_get_their_names() {
         .start_pod(&pod, "app", "sleep 1000; true", None, &ctd.dir)
         .await;
     // Running, with its shell and its child, before the daemon starts.
-    let cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
-    let procs = cgroups
-        .dir(&format!("/kubepods/besteffort/pod{}/{id}", pod.uid))
-        .join("cgroup.procs");
-    eventually("sh and sleep in the container", || {
-        let n = std::fs::read_to_string(&procs).ok()?.lines().count();
-        (n == 2).then_some(())
-    });
+    pod.wait_for_programs(&id, &["sh", "sleep"]);
     let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
     eventually("the audit gauge with the pod's CRI names", || {
         let (_, m) = http_get(daemon.addr, "/metrics")?;
