@@ -105,31 +105,28 @@ async fn run_pods() -> PodsRun {
     let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
     let mut cri = ctd.client().await;
 
-    let mut started = Vec::new();
-    for (i, case) in CASES.iter().enumerate() {
-        let pod = PodSpec {
+    let uids: Vec<String> = (0..CASES.len()).map(uid).collect();
+    let pods: Vec<PodSpec> = CASES
+        .iter()
+        .zip(&uids)
+        .map(|(case, uid)| PodSpec {
             namespace: "e2e",
             name: case.pod,
-            uid: &uid(i),
+            uid,
             grace_seconds: 2,
             shared_pids: case.shared_pids,
-        };
+        })
+        .collect();
+    let mut started = Vec::new();
+    for (pod, case) in pods.iter().zip(CASES) {
         let pre_stop = (case.pod == "forwards").then_some("echo token=Bearer-s3cr3t > /dev/null");
         started.push(
-            cri.start_pod(&pod, "app", case.script, pre_stop, &ctd.dir)
+            cri.start_pod(pod, "app", case.script, pre_stop, &ctd.dir)
                 .await,
         );
     }
-    // Every container runs all its programs (its processes' names, read from its cgroup) before
-    // it is stopped: a forked child is a copy of its shell until it execs.
-    for ((_, id), (i, case)) in started.iter().zip(CASES.iter().enumerate()) {
-        let pod = PodSpec {
-            namespace: "e2e",
-            name: case.pod,
-            uid: &uid(i),
-            grace_seconds: 2,
-            shared_pids: case.shared_pids,
-        };
+    // Every container runs all its programs before it is stopped.
+    for ((_, id), (pod, case)) in started.iter().zip(pods.iter().zip(CASES)) {
         pod.wait_for_programs(id, case.programs);
     }
     let running_metrics = eventually("audit gauges with CRI names", || {
