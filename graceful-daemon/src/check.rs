@@ -7,8 +7,8 @@ use std::{
 };
 
 use crate::{
-    check_image::ImageCheckError,
     engine::{self, EngineError, Ready, Scenario},
+    enrich::cri::{CriError, KNOWN_SOCKETS},
     record::TerminationRecord,
     signals::Signal,
     tracker::Verdict,
@@ -24,6 +24,21 @@ pub enum CheckError {
     Image(#[from] ImageCheckError),
     #[error("{}", run_failed(.0))]
     Run(#[from] EngineError),
+}
+
+#[derive(Debug, thiserror::Error)]
+/// Why `check --image` could not run the image here.
+pub enum ImageCheckError {
+    #[error("no container runtime socket found (tried {}): give --cri-socket", KNOWN_SOCKETS.join(", "))]
+    NoSocket,
+    #[error("the container runtime: {0}")]
+    Runtime(CriError),
+    #[error("image {image} is not on this node and could not be pulled: {error}")]
+    NoImage { image: String, error: String },
+    #[error("the container runtime could not {what}: {error}")]
+    Call { what: &'static str, error: String },
+    #[error("the container of {0} has no process (the runtime did not say its pid)")]
+    NoProcess(String),
 }
 
 fn run_failed(e: &EngineError) -> String {

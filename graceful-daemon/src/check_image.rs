@@ -16,9 +16,10 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::{
-    check::{CheckError, CheckOptions},
+    check::{CheckError, CheckOptions, ImageCheckError},
+    driver::Driver,
     engine::{self, EngineError, Readiness, Ready, READY_TIMEOUT},
-    enrich::cri::{stop_signal_of, CriClient, CriError, KNOWN_SOCKETS},
+    enrich::cri::{stop_signal_of, CriClient, CriError},
     enrich::ContainerInfo,
     identity::{self, Identity},
     pipeline::Session,
@@ -26,20 +27,6 @@ use crate::{
     record::TerminationRecord,
     signals::Signal,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageCheckError {
-    #[error("no container runtime socket found (tried {}): give --cri-socket", KNOWN_SOCKETS.join(", "))]
-    NoSocket,
-    #[error("the container runtime: {0}")]
-    Runtime(CriError),
-    #[error("image {image} is not on this node and could not be pulled: {error}")]
-    NoImage { image: String, error: String },
-    #[error("the container runtime could not {what}: {error}")]
-    Call { what: &'static str, error: String },
-    #[error("the container of {0} has no process (the runtime did not say its pid)")]
-    NoProcess(String),
-}
 
 /// A runtime call's error, named after what it did.
 fn call(what: &'static str) -> impl FnOnce(tonic::Status) -> ImageCheckError {
@@ -344,7 +331,7 @@ async fn run_in(
     stop_signal: Signal,
     options: &CheckOptions,
 ) -> Result<TerminationRecord, CheckError> {
-    let (_probes, mut driver) = session.driver(SWEEP);
+    let (_probes, mut driver) = Driver::start(session, SWEEP);
     let id = runtime
         .runtime
         .create_container(CreateContainerRequest {

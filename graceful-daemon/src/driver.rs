@@ -5,7 +5,13 @@ use std::time::Duration;
 
 use tokio::{sync::mpsc, time::Interval};
 
-use crate::{clock::WallClock, events::Event, pipeline::Pipeline, record::TerminationRecord};
+use crate::{
+    clock::WallClock,
+    events::Event,
+    pipeline::{Pipeline, Session},
+    probes::Probes,
+    record::TerminationRecord,
+};
 
 /// What one step of the driver did.
 pub enum Step {
@@ -29,6 +35,12 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// A session's probes, and the driver of its events sweeping every `sweep_every`.
+    pub fn start(session: Session, sweep_every: Duration) -> (Probes, Driver) {
+        let driver = Driver::new(session.events, session.pipeline, sweep_every);
+        (session.probes, driver)
+    }
+
     /// `sweep_every`: how often processes whose exit was not seen are looked for.
     pub fn new(events: mpsc::Receiver<Event>, pipeline: Pipeline, sweep_every: Duration) -> Driver {
         let mut sweep = tokio::time::interval(sweep_every);

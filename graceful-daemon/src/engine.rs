@@ -168,11 +168,11 @@ pub async fn run(
             .filter_map(|s| s.stop_signal)
             .filter(|s| !DEFAULT_STOP_SIGNALS.contains(s)),
     );
-    let (_probes, mut driver) = Session::start(&ProbeOptions {
+    let session = Session::start(&ProbeOptions {
         stop_signals: signals,
         ..ProbeOptions::default()
-    })?
-    .driver(SWEEP);
+    })?;
+    let (_probes, mut driver) = Driver::start(session, SWEEP);
     // One parent per run: runs in one process (tests in parallel) never share a cgroup.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

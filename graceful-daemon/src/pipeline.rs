@@ -27,12 +27,6 @@ pub struct Session {
 }
 
 impl Session {
-    /// The probes, and the driver of their events sweeping every `sweep_every`.
-    pub fn driver(self, sweep_every: std::time::Duration) -> (Probes, crate::driver::Driver) {
-        let driver = crate::driver::Driver::new(self.events, self.pipeline, sweep_every);
-        (self.probes, driver)
-    }
-
     pub fn start(options: &ProbeOptions) -> Result<Session, ProbeError> {
         let mut cgroups = Cgroup2::discover()?;
         let mut probes = Probes::load(options, &mut cgroups)?;

@@ -4,7 +4,7 @@ use std::{future::Future, io::Write, time::Duration};
 
 use crate::{
     clock::WallClock,
-    driver::{Step, StreamEnded},
+    driver::{Driver, Step, StreamEnded},
     events::Event,
     export::trace::{
         count_deltas, signal_json, signal_line, ResolvedSignal, SignalCountsJson, SIGNAL_HEADER,
@@ -48,11 +48,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TraceError> {
     tokio::pin!(shutdown);
-    let (probes, mut driver) = Session::start(&ProbeOptions {
+    let session = Session::start(&ProbeOptions {
         stop_signals: options.stop_signals.clone(),
         ..ProbeOptions::default()
-    })?
-    .driver(SWEEP);
+    })?;
+    let (probes, mut driver) = Driver::start(session, SWEEP);
     if !options.json {
         writeln!(out, "{SIGNAL_HEADER}")?;
     }

@@ -156,7 +156,7 @@ pub async fn run(
         let _ = http_stopped.await;
     }));
 
-    let (mut probes, driver) = Session::start(&options.probes)?.driver(SWEEP);
+    let (mut probes, driver) = Driver::start(Session::start(&options.probes)?, SWEEP);
     let hooks = probes
         .pre_stop_hooks()
         .inspect_err(|e| tracing::warn!("{e}; a preStop hook's own signals are not seen"))

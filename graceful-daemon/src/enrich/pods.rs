@@ -2,12 +2,34 @@
 //! workload, the grace this deletion gives, each container's stop signal and preStop hook.
 use crate::{
     enrich::{HookKind, PreStopHook},
-    export::events::Owner,
     redact,
     signals::Signal,
 };
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use k8s_openapi::{
+    api::core::v1::{Container, LifecycleHandler, Pod},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+
+/// A pod's controlling owner reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl From<&OwnerReference> for Owner {
+    fn from(o: &OwnerReference) -> Owner {
+        Owner {
+            api_version: o.api_version.clone(),
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: o.uid.clone(),
+        }
+    }
+}
 
 /// How long a kernel `comm` is (TASK_COMM_LEN - 1): what an exec hook's process is called.
 const COMM_LEN: usize = 15;

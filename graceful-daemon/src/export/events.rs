@@ -8,10 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    api::{apps::v1::ReplicaSet, core::v1::ObjectReference},
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
-};
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::ObjectReference};
 use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
     Api, Client,
@@ -20,6 +17,7 @@ use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::sync::mpsc;
 
 use super::metric_labels::EventLabels;
+pub use crate::enrich::pods::Owner;
 use crate::{
     redact,
     tracker::{Outcome, Verdict},
@@ -91,26 +89,6 @@ pub struct PodRef {
     pub uid: String,
     pub container: String,
     pub owner: Option<Owner>,
-}
-
-/// A pod's controlling owner reference.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Owner {
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
-    pub uid: String,
-}
-
-impl From<&OwnerReference> for Owner {
-    fn from(o: &OwnerReference) -> Owner {
-        Owner {
-            api_version: o.api_version.clone(),
-            kind: o.kind.clone(),
-            name: o.name.clone(),
-            uid: o.uid.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
