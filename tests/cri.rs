@@ -458,16 +458,27 @@ impl Cri {
 
     /// ExecSync, as kubelet runs an exec hook: the command's exit code.
     pub async fn exec_sync(&mut self, id: &str, cmd: &[&str], timeout_seconds: i64) -> i32 {
-        self.client
+        self.try_exec_sync(id, cmd, timeout_seconds)
+            .await
+            .expect("ExecSync")
+    }
+
+    /// ExecSync, or the runtime's error (a hook that outlived its timeout).
+    pub async fn try_exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout_seconds: i64,
+    ) -> Result<i32, tonic::Status> {
+        let reply = self
+            .client
             .exec_sync(ExecSyncRequest {
                 container_id: id.into(),
                 cmd: cmd.iter().map(|c| c.to_string()).collect(),
                 timeout: timeout_seconds,
             })
-            .await
-            .expect("ExecSync")
-            .into_inner()
-            .exit_code
+            .await?;
+        Ok(reply.into_inner().exit_code)
     }
 
     pub async fn stop_container(&mut self, id: &str, timeout_seconds: i64) {
@@ -482,14 +493,25 @@ impl Cri {
 
     /// Stops a container as kubelet does for a deleted pod: the preStop exec hook (`sh -c`)
     /// through ExecSync with the grace as its timeout, then StopContainer with what is left of
-    /// the grace, never less than 2 s (kubelet's minimumGracePeriodInSeconds).
-    pub async fn stop_like_kubelet(&mut self, id: &str, grace: i64, hook: Option<&str>) {
+    /// the grace, never less than 2 s (kubelet's minimumGracePeriodInSeconds). A hook that fails
+    /// or outlives the grace is only logged by kubelet: the stop goes on; its exit code, if any.
+    pub async fn stop_like_kubelet(
+        &mut self,
+        id: &str,
+        grace: i64,
+        hook: Option<&str>,
+    ) -> Option<i32> {
         let started = std::time::Instant::now();
+        let mut code = None;
         if let Some(cmd) = hook {
-            assert_eq!(self.exec_sync(id, &["/bin/sh", "-c", cmd], grace).await, 0);
+            code = self
+                .try_exec_sync(id, &["/bin/sh", "-c", cmd], grace)
+                .await
+                .ok();
         }
         let left = grace - started.elapsed().as_secs() as i64;
         self.stop_container(id, left.max(2)).await;
+        code
     }
 
     /// Until the container has ended on its own (as a Job's does), by the runtime's word.

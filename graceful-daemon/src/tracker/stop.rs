@@ -228,10 +228,14 @@ impl Tracker {
         }
         // The pid namespace ends with its init: the kernel SIGKILLs what is left, the dying
         // init as the sender, after its exit was reported.
+        // The preStop hook is the runtime's process, not the app's: cut with the namespace, it
+        // lost nothing of the app's.
+        let the_hook = a.pre_stop.as_ref().is_some_and(|h| h.pid == e.target_pid);
         if e.signal == Signal::KILL
             && !outside
             && e.sender_pid == a.main
             && e.target_pid != a.main
+            && !the_hook
             && a.exits.contains_key(&a.main)
         {
             a.torn_down.insert(e.target_pid);

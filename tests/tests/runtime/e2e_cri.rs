@@ -404,9 +404,9 @@ async fn a_runtime_answering_garbage_degrades_to_cgroup_identity() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A preStop hook that sleeps as long as the grace (a common "let the endpoints converge"
-/// recipe sized wrong): kubelet then gives SIGTERM its 2 s minimum, and an app that needs longer
-/// is SIGKILLed. The verdict names the hook, not the app.
+/// A preStop hook that sleeps past the grace (a "let the endpoints converge" recipe sized
+/// wrong): kubelet's ExecSync times out at the grace, SIGTERM gets the 2 s minimum, and an app
+/// that needs longer is SIGKILLed. The verdict names the hook, not the app.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pre_stop_hook_that_takes_the_grace_is_the_verdict() {
     let ctd = Containerd::start().await;
@@ -423,21 +423,29 @@ async fn a_pre_stop_hook_that_takes_the_grace_is_the_verdict() {
     let script =
         "trap 'kill -TERM -1; wait' TERM; sh -c 'trap \"sleep 60\" TERM; sleep 1000 & wait' & wait";
     let (sandbox, id) = cri
-        .start_pod(&pod, "app", script, Some("sleep 3"), &ctd.dir)
+        .start_pod(&pod, "app", script, Some("sleep 10"), &ctd.dir)
         .await;
     pod.wait_for_programs(&id, &["sh", "sh", "sleep"]);
-    cri.stop_like_kubelet(&id, 3, Some("sleep 3")).await;
+    let hook = cri.stop_like_kubelet(&id, 3, Some("sleep 10")).await;
+    assert_eq!(
+        hook, None,
+        "the hook outlived the grace: ExecSync timed out"
+    );
     let r = record_where(daemon.addr, "/container/id", &id);
     assert_eq!(r["verdict"], "pre_stop_took_the_grace", "{r:#}");
     assert_eq!(r["outcome"], "killed_after_grace", "{r:#}");
     let why = r["explanation"].as_str().unwrap_or_default();
     assert!(
-        why.starts_with("The preStop hook (exec: sleep 3) took 3.")
+        why.starts_with("The preStop hook (exec: sleep 10) took 3.")
             && why.contains("of the 3 s grace period"),
         "{why}"
     );
     let share = r["pre_stop"]["grace_share"].as_f64().unwrap_or_default();
     assert!(share > 0.95, "{r:#}");
+    assert!(
+        r["pre_stop"]["exit_code"].is_null(),
+        "still running at the stop: {r:#}"
+    );
     cri.remove_pod(&sandbox).await;
 }
 

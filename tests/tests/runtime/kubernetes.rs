@@ -208,7 +208,7 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         ),
         4,
     ));
-    cri.stop_like_kubelet(&web_id, 4, Some(HOOK)).await;
+    assert_eq!(cri.stop_like_kubelet(&web_id, 4, Some(HOOK)).await, Some(0));
     cri.stop_like_kubelet(&calm_id, 4, None).await;
 
     let record = record_of(&daemon, &web_id);

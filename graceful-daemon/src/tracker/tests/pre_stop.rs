@@ -76,11 +76,13 @@ fn a_hook_that_stops_the_app_from_inside_begins_the_stop() {
     // `kill -QUIT 1`: sh traps QUIT, passes it on and exits with its worker.
     let mut s = hook_signals_pid1(Signal::QUIT, SignalResult::Delivered);
     assert!(s.t.stopping(CG), "the hook's signal began the stop");
+    // The app is done before its hook: the namespace's teardown cuts the hook, not the app.
     s.signal(Signal::QUIT, 10, CG, 11, SignalResult::Delivered)
         .at(1.5)
         .exit(11, Some(0), None)
         .exit(10, Some(0), None)
-        .exit(20, Some(0), None);
+        .signal(Signal::KILL, 10, CG, 20, SignalResult::Delivered)
+        .exit(20, None, Some(9));
     let r = s.one();
     let stop = r.stop.clone().expect("a stop");
     assert_eq!(
