@@ -76,6 +76,15 @@ impl Tracker {
             return;
         }
         if group.active.is_none() {
+            // A process the runtime exec'd in (a hook, an exec probe) killed when it outlived
+            // its timeout: the runtime ends its own exec, not the container.
+            if group
+                .visits
+                .iter()
+                .any(|v| v.pid == e.target_pid && v.ended.is_none())
+            {
+                return;
+            }
             // From inside, only the preStop hook's signal to the main process is a stop.
             let source = if outside {
                 StopSource::Runtime

@@ -138,3 +138,31 @@ fn a_signal_inside_from_anyone_but_the_hook_is_no_stop() {
     s.signal(Signal::TERM, 20, CG, 11, SignalResult::Delivered);
     assert!(!s.t.stopping(CG));
 }
+
+#[test]
+fn a_hook_or_probe_killed_at_its_timeout_is_no_stop() {
+    // Kubelet's ExecSync timed out: the shim SIGKILLs the exec'd process, the container runs on.
+    let mut s = shell_with_child();
+    s.t.set_pre_stop_program(CG, "sh");
+    s.at(1.0).exec(20, "sh");
+    s.at(4.0)
+        .signal(Signal::KILL, RUNC, HOST, 20, SignalResult::Delivered)
+        .exit(20, None, Some(9));
+    assert!(
+        !s.t.stopping(CG),
+        "the runtime ended its exec, not the container"
+    );
+    // The stop that follows is judged with the hook's run in it.
+    s.at(4.1)
+        .signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 6.1);
+    let r = s.one();
+    assert_eq!(
+        r.verdict,
+        Verdict::SwallowedByShellPid1,
+        "{}",
+        r.explanation
+    );
+    let hook = r.pre_stop.expect("the hook's run");
+    assert_eq!(hook.exit.and_then(|e| e.signal), Some(9));
+}
