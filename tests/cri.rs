@@ -510,7 +510,18 @@ impl Cri {
                 .ok();
         }
         let left = grace - started.elapsed().as_secs() as i64;
-        self.stop_container(id, left.max(2)).await;
+        // A hook that stopped the app itself leaves a container that is exiting: StopContainer
+        // can then fail (its shim gone), and kubelet goes on. It has ended either way.
+        let stopped = self
+            .client
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: left.max(2),
+            })
+            .await;
+        if stopped.is_err() {
+            self.wait_exited(id).await;
+        }
         code
     }
 

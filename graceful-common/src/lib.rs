@@ -183,6 +183,8 @@ pub struct Config {
     pub attach_root: u32,
     pub attach_id: u32,
     pub attach_pid: u32,
+    /// `cgroup_attach_task.comm`, a `__data_loc` string (0: no such field).
+    pub attach_comm: u32,
     pub oom_pid: u32,
     pub task_exit_code: u32,
     pub task_tgid: u32,

@@ -198,6 +198,13 @@ impl Pipeline {
             }
             Event::Attach(e) => {
                 self.cgroups.learn(e.cgroup, e.tid);
+                // Moved in after its exec (the kernel reports such a move when the name it runs
+                // is the container's preStop hook's): a visit, named from /proc.
+                if !self.tracker.knows(e.tid) {
+                    if let Some(comm) = crate::procfs::comm(e.tid as i32) {
+                        self.tracker.entered(e.tid, e.cgroup, &comm, e.ts);
+                    }
+                }
             }
             Event::Signal(e)
                 if e.signal != Signal::KILL

@@ -9,7 +9,8 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated as gen,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, generated as gen,
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -36,6 +37,7 @@ static CONFIG: Config = Config {
     attach_root: 0,
     attach_id: 0,
     attach_pid: 0,
+    attach_comm: 0,
     oom_pid: 0,
     task_exit_code: 0,
     task_tgid: 0,

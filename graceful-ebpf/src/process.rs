@@ -90,11 +90,44 @@ fn runs_pre_stop_hook(cgroup: u64) -> bool {
     let Some(hook) = (unsafe { PRE_STOP.get(cgroup) }) else {
         return false;
     };
+    same_comm(*hook, current_comm())
+}
+
+/// The task `cgroup_attach_task` moves into `cgroup` already runs the container's preStop hook
+/// program (the record's `comm`, a `__data_loc` string).
+#[inline(always)]
+fn attached_pre_stop_hook(ctx: &TracePointContext, cgroup: u64) -> bool {
+    let field = config!(attach_comm);
+    // SAFETY: the value is copied out at once.
+    let Some(hook) = (unsafe { PRE_STOP.get(cgroup) }) else {
+        return false;
+    };
+    if field == 0 {
+        return false;
+    }
+    let record = ctx.as_ptr() as *const u8;
+    // SAFETY: a __data_loc is a u32 in the record (offset in its low 16 bits); the string it
+    // points at lies in the same record.
+    let name = unsafe {
+        let loc: u32 = read_kernel(record as u64, field);
+        let mut name = [0u8; 16];
+        if bpf_probe_read_kernel_str_bytes(record.add((loc & 0xffff) as usize), &mut name).is_err()
+        {
+            return false;
+        }
+        name
+    };
+    same_comm(*hook, name)
+}
+
+/// Two NUL-padded names, compared as two words: no memcmp in BPF.
+#[inline(always)]
+fn same_comm(a: [u8; 16], b: [u8; 16]) -> bool {
     let words = |b: [u8; 16]| -> [u64; 2] {
         // SAFETY: 16 bytes as two u64s, same size.
         unsafe { core::mem::transmute(b) }
     };
-    words(*hook) == words(current_comm())
+    words(a) == words(b)
 }
 
 /// Reported: the first exec of a cgroup (it identifies the container), an exec by a thread
@@ -154,6 +187,14 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         let _ = ENTERED.insert(child as u32, 1, 0);
         return 0;
     }
+    // A runtime's exec enters the container and forks before it execs (runc's nsexec clones
+    // twice): what the entered task forks before its exec has entered too.
+    // SAFETY: only the presence of the entry is used.
+    if unsafe { ENTERED.get(bpf_get_current_pid_tgid() as u32) }.is_some() {
+        // SAFETY: as above.
+        let child: i32 = unsafe { read_kernel(ctx.as_ptr() as u64, config!(newtask_pid)) };
+        let _ = ENTERED.insert(child as u32, 1, 0);
+    }
     let cgroup = current_cgroup();
     if !stopping(cgroup) {
         return 0;
@@ -191,7 +232,12 @@ pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
     // Its next exec says what entered; a container being stopped hears of the move at once.
     let _ = ENTERED.insert(tid as u32, 1, 0);
     if !stopping(cgroup) {
-        return 0;
+        // A runtime may move its exec in only after it exec'd (runc before 1.2): the preStop
+        // hook is then known by the name it already runs, and its move is reported.
+        if !attached_pre_stop_hook(&ctx, cgroup) {
+            return 0;
+        }
+        mark_stopping(cgroup);
     }
     output(
         &ctx,

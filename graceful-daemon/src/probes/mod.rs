@@ -212,6 +212,7 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         attach_root: field(&attach, "dst_root"),
         attach_id: field(&attach, "dst_id"),
         attach_pid: field(&attach, "pid"),
+        attach_comm: field(&attach, "comm"),
         oom_pid: field(&oom, "pid"),
         task_exit_code: btf::member_offset(&btf, "task_struct", "exit_code")?,
         task_tgid: btf::member_offset(&btf, "task_struct", "tgid")?,

@@ -294,6 +294,27 @@ impl Tracker {
         self.hooks.remove(&cgroup);
     }
 
+    /// A process the runtime brought into a running container from outside (its exec, or its
+    /// move when it had exec'd before: runc before 1.2), with the name it runs: one of the
+    /// container's visits, a preStop hook among them.
+    pub fn entered(&mut self, pid: u32, cgroup: CgroupId, comm: &str, ts: Mono) {
+        if let Some(g) = self.groups.get_mut(&cgroup) {
+            if g.active.is_none() && !g.members.is_empty() && !g.members.contains(&pid) {
+                if g.visits.len() == VISITS_KEPT {
+                    g.visits.pop_front();
+                }
+                g.visits.push_back(HookRun {
+                    pid,
+                    comm: comm.to_string(),
+                    started: ts,
+                    ended: None,
+                    exit: None,
+                });
+            }
+        }
+        self.join(pid, cgroup, comm, None, false);
+    }
+
     /// Feeds one event; returns the terminations it completed.
     pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
         self.now = self.now.max(event.ts());
@@ -307,21 +328,7 @@ impl Tracker {
             Event::Exec(e) => {
                 // A running container hears only of execs that entered it from outside (after
                 // its first): the runtime exec'd it, as it does a preStop hook.
-                if let Some(g) = self.groups.get_mut(&e.cgroup) {
-                    if g.active.is_none() && !g.members.is_empty() && !g.members.contains(&e.pid) {
-                        if g.visits.len() == VISITS_KEPT {
-                            g.visits.pop_front();
-                        }
-                        g.visits.push_back(HookRun {
-                            pid: e.pid,
-                            comm: e.comm.clone(),
-                            started: e.ts,
-                            ended: None,
-                            exit: None,
-                        });
-                    }
-                }
-                self.join(e.pid, e.cgroup, &e.comm, None, false);
+                self.entered(e.pid, e.cgroup, &e.comm, e.ts);
                 Vec::new()
             }
             Event::Fork(e) => {
