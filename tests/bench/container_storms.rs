@@ -33,8 +33,7 @@ impl Scraper {
         let thread = std::thread::spawn(move || {
             let mut scrapes = 0;
             while !stopped.load(Ordering::Relaxed) {
-                if http_get(addr, "/metrics").is_some_and(|b| b.contains("graceful_build_info"))
-                {
+                if http_get(addr, "/metrics").is_some_and(|b| b.contains("graceful_build_info")) {
                     scrapes += 1;
                 }
                 std::thread::sleep(Duration::from_millis(10));
