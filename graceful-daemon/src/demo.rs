@@ -91,7 +91,6 @@ impl Scenario {
             Scenario::forwards(),
             Scenario::exits_leaving_children(),
             Scenario::force_delete(),
-            Scenario::oom_child(),
         ]
     }
 }

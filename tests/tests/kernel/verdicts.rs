@@ -33,7 +33,7 @@ fn assert_verdict(s: &Scenario, expect: Verdict, r: &TerminationRecord) {
 }
 
 /// The demo's scenarios and the verdict each must get, in `Scenario::demo_set`'s order.
-const DEMO_VERDICTS: [Verdict; 9] = [
+const DEMO_VERDICTS: [Verdict; 8] = [
     Verdict::SwallowedByShellPid1,
     Verdict::Pid1IgnoresStopSignal,
     Verdict::NotForwarded,
@@ -42,7 +42,6 @@ const DEMO_VERDICTS: [Verdict; 9] = [
     Verdict::Graceful,
     Verdict::ChildrenKilledAtExit,
     Verdict::KilledWithoutStopSignal,
-    Verdict::Graceful,
 ];
 
 // Scenarios only the tests run.
