@@ -272,13 +272,35 @@ pub struct PodSpec<'a> {
 }
 
 impl PodSpec<'_> {
+    /// The container `id`'s `cgroup.procs`.
+    fn procs(&self, id: &str) -> std::path::PathBuf {
+        graceful::cgroup::Cgroup2::discover()
+            .expect("cgroup2")
+            .dir(&format!("/kubepods/besteffort/pod{}/{id}", self.uid))
+            .join("cgroup.procs")
+    }
+
+    /// The host pid of the container `id`'s PID 1 (pid 1 in its own pid namespace).
+    pub fn init_pid(&self, id: &str) -> u32 {
+        let procs = std::fs::read_to_string(self.procs(id)).expect("cgroup.procs");
+        procs
+            .lines()
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("NSpid:"))
+                        .and_then(|ids| ids.split_whitespace().last())
+                        == Some("1")
+                })
+            })
+            .and_then(|pid| pid.parse().ok())
+            .expect("the container's PID 1")
+    }
+
     /// Until the container `id` of this pod runs exactly these programs (its processes' names,
     /// from its cgroup, in any order): a forked child is a copy of its shell until it execs.
     pub fn wait_for_programs(&self, id: &str, programs: &[&str]) {
-        let procs = graceful::cgroup::Cgroup2::discover()
-            .expect("cgroup2")
-            .dir(&format!("/kubepods/besteffort/pod{}/{id}", self.uid))
-            .join("cgroup.procs");
+        let procs = self.procs(id);
         let mut wanted: Vec<&str> = programs.to_vec();
         wanted.sort();
         crate::daemon::eventually(&format!("{wanted:?} in {}", self.name), || {
@@ -293,6 +315,7 @@ impl PodSpec<'_> {
     }
 }
 
+#[derive(Clone)]
 pub struct Cri {
     pub client: RuntimeServiceClient<Channel>,
     pods: PodCgroups,
@@ -525,21 +548,47 @@ impl Cri {
         code
     }
 
+    /// StopContainer as a kubelet's pod worker keeps asking for it: containerd under a storm of
+    /// stops can lose its shim connection mid-kill ("ttrpc: closed"); the kubelet's next sync
+    /// asks again, unless the container has ended meanwhile.
+    pub async fn stop_until_exited(&mut self, id: &str, timeout_seconds: i64) {
+        let mut last = None;
+        for _ in 0..5 {
+            let stopped = self
+                .client
+                .stop_container(StopContainerRequest {
+                    container_id: id.into(),
+                    timeout: timeout_seconds,
+                })
+                .await;
+            match stopped {
+                Ok(_) => return,
+                Err(e) => last = Some(e),
+            }
+            if self.exited(id).await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        panic!("StopContainer {id}: {last:?}");
+    }
+
+    async fn exited(&mut self, id: &str) -> bool {
+        self.client
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().status)
+            .is_some_and(|s| s.state == ContainerState::ContainerExited as i32)
+    }
+
     /// Until the container has ended on its own (as a Job's does), by the runtime's word.
     pub async fn wait_exited(&mut self, id: &str) {
         for _ in 0..3000 {
-            let status = self
-                .client
-                .container_status(ContainerStatusRequest {
-                    container_id: id.into(),
-                    verbose: false,
-                })
-                .await
-                .expect("ContainerStatus")
-                .into_inner()
-                .status
-                .unwrap_or_default();
-            if status.state == ContainerState::ContainerExited as i32 {
+            if self.exited(id).await {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

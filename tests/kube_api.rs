@@ -2,6 +2,8 @@
 //! which speaks the real protocol over HTTP. Pods: list (field selector, resourceVersion) and
 //! watch (ADDED/MODIFIED/DELETED, BOOKMARK, a 410 Gone ERROR that forces a relist).
 //! events.k8s.io/v1 Events: POST, merge PATCH, list (and as core/v1 for `kubectl get events`).
+//! core/v1 Events the kubelet writes (`Killing`, `Unhealthy`), listed with their field selectors
+//! (`involvedObject.uid`, `involvedObject.name`, `reason`).
 //! apps/v1 ReplicaSets: get (their owner is the Deployment an Event also goes on).
 //! Discovery enough for the official kubectl. It can be down, slow or answer garbage.
 use std::{
@@ -22,6 +24,8 @@ use axum::{
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
+
+use crate::cri::PodSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -45,6 +49,8 @@ struct Store {
     events: BTreeMap<(String, String), Value>,
     /// apps/v1 ReplicaSets by (namespace, name).
     replicasets: BTreeMap<(String, String), Value>,
+    /// core/v1 Events as the kubelet writes them.
+    kubelet_events: Vec<Value>,
     /// "METHOD path?query" of every request, in order.
     pub requests: Vec<String>,
     mode: Option<Mode>,
@@ -137,7 +143,12 @@ impl ApiServer {
         let daemon = crate::daemon::Daemon::start_env(
             &[],
             &["--log-format", "json", "--cri-socket", &socket],
-            &[("KUBECONFIG", &kubeconfig), ("NODE_NAME", node)],
+            // The loop's debug lines say when it has a pod's facts (tests wait for them).
+            &[
+                ("KUBECONFIG", &kubeconfig),
+                ("NODE_NAME", node),
+                ("RUST_LOG", "info,graceful::daemon=debug"),
+            ],
             ctd.dir.join(log),
         );
         crate::daemon::eventually("the daemon's watch of this node's pods", || {
@@ -234,6 +245,25 @@ impl ApiServer {
             "spec": {"selector": {"matchLabels": {"app": deployment.0}}}});
         s.replicasets
             .insert((namespace.to_string(), name.to_string()), rs);
+    }
+
+    /// A core/v1 Event as the kubelet writes it about a container of `pod` (`Killing` with
+    /// "Container app failed liveness probe, will be restarted", `Unhealthy`, ...).
+    pub fn put_kubelet_event(&self, pod: &Value, container: &str, reason: &str, message: &str) {
+        let mut s = lock(&self.store);
+        s.rv += 1;
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let meta = &pod["metadata"];
+        let name = format!("{}.{:x}", meta["name"].as_str().unwrap_or_default(), s.rv);
+        let event = json!({"kind": "Event", "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": meta["namespace"], "resourceVersion": s.rv.to_string()},
+            "involvedObject": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
+                "uid": meta["uid"], "apiVersion": "v1", "fieldPath": format!("spec.containers{{{container}}}")},
+            "reason": reason, "message": message, "type": if reason == "Killing" { "Normal" } else { "Warning" },
+            "source": {"component": "kubelet", "host": pod["spec"]["nodeName"]},
+            "firstTimestamp": at, "lastTimestamp": at, "count": 1,
+            "reportingComponent": "kubelet", "reportingInstance": pod["spec"]["nodeName"]});
+        s.kubelet_events.push(event);
     }
 
     /// Events as stored (events.k8s.io/v1), in name order.
@@ -447,14 +477,14 @@ async fn handle(State(store): State<Shared>, method: Method, uri: Uri, body: Byt
             patch_event(&store, ns, name, &body)
         }
         (Method::GET, ["apis", "events.k8s.io", "v1", "events"]) => {
-            list_events(&store, None, false)
+            list_events(&store, None, false, &params)
         }
         (Method::GET, ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]) => {
-            list_events(&store, Some(ns), false)
+            list_events(&store, Some(ns), false, &params)
         }
-        (Method::GET, ["api", "v1", "events"]) => list_events(&store, None, true),
+        (Method::GET, ["api", "v1", "events"]) => list_events(&store, None, true, &params),
         (Method::GET, ["api", "v1", "namespaces", ns, "events"]) => {
-            list_events(&store, Some(ns), true)
+            list_events(&store, Some(ns), true, &params)
         }
         _ => status(
             StatusCode::NOT_FOUND,
@@ -643,14 +673,49 @@ fn patch_event(store: &Shared, ns: &str, name: &str, body: &[u8]) -> Response {
     ok(event.clone())
 }
 
-/// The stored Events, as events.k8s.io/v1 or converted to core/v1 as the API server does.
-fn list_events(store: &Shared, ns: Option<&str>, core: bool) -> Response {
+/// The stored Events, as events.k8s.io/v1 or converted to core/v1 as the API server does (with
+/// the kubelet's own core/v1 Events), through the core API's field selectors.
+fn list_events(store: &Shared, ns: Option<&str>, core: bool, params: &Params) -> Response {
+    let selector = params
+        .get("fieldSelector")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let mut terms = Vec::new();
+    for term in selector.split(',').filter(|t| !t.is_empty()) {
+        let Some((field, want)) = term.split_once("==").or_else(|| term.split_once('=')) else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("invalid selector: '{term}'"),
+            );
+        };
+        let path: &[&str] = match (core, field) {
+            (true, "involvedObject.uid") => &["involvedObject", "uid"],
+            (true, "involvedObject.name") => &["involvedObject", "name"],
+            (true, "reason") => &["reason"],
+            _ => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("field label not supported: {field}"),
+                )
+            }
+        };
+        terms.push((path, want.to_string()));
+    }
     let s = lock(store);
+    let kubelet = s.kubelet_events.iter().filter(|_| core).cloned();
     let items: Vec<Value> = s
         .events
         .iter()
         .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
         .map(|(_, e)| if core { to_core(e) } else { e.clone() })
+        .chain(kubelet.filter(|e| ns.is_none_or(|ns| e["metadata"]["namespace"] == ns)))
+        .filter(|e| {
+            terms.iter().all(|(path, want)| {
+                path.iter().fold(e, |v, k| &v[*k]).as_str() == Some(want.as_str())
+            })
+        })
         .collect();
     let (kind, api_version) = if core {
         ("EventList", "v1")
@@ -676,4 +741,48 @@ fn to_core(e: &Value) -> Value {
         "firstTimestamp": null, "lastTimestamp": last,
         "source": {"component": e["reportingController"], "host": e["reportingInstance"]},
     })
+}
+
+/// A pod of one container `app` as the API serves it, bound to `node`, owned by `owner`.
+pub fn pod_json(
+    pod: &PodSpec<'_>,
+    node: &str,
+    owner: (&str, &str),
+    hash: Option<&str>,
+    hook: Option<&str>,
+) -> Value {
+    let mut labels = json!({"app": "web"});
+    if let Some(h) = hash {
+        labels["pod-template-hash"] = json!(h);
+    }
+    let mut container = json!({"name": "app", "image": "graceful.test/busybox:1"});
+    if let Some(cmd) = hook {
+        container["lifecycle"] = json!({"preStop": {"exec": {"command": ["/bin/sh", "-c", cmd]}}});
+    }
+    json!({
+        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid, "labels": labels,
+            "creationTimestamp": "2026-11-23T10:00:00Z",
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1"}],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner.0, "name": owner.1,
+                "uid": "0a1b2c3d-0000-4000-8000-000000000001", "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": pod.grace_seconds, "containers": [container]},
+        "status": {"phase": "Running", "containerStatuses": []},
+    })
+}
+
+/// The pod with its container `app` running as `id`.
+pub fn with_container(mut pod: Value, id: &str) -> Value {
+    pod["status"]["containerStatuses"] = json!([{"name": "app", "containerID": format!("containerd://{id}"),
+        "image": "graceful.test/busybox:1", "imageID": "", "ready": true, "restartCount": 0,
+        "started": true, "state": {"running": {"startedAt": "2026-11-23T10:00:01Z"}}}]);
+    pod
+}
+
+/// The pod as the API server shows it once deleted with `grace` seconds.
+pub fn deleted(mut pod: Value, grace: i64) -> Value {
+    let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    pod["metadata"]["deletionTimestamp"] =
+        json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    pod
 }

@@ -5,6 +5,7 @@
 pub mod check_cli;
 pub mod cri;
 pub mod daemon;
+pub mod drain;
 pub mod kube_api;
 pub mod manifests;
 

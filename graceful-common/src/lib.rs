@@ -12,6 +12,10 @@ pub const RESULT_SLOTS: usize = 8;
 pub const COUNTER_ENTRIES: u32 = ((MAX_SIGNAL + 1) * RESULT_SLOTS) as u32;
 /// Containers being stopped (cgroup ids) whose every event goes to userspace.
 pub const STOPPING_ENTRIES: u32 = 1 << 13;
+/// `STOPS`: the generation (slot 0, moved on by every mark) and the generation at which
+/// userspace last found no container being stopped (slot [`SETTLED`]).
+pub const STOPS_ENTRIES: u32 = 2;
+pub const SETTLED: u32 = 1;
 /// cgroups whose first exec was reported (that exec identifies the container).
 pub const SEEN_ENTRIES: u32 = 1 << 16;
 /// Threads that entered a cgroup from another (a runtime's exec): their exec is reported.
@@ -30,6 +34,17 @@ pub const LOST_ENTRIES: u32 = 2;
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+/// `ExecRecord::flags`: the exec of a process that entered the container from outside.
+pub const EXEC_ENTERED: u32 = 1;
+
+/// `signal_struct.flags` bit the kernel sets on a pid namespace's init (the same from 5.10 on).
+pub const SIGNAL_UNKILLABLE: u32 = 0x40;
+
+/// Signals that, sent from inside a running container to its init, begin a stop: SIGTERM,
+/// SIGINT, SIGQUIT (`kill 1`, `kill -QUIT 1`, `nginx -s quit`). Not SIGHUP nor SIGUSR1:
+/// reloads and log rotations, which a flood of costs nothing more.
+pub const INSIDE_STOP_SIGNALS: u64 = (1 << (15 - 1)) | (1 << (2 - 1)) | (1 << (3 - 1));
+
 /// What follows the header.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +56,8 @@ pub enum Kind {
     Attach = 5,
     Oom = 6,
     Deliver = 7,
+    Conn = 8,
+    Refused = 9,
 }
 
 impl Kind {
@@ -53,6 +70,8 @@ impl Kind {
             5 => Kind::Attach,
             6 => Kind::Oom,
             7 => Kind::Deliver,
+            8 => Kind::Conn,
+            9 => Kind::Refused,
             _ => return None,
         })
     }
@@ -89,6 +108,66 @@ pub struct SignalRecord {
     pub sender_cgroup: u64,
     pub target_comm: [u8; 16],
     pub sender_comm: [u8; 16],
+    /// TCP connections of the target's cgroup established at this moment, as the kernel
+    /// counted them since the daemon started ([`NOT_COUNTED`]: none seen).
+    pub established: i64,
+}
+
+/// `SignalRecord::established` of a cgroup with no connection counted.
+pub const NOT_COUNTED: i64 = -1;
+
+/// Containers whose TCP connections are counted (one entry per cgroup that had one).
+pub const ESTABLISHED_ENTRIES: u32 = 1 << 14;
+
+/// `sock:inet_sock_set_state` of a TCP socket of a container being stopped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnRecord {
+    pub header: Header,
+    pub oldstate: i32,
+    pub newstate: i32,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u32,
+    /// The socket's cgroup (the cgroup of the task that created it).
+    pub cgroup: u64,
+    /// The socket's address: one connection's identity while it lives.
+    pub sk: u64,
+    /// Its inode (0 once it has no file: not yet accepted, or orphaned by close).
+    pub inode: u64,
+}
+
+/// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
+pub const TCP_ESTABLISHED: i32 = 1;
+pub const TCP_FIN_WAIT1: i32 = 4;
+pub const TCP_CLOSE: i32 = 7;
+pub const TCP_CLOSE_WAIT: i32 = 8;
+pub const TCP_LISTEN: i32 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// Listening ports closed by containers being stopped, per network namespace: a connection
+/// attempt that finds no listener there is refused on the container's account.
+pub const CLOSED_LISTENER_ENTRIES: u32 = 1 << 12;
+
+/// A listening port in a network namespace (its `ns.inum`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A connection attempt (a SYN) the kernel answered with a reset because nobody listened on a
+/// port a container being stopped had closed (`tcp_v4_send_reset`/`tcp_v6_send_reset` without
+/// a socket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RefusedRecord {
+    pub header: Header,
+    pub port: u16,
+    pub _pad: [u16; 3],
+    pub cgroup: u64,
 }
 
 /// `sched:sched_process_exit` of the last thread of a process in a non-root cgroup.
@@ -111,7 +190,9 @@ pub struct ExitRecord {
 pub struct ExecRecord {
     pub header: Header,
     pub tgid: u32,
-    pub _pad: u32,
+    /// [`EXEC_ENTERED`]: the process entered the container from outside (a runtime's exec, a
+    /// preStop hook) and this is its first exec there.
+    pub flags: u32,
     pub cgroup: u64,
     pub comm: [u8; 16],
 }
@@ -198,6 +279,8 @@ pub struct Config {
     pub kernfs_node_id: u32,
     /// `signal_struct.live` (an atomic_t: its counter is at offset 0).
     pub signal_live: u32,
+    /// `signal_struct.flags`: [`SIGNAL_UNKILLABLE`] marks a pid namespace's init.
+    pub signal_flags: u32,
     /// `task_struct.blocked` and `.real_blocked` (sigset_t: one u64 on 64-bit kernels).
     pub task_blocked: u32,
     pub task_real_blocked: u32,
@@ -212,6 +295,33 @@ pub struct Config {
     pub newtask_size: u32,
     pub attach_size: u32,
     pub oom_size: u32,
+    /// `sock:inet_sock_set_state` fields (`conn_size` 0: the tracepoint is missing).
+    pub conn_size: u32,
+    pub conn_skaddr: u32,
+    pub conn_oldstate: u32,
+    pub conn_newstate: u32,
+    pub conn_sport: u32,
+    pub conn_dport: u32,
+    pub conn_protocol: u32,
+    /// `sock.sk_cgrp_data`, whose first word is the socket's cgroup; `cgrp_data_tagged` 1 when
+    /// that word may hold classid data instead (bit 0 set: kernels before 5.15).
+    pub sock_cgrp_data: u32,
+    pub cgrp_data_tagged: u32,
+    /// `sock.sk_socket` -> `socket.file` -> `file.f_inode` -> `inode.i_ino`.
+    pub sock_socket: u32,
+    pub socket_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    /// A socket's network namespace: `sock.__sk_common.skc_net` (its `net` pointer at 0) ->
+    /// `net.ns.inum`.
+    pub sock_net: u32,
+    pub net_inum: u32,
+    /// A received packet's TCP header and namespace: `sk_buff.head` + `.transport_header`,
+    /// `sk_buff.dev` -> `net_device.nd_net`.
+    pub skb_head: u32,
+    pub skb_transport_header: u32,
+    pub skb_dev: u32,
+    pub netdev_net: u32,
 }
 
 /// `SignalRecord.disposition`: the handler (low two bits) and whether the signal was blocked.

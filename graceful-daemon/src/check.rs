@@ -22,6 +22,8 @@ pub enum CheckError {
     NotExecutable(String),
     #[error(transparent)]
     Image(#[from] ImageCheckError),
+    #[error(transparent)]
+    Pod(#[from] PodFileError),
     #[error("{}", run_failed(.0))]
     Run(#[from] EngineError),
 }
@@ -39,6 +41,30 @@ pub enum ImageCheckError {
     Call { what: &'static str, error: String },
     #[error("the container of {0} has no process (the runtime did not say its pid)")]
     NoProcess(String),
+}
+
+/// Why a file cannot be checked as a pod: said in one line, exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum PodFileError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path} is not YAML: {error}")]
+    Yaml { path: String, error: String },
+    #[error("{path} is not a Pod (kind: {kind}): check --pod takes one Pod manifest")]
+    NotAPod { path: String, kind: String },
+    #[error("{path} is not a valid Pod: {error}")]
+    Invalid { path: String, error: String },
+    #[error("{path} has no containers")]
+    NoContainers { path: String },
+    #[error("container {0} has no command: check runs each container's command (images are not pulled), give it `command:`")]
+    NoCommand(String),
+    #[error("container {container}: unknown {field} {value:?} ({expected})")]
+    Value {
+        container: String,
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 fn run_failed(e: &EngineError) -> String {
@@ -65,6 +91,7 @@ impl CheckError {
             CheckError::NotFound(_)
             | CheckError::NotExecutable(_)
             | CheckError::Image(_)
+            | CheckError::Pod(_)
             | CheckError::Run(EngineError::ExitedEarly { .. }) => 2,
             CheckError::Run(_) => 1,
         }

@@ -59,6 +59,13 @@ impl Driver {
     pub async fn next(&mut self) -> Result<Step, StreamEnded> {
         tokio::select! {
             biased;
+            // First: a stream that never runs dry (the reader's drained looks every 2 ms while
+            // records wait) must not starve the sweep for lost exits.
+            _ = self.sweep.tick() => {
+                // An NTP step or a resumed VM moves the wall clock: follow it.
+                self.clock = WallClock::default();
+                Ok(Step::Swept(self.pipeline.sweep()))
+            }
             event = self.events.recv() => {
                 let event = event.ok_or(StreamEnded)?;
                 if let Event::Lost(l) = &event {
@@ -66,11 +73,6 @@ impl Driver {
                 }
                 let records = self.pipeline.handle(&event);
                 Ok(Step::Event(event, records))
-            }
-            _ = self.sweep.tick() => {
-                // An NTP step or a resumed VM moves the wall clock: follow it.
-                self.clock = WallClock::default();
-                Ok(Step::Swept(self.pipeline.sweep()))
             }
         }
     }

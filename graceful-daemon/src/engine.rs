@@ -1,7 +1,10 @@
 //! The engine of `demo` and `check`: throwaway containers started, awaited until ready,
 //! stopped the way runc stops them (stop signal to PID 1 from outside, a grace, SIGKILL) and
 //! watched by the real probes and tracker until each has its record.
-use std::time::Duration;
+use std::{
+    sync::{Arc, Condvar, Mutex},
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -100,6 +103,9 @@ pub struct Scenario {
     pub spawn: SpawnOptions,
     /// Stopped by the test, or (false) ends by itself (the OOM killer).
     pub stopped: bool,
+    /// Scenarios (by index) that must be gone before its stop signal, as a kubelet stops a
+    /// pod's native sidecars after its app containers; if the grace ends first, SIGKILL.
+    pub after: Vec<usize>,
 }
 
 /// `sh -c script`.
@@ -122,6 +128,7 @@ impl Scenario {
             ready: Ready::Programs(programs.to_vec()),
             spawn: SpawnOptions::default(),
             stopped: true,
+            after: Vec::new(),
         }
     }
 
@@ -242,21 +249,38 @@ pub async fn run(
         feed_a_while(&mut driver, &ids, &mut records).await?;
     }
 
-    // Stop them all at once, each like runc does.
+    // Stop them all at once, each like runc does, or once those it comes after are gone;
+    // one grace for all, as a pod has.
     let mut stops = Vec::new();
-    for (s, mut sb) in scenarios.iter().zip(sandboxes) {
-        let (signal, stopped) = (s.stop_signal, s.stopped);
+    let gone = Arc::new((Mutex::new(vec![false; scenarios.len()]), Condvar::new()));
+    let end_of_grace = std::time::Instant::now() + grace;
+    for (i, (s, mut sb)) in scenarios.iter().zip(sandboxes).enumerate() {
+        let (signal, stopped, after) = (s.stop_signal, s.stopped, s.after.clone());
+        let gone = gone.clone();
         // A named thread: the stop signal's sender comm, as `runc` is for a real runtime.
         let stop = std::thread::Builder::new()
             .name("demo-runtime".into())
             .spawn(move || {
                 if stopped {
-                    let _ = match signal {
-                        Some(sig) => sb.stop(sig, grace).map(|_| ()),
-                        None => sb.signal(Signal::KILL),
+                    let in_time = wait_gone(&gone, &after, end_of_grace);
+                    // A container stopped at once has the whole grace from its own signal, as
+                    // `runc kill` then a timer gives it; the thread may start late on a busy host.
+                    let left = if after.is_empty() {
+                        grace
+                    } else {
+                        end_of_grace.saturating_duration_since(std::time::Instant::now())
+                    };
+                    let _ = match (signal, in_time) {
+                        (Some(sig), true) => sb.stop(sig, left).map(|_| ()),
+                        _ => sb.signal(Signal::KILL),
                     };
                 }
                 let _ = sb.wait(READY_TIMEOUT);
+                let (flags, changed) = &*gone;
+                if let Ok(mut flags) = flags.lock() {
+                    flags[i] = true;
+                }
+                changed.notify_all();
                 sb
             });
         stops.push(stop.map_err(|error| EngineError::Spawn {
@@ -277,12 +301,36 @@ pub async fn run(
     Ok(records.into_iter().flatten().collect())
 }
 
+/// Until every scenario of `after` is gone (true), or `until` (false).
+fn wait_gone(
+    gone: &(Mutex<Vec<bool>>, Condvar),
+    after: &[usize],
+    until: std::time::Instant,
+) -> bool {
+    let (flags, changed) = gone;
+    let Ok(mut flags) = flags.lock() else {
+        return false;
+    };
+    loop {
+        if after.iter().all(|&i| flags.get(i).copied().unwrap_or(true)) {
+            return true;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        flags = match changed.wait_timeout(flags, left) {
+            Ok((f, _)) => f,
+            Err(_) => return false,
+        };
+    }
+}
+
 fn describe(status: &crate::events::ExitStatus) -> String {
     match (status.code, status.signal) {
         (Some(127), _) => "exit code 127: the command was not found".into(),
         (Some(code), _) => format!("exit code {code}"),
-        (_, Some(sig)) => format!("killed by {}", Signal(sig)),
-        _ => "unknown status".into(),
+        _ => status.meaning(),
     }
 }
 

@@ -2,9 +2,9 @@
 use std::mem::size_of;
 
 use graceful_common::{
-    AttachRecord, DeliverRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind, OomRecord,
-    SignalRecord, DISPOSITION_BLOCKED, DISPOSITION_DEFAULT, DISPOSITION_HANDLER,
-    DISPOSITION_HANDLER_MASK, DISPOSITION_IGNORE,
+    AttachRecord, ConnRecord, DeliverRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind,
+    OomRecord, RefusedRecord, SignalRecord, DISPOSITION_BLOCKED, DISPOSITION_DEFAULT,
+    DISPOSITION_HANDLER, DISPOSITION_HANDLER_MASK, DISPOSITION_IGNORE,
 };
 use serde::Serialize;
 
@@ -124,6 +124,8 @@ pub struct SignalEvent {
     pub target_comm: String,
     pub target_cgroup: CgroupId,
     pub at_generation: AtGeneration,
+    /// The target cgroup's TCP connections established at this moment (None: never counted).
+    pub established: Option<u64>,
 }
 
 /// How a process ended, decoded from `task_struct.exit_code`.
@@ -136,6 +138,25 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
+    /// In words, so that nobody reads 143 as an error: "exited 0", "terminated by SIGKILL
+    /// (137)", "exited 143 (128 + 15: it ended on SIGTERM)".
+    pub fn meaning(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) if (129..=128 + 64).contains(&code) => format!(
+                "exited {code} (128 + {}: it ended on {})",
+                code - 128,
+                crate::signals::Signal(code - 128)
+            ),
+            (Some(code), _) => format!("exited {code}"),
+            (None, Some(sig)) => format!(
+                "terminated by {} ({})",
+                crate::signals::Signal(sig),
+                128 + sig
+            ),
+            (None, None) => "unknown".into(),
+        }
+    }
+
     pub fn from_raw(raw: i32) -> ExitStatus {
         match raw & 0x7f {
             0 => ExitStatus {
@@ -166,6 +187,9 @@ pub struct ExecEvent {
     pub pid: u32,
     pub cgroup: CgroupId,
     pub comm: String,
+    /// It entered the container from outside (a runtime's exec): a visit, even when its fork
+    /// was reported (a container marked stopping reports every fork).
+    pub entered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +218,29 @@ pub struct DeliverEvent {
     pub signal: Signal,
     pub handler: Option<Handler>,
     pub cgroup: CgroupId,
+}
+
+/// A TCP state change of a socket of a container being stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnEvent {
+    pub ts: Mono,
+    pub cgroup: CgroupId,
+    /// The socket's address: a connection's identity while it lives.
+    pub sk: u64,
+    /// Its inode, as its fd shows in /proc (0 without a file).
+    pub inode: u64,
+    pub old: i32,
+    pub new: i32,
+    pub sport: u16,
+}
+
+/// A connection attempt refused (answered with a reset: nobody listened) on a port that a
+/// container being stopped had closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedEvent {
+    pub ts: Mono,
+    pub cgroup: CgroupId,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +276,8 @@ pub enum Event {
     Attach(AttachEvent),
     Oom(OomEvent),
     Deliver(DeliverEvent),
+    Conn(ConnEvent),
+    Refused(RefusedEvent),
     Lost(LostEvent),
     /// Not the kernel's: the reader found the ring buffer empty at `ts`, so every record the
     /// kernel wrote before then has come (a process gone from /proc has had its exit reported).
@@ -245,6 +294,8 @@ impl Event {
             Event::Attach(e) => e.ts,
             Event::Oom(e) => e.ts,
             Event::Deliver(e) => e.ts,
+            Event::Conn(e) => e.ts,
+            Event::Refused(e) => e.ts,
             Event::Lost(e) => e.ts,
             Event::Drained(ts) => *ts,
         }
@@ -316,6 +367,15 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Kind::Attach => Event::Attach(read::<AttachRecord>(bytes, kind)?.into()),
         Kind::Oom => Event::Oom(read::<OomRecord>(bytes, kind)?.into()),
         Kind::Deliver => Event::Deliver(read::<DeliverRecord>(bytes, kind)?.into()),
+        Kind::Conn => Event::Conn(read::<ConnRecord>(bytes, kind)?.into()),
+        Kind::Refused => {
+            let r = read::<RefusedRecord>(bytes, kind)?;
+            Event::Refused(RefusedEvent {
+                ts: r.header.ts_ns,
+                cgroup: r.cgroup,
+                port: r.port,
+            })
+        }
     })
 }
 
@@ -335,6 +395,7 @@ impl From<SignalRecord> for SignalEvent {
             target_comm: comm(&r.target_comm),
             target_cgroup: r.target_cgroup,
             at_generation: AtGeneration::from_raw(r.disposition),
+            established: u64::try_from(r.established).ok(),
         }
     }
 }
@@ -360,6 +421,7 @@ impl From<ExecRecord> for ExecEvent {
             ts,
             pid,
             cgroup,
+            entered: r.flags & graceful_common::EXEC_ENTERED != 0,
         }
     }
 }
@@ -392,6 +454,20 @@ impl From<DeliverRecord> for DeliverEvent {
             signal: Signal(r.signo),
             handler: Handler::from_raw(r.handler),
             cgroup: r.cgroup,
+        }
+    }
+}
+
+impl From<ConnRecord> for ConnEvent {
+    fn from(r: ConnRecord) -> ConnEvent {
+        ConnEvent {
+            ts: r.header.ts_ns,
+            cgroup: r.cgroup,
+            sk: r.sk,
+            inode: r.inode,
+            old: r.oldstate,
+            new: r.newstate,
+            sport: r.sport,
         }
     }
 }

@@ -3,6 +3,7 @@ use std::{io::Write, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use graceful::check_probe::{Probe, ProbeTarget};
 use graceful::{
     clock::WallClock,
     engine::Scenario,
@@ -73,9 +74,23 @@ struct CheckArgs {
     /// The container runtime's CRI socket for --image (default: containerd's or CRI-O's).
     #[arg(long, requires = "image")]
     cri_socket: Option<std::path::PathBuf>,
+    /// Probe the server through its stop, as its users would: keep-alive connections and a
+    /// stream of new requests to http://HOST:PORT/PATH; prints what failed from the stop signal
+    /// on beside the kernel's counts.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["image", "pod", "probe_port"])]
+    probe_url: Option<String>,
+    /// The same as --probe-url http://127.0.0.1:PORT/.
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["image", "pod"])]
+    probe_port: Option<u16>,
+    /// Check a Pod manifest instead: each container's command (images are not pulled) in its
+    /// own throwaway container of one pod, stopped as a kubelet stops the pod (native sidecars
+    /// after the app containers), within its terminationGracePeriodSeconds (else --grace);
+    /// prints the pod record. Exit 1 for any pod verdict but graceful.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["command", "image", "stop_signal"])]
+    pod: Option<std::path::PathBuf>,
     /// The command and its arguments (after `--`).
     #[arg(
-        required_unless_present = "image",
+        required_unless_present_any = ["image", "pod"],
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
@@ -208,12 +223,27 @@ async fn trace(args: TraceArgs) -> Result<()> {
 /// `check`: 0 graceful, 1 another verdict, 2 a command that cannot start (or a usage error,
 /// which clap reports), 1 for anything else that went wrong.
 async fn check(args: CheckArgs) -> i32 {
+    if let Some(file) = &args.pod {
+        return check_pod(file, &args).await;
+    }
     let options = graceful::check::CheckOptions {
         grace: Duration::from_secs_f64(args.grace),
         stop_signal: args.stop_signal.unwrap_or(Signal::TERM),
         ready_after: args.ready_after.map(Duration::from_secs_f64),
         env: args.env.clone(),
     };
+    let target = match (&args.probe_url, args.probe_port) {
+        (Some(url), _) => match ProbeTarget::url(url) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        (None, Some(port)) => Some(ProbeTarget::port(port)),
+        (None, None) => None,
+    };
+    let probe = target.map(Probe::start);
     let checked = match &args.image {
         Some(image) => {
             graceful::check_image::run(image, args.cri_socket.as_deref(), &options).await
@@ -223,15 +253,44 @@ async fn check(args: CheckArgs) -> i32 {
     let record = match checked {
         Ok(r) => r,
         Err(e) => {
+            if let Some(p) = probe {
+                let _ = p.finish(0, 0);
+            }
             eprintln!("error: {e}");
             return e.exit_code();
         }
     };
+    // What the client saw from the stop signal (or the kill) to the container's end.
+    let t = &record.termination;
+    let since = t
+        .stop
+        .as_ref()
+        .map(|s| s.at)
+        .or(t.kill.as_ref().map(|k| k.at))
+        .unwrap_or(t.started);
+    let probed = match probe.map(|p| p.finish(since, t.ended)) {
+        Some(Ok(counts)) => Some(counts),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+        None => None,
+    };
     let clock = WallClock::default();
     let printed = if args.json {
-        writeln!(std::io::stdout(), "{}", record.to_json(&clock))
+        let mut json = record.to_json(&clock);
+        if let (Some(c), Some(o)) = (&probed, json.as_object_mut()) {
+            o.insert("probe".into(), serde_json::json!(c));
+        }
+        writeln!(std::io::stdout(), "{json}")
     } else {
-        write!(std::io::stdout(), "{}", record.timeline())
+        let said = probed.as_ref().map_or(String::new(), |c| {
+            format!(
+                "   probe {}: {} requests from the stop signal on, {} failed ({} refused before the end, {} cut)\n",
+                c.url, c.requests, c.failed, c.refused, c.cut
+            )
+        });
+        write!(std::io::stdout(), "{}{said}", record.timeline())
     };
     if let Err(e) = printed {
         eprintln!("error: writing the record: {e}");
@@ -248,6 +307,46 @@ async fn check(args: CheckArgs) -> i32 {
         }
     }
     i32::from(record.termination.verdict != graceful::tracker::Verdict::Graceful)
+}
+
+/// `check --pod`: the containers' records, then the pod's; the exit code by the pod verdict.
+async fn check_pod(file: &std::path::Path, args: &CheckArgs) -> i32 {
+    let checked = match graceful::check_pod::parse(file) {
+        Ok(plan) => {
+            let grace = plan
+                .grace
+                .unwrap_or_else(|| Duration::from_secs_f64(args.grace));
+            graceful::check_pod::run(&plan, grace, &args.env).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    let (records, pod) = match checked {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let clock = WallClock::default();
+    let mut out = std::io::stdout().lock();
+    let printed = if args.json {
+        records
+            .iter()
+            .map(|r| r.to_json(&clock))
+            .chain([pod.to_json(&clock)])
+            .try_for_each(|j| writeln!(out, "{j}"))
+    } else {
+        records
+            .iter()
+            .map(|r| r.timeline())
+            .chain([pod.timeline()])
+            .try_for_each(|t| write!(out, "{t}"))
+    };
+    if let Err(e) = printed {
+        eprintln!("error: writing the records: {e}");
+        return 1;
+    }
+    i32::from(pod.verdict.is_bad())
 }
 
 fn audit(args: AuditArgs) -> Result<()> {

@@ -35,6 +35,8 @@ impl Session {
             cgroups,
             TrackerConfig {
                 oom_visible: probes.sees_oom(),
+                connections_visible: probes.sees_connections(),
+                refusals_visible: probes.sees_refusals(),
                 ..TrackerConfig::default()
             },
         );
@@ -202,7 +204,7 @@ impl Pipeline {
                 // is the container's preStop hook's): a visit, named from /proc.
                 if !self.tracker.knows(e.tid) {
                     if let Some(comm) = crate::procfs::comm(e.tid as i32) {
-                        self.tracker.entered(e.tid, e.cgroup, &comm, e.ts);
+                        self.tracker.entered(e.tid, e.cgroup, &comm, e.ts, true);
                     }
                 }
             }
@@ -345,6 +347,7 @@ impl Pipeline {
             cgroup,
             identity,
             info: None,
+            cause: None,
         })
     }
 }
@@ -367,6 +370,7 @@ mod tests {
             pid,
             cgroup: cg,
             comm: "app".into(),
+            entered: false,
         }));
         p.handle(&Event::Signal(SignalEvent {
             ts: now,
@@ -382,6 +386,7 @@ mod tests {
             target_comm: "app".into(),
             target_cgroup: cg,
             at_generation: Default::default(),
+            established: None,
         }));
         assert!(p.tracker.stopping(cg));
         (p, now)

@@ -4,14 +4,14 @@ use serde_json::Value;
 
 use crate::{
     clock::WallClock,
-    enrich::{ContainerInfo, HookKind},
-    events::{ExitStatus, Mono, SignalResult},
+    enrich::{cause::Cause, ContainerInfo, HookKind},
+    events::{Mono, SignalResult},
     identity::Identity,
     signals::Signal,
     tracker::explanation::{pre_stop_took_the_grace, HookShare},
     tracker::{
-        Init, NamedProcess, OomVictim, Outcome, Received, Sender, StopSource, StuckProcess,
-        Termination, Verdict,
+        Connections, Init, NamedProcess, OomVictim, Outcome, Received, Sender, StopSource,
+        StuckProcess, Termination, Verdict,
     },
 };
 
@@ -33,7 +33,9 @@ struct RecordJson<'a> {
     never_received_more: usize,
     kill: Option<KillJson<'a>>,
     outcome: Outcome,
-    exit: Option<ExitStatus>,
+    exit: Option<ExitJson>,
+    /// What asked for the stop.
+    cause: Cause,
     duration_seconds: f64,
     grace_period_seconds: Option<f64>,
     /// The grace left to the app after its preStop hook.
@@ -46,6 +48,15 @@ struct RecordJson<'a> {
     stuck: &'a [StuckProcess],
     /// The OOM killer's victims in the container, and whether one ended it.
     oom: &'a [OomVictim],
+    /// Its TCP connections through the stop (null: not measured).
+    connections: Option<ConnectionsJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ConnectionsJson<'a> {
+    #[serde(flatten)]
+    counts: &'a Connections,
+    listener_closed: Option<String>,
 }
 
 /// The preStop hook's part of the grace: an exec hook's run as the kernel saw it; for an
@@ -107,6 +118,14 @@ struct StopJson<'a> {
     source: StopSource,
 }
 
+/// The main process's end, and what it means.
+#[derive(Serialize)]
+struct ExitJson {
+    code: Option<i32>,
+    signal: Option<i32>,
+    meaning: String,
+}
+
 #[derive(Serialize)]
 struct KillJson<'a> {
     at: String,
@@ -122,12 +141,21 @@ pub struct TerminationRecord {
     pub identity: Option<Identity>,
     /// What the container runtime said about it (Kubernetes names, grace period).
     pub info: Option<ContainerInfo>,
+    /// What asked for the stop, once enrichment knows (None: what the node saw alone says).
+    pub cause: Option<Cause>,
 }
 
 impl TerminationRecord {
     /// The grace the container had: its pod's (this deletion's), as enrichment found it.
     pub fn grace_period_seconds(&self) -> Option<f64> {
         self.info.as_ref().and_then(|i| i.grace_period_seconds)
+    }
+
+    /// What asked for the stop: enrichment's word, else what the node saw alone.
+    pub fn cause(&self) -> Cause {
+        self.cause
+            .clone()
+            .unwrap_or_else(|| Cause::of(&self.termination, None, None))
     }
 
     /// The name people know the container by: short id or unit name, else the cgroup.
@@ -167,7 +195,12 @@ impl TerminationRecord {
                 sender: &k.sender,
             }),
             outcome: t.outcome,
-            exit: t.exit,
+            exit: t.exit.map(|e| ExitJson {
+                code: e.code,
+                signal: e.signal,
+                meaning: e.meaning(),
+            }),
+            cause: self.cause(),
             duration_seconds: (t.duration_seconds() * 1e6).round() / 1e6,
             grace_period_seconds: self.grace_period_seconds(),
             app_grace_seconds: self
@@ -178,6 +211,10 @@ impl TerminationRecord {
             explanation: &t.explanation,
             stuck: &t.stuck,
             oom: &t.oom,
+            connections: t.connections.as_ref().map(|c| ConnectionsJson {
+                counts: c,
+                listener_closed: c.listener_closed.map(|at| clock.rfc3339(at)),
+            }),
         };
         // Plain data with string keys: serializing it cannot fail.
         serde_json::to_value(json).unwrap_or(Value::Null)
@@ -324,10 +361,10 @@ impl TerminationRecord {
             t.outcome.as_str()
         );
         if let Some(s) = &t.stop {
-            let by_hook = if s.source == StopSource::PreStop {
-                ", the preStop hook"
-            } else {
-                ""
+            let by_hook = match s.source {
+                StopSource::PreStop => ", the preStop hook",
+                StopSource::Inside => ", inside the container",
+                StopSource::Runtime => "",
             };
             out += &format!(
                 "   {}  {} from {} (pid {}{by_hook}) -> {} (pid {}): {}\n",
@@ -405,6 +442,30 @@ impl TerminationRecord {
                 .map(|p| format!("{} (pid {})", p.comm, p.pid))
                 .collect();
             out += &format!("   never received the stop signal: {}\n", names.join(", "));
+        }
+        // Only for a container that had connections to lose.
+        let had = |c: &&crate::tracker::Connections| {
+            c.open_at_stop.unwrap_or(0)
+                + c.closed_by_app
+                + c.reset
+                + c.open_at_kill.unwrap_or(0)
+                + c.refused.unwrap_or(0)
+                > 0
+                || c.listener_closed.is_some()
+        };
+        if let Some(c) = t.connections.as_ref().filter(had) {
+            if let Some(at_) = c.listener_closed {
+                out += &format!("   {}  the last listening socket closed\n", at(at_));
+            }
+            let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+            out += &format!(
+                "   connections: {} open at the stop, {} closed by the app, {} reset, {} cut by the SIGKILL, {} refused\n",
+                count(c.open_at_stop),
+                c.closed_by_app,
+                c.reset,
+                count(c.open_at_kill),
+                count(c.refused),
+            );
         }
         out += &format!("   why: {}\n", t.explanation);
         out

@@ -12,18 +12,21 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, generated as gen,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{fentry, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{FEntryContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use graceful_common::{
-    AttachRecord, Config, DeliverRecord, ExecRecord, ExitRecord, ForkRecord, Header, Kind,
-    OomRecord, SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD, COUNTER_ENTRIES, DISPOSITION_BLOCKED,
-    DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_IGNORE, DISPOSITION_UNKNOWN,
-    ENTERED_ENTRIES, LOST_ENTRIES, LOST_READ_FAILED, LOST_RING_FULL, MAX_SIGNAL, NO_FIELD,
-    PRE_STOP_ENTRIES, RECORD_BUF, RESULT_SLOTS, RING_BYTES, SEEN_ENTRIES, STOPPING_ENTRIES,
+    AttachRecord, Config, ConnRecord, DeliverRecord, ExecRecord, ExitRecord, ForkRecord, Header,
+    Kind, ListenerKey, OomRecord, RefusedRecord, SignalRecord, CLONE_INTO_CGROUP, CLONE_THREAD,
+    CLOSED_LISTENER_ENTRIES, COUNTER_ENTRIES, DISPOSITION_BLOCKED, DISPOSITION_DEFAULT,
+    DISPOSITION_HANDLER, DISPOSITION_IGNORE, DISPOSITION_UNKNOWN, ENTERED_ENTRIES,
+    ESTABLISHED_ENTRIES, EXEC_ENTERED, INSIDE_STOP_SIGNALS, IPPROTO_TCP, LOST_ENTRIES,
+    LOST_READ_FAILED, LOST_RING_FULL, MAX_SIGNAL, NOT_COUNTED, NO_FIELD, PRE_STOP_ENTRIES,
+    RECORD_BUF, RESULT_SLOTS, RING_BYTES, SEEN_ENTRIES, SETTLED, SIGNAL_UNKILLABLE,
+    STOPPING_ENTRIES, STOPS_ENTRIES, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
 };
 
 #[no_mangle]
@@ -48,6 +51,7 @@ static CONFIG: Config = Config {
     cgroup_kn: 0,
     kernfs_node_id: 0,
     signal_live: 0,
+    signal_flags: 0,
     task_blocked: 0,
     task_real_blocked: 0,
     task_sighand: 0,
@@ -58,6 +62,25 @@ static CONFIG: Config = Config {
     newtask_size: 0,
     attach_size: 0,
     oom_size: 0,
+    conn_size: 0,
+    conn_skaddr: 0,
+    conn_oldstate: 0,
+    conn_newstate: 0,
+    conn_sport: 0,
+    conn_dport: 0,
+    conn_protocol: 0,
+    sock_cgrp_data: 0,
+    cgrp_data_tagged: 0,
+    sock_socket: 0,
+    socket_file: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    sock_net: 0,
+    net_inum: 0,
+    skb_head: 0,
+    skb_transport_header: 0,
+    skb_dev: 0,
+    netdev_net: 0,
 };
 
 #[map]
@@ -87,12 +110,23 @@ static STOPPING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(STOPPING_ENT
 /// Goes up whenever a container is newly marked in `STOPPING`: what a CPU found not stopping
 /// under an older value may have become so.
 #[map]
-static STOPS: Array<u64> = Array::with_max_entries(1, 0);
+static STOPS: Array<u64> = Array::with_max_entries(STOPS_ENTRIES, 0);
 
 /// Per CPU, the last cgroup found not stopping and the `STOPS` value then: a running
 /// container's events (a signal flood, a fork storm) check two array slots, not the hash map.
 #[map]
 static RUNNING: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per cgroup, its TCP connections now established (counted from every socket state change
+/// since the daemon started: one atomic add per connect, accept and close).
+#[map]
+static ESTABLISHED: LruHashMap<u64, i64> = LruHashMap::with_max_entries(ESTABLISHED_ENTRIES, 0);
+
+/// Listening ports that containers being stopped closed (-> the container's cgroup): attempts
+/// on them afterwards are refused on its account.
+#[map]
+static CLOSED_LISTENERS: LruHashMap<ListenerKey, u64> =
+    LruHashMap::with_max_entries(CLOSED_LISTENER_ENTRIES, 0);
 
 /// cgroups whose first exec went to userspace: it identifies the container.
 #[map]
@@ -123,6 +157,7 @@ macro_rules! config {
     }};
 }
 
+mod connection;
 mod process;
 mod signal;
 
@@ -238,15 +273,37 @@ fn task_cgroup(task: u64) -> u64 {
         if css_set == 0 {
             return 0;
         }
-        let cgroup: u64 = read_kernel(css_set, config!(css_set_dfl_cgrp));
-        if cgroup == 0 {
-            return 0;
-        }
+        cgroup_id(read_kernel(css_set, config!(css_set_dfl_cgrp)))
+    }
+}
+
+/// The id of a `struct cgroup` (0 for a null pointer or one on the way).
+#[inline(always)]
+fn cgroup_id(cgroup: u64) -> u64 {
+    if cgroup == 0 {
+        return 0;
+    }
+    // SAFETY: a live `struct cgroup`; the pointer is checked before it is followed and the
+    // offsets are the running kernel's (BTF).
+    unsafe {
         let kn: u64 = read_kernel(cgroup, config!(cgroup_kn));
         if kn == 0 {
             return 0;
         }
         read_kernel(kn, config!(kernfs_node_id))
+    }
+}
+
+/// Nothing on the node is being stopped: userspace found `STOPPING` empty and recorded the
+/// generation then (`STOPS[SETTLED]`), and no container was marked since.
+#[inline(always)]
+fn settled() -> bool {
+    match (STOPS.get_ptr(0), STOPS.get_ptr(SETTLED)) {
+        // SAFETY: array slots, read whole.
+        (Some(stops), Some(settled)) => unsafe {
+            core::ptr::read_volatile(stops) == core::ptr::read_volatile(settled)
+        },
+        _ => false,
     }
 }
 
@@ -271,6 +328,45 @@ fn stopping(cgroup: u64) -> bool {
         unsafe { *last = [cgroup, stops] };
     }
     is
+}
+
+/// Adds `delta` to a cgroup's count of established connections; a close never takes it below 0
+/// (connections from before the daemon were never counted up).
+#[inline(always)]
+fn count_established(cgroup: u64, delta: i64) {
+    let slot = match ESTABLISHED.get_ptr_mut(cgroup) {
+        Some(p) => p,
+        None if delta > 0 => {
+            if ESTABLISHED
+                .insert(cgroup, delta, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+                .is_ok()
+            {
+                return;
+            }
+            match ESTABLISHED.get_ptr_mut(cgroup) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+        None => return,
+    };
+    // SAFETY: a map value, valid for the program's run; read only to clamp.
+    if delta < 0 && unsafe { core::ptr::read_volatile(slot) } <= 0 {
+        return;
+    }
+    // SAFETY: an aligned i64 map value; XADD, as in `mark_stopping`.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {d}", p = in(reg) slot, d = in(reg) delta);
+    }
+}
+
+/// A cgroup's established connections now, or [`NOT_COUNTED`].
+#[inline(always)]
+fn established(cgroup: u64) -> i64 {
+    // SAFETY: the value is copied out at once.
+    unsafe { ESTABLISHED.get(cgroup) }
+        .copied()
+        .unwrap_or(NOT_COUNTED)
 }
 
 /// The container is being stopped from now on.

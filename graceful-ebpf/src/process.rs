@@ -162,7 +162,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             ExecRecord {
                 header: header(Kind::Exec),
                 tgid,
-                _pad: 0,
+                flags: if entered { EXEC_ENTERED } else { 0 },
                 cgroup,
                 comm: current_comm(),
             },

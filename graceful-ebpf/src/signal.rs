@@ -28,10 +28,15 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     // SAFETY: `task` is the live target, the current task is alive; offsets are BTF's.
     let same_css_set = task == current
         || unsafe { read_kernel::<u64>(task, css_off) == read_kernel::<u64>(current, css_off) };
-    let sender_cgroup = current_cgroup();
     // The kernel's own SIGKILL (the OOM killer, sent from whatever task allocated) stops a
     // container even from inside it.
     let kernel_kill = sig == 9 && info == SEND_SIG_PRIV;
+    // Most of the time nothing on the node is being stopped: a signal inside one cgroup
+    // (USR1 reloads, a flood of them) is then only counted, before any cgroup id is read.
+    if same_css_set && !kernel_kill && settled() && !inside_stop(sig, task) {
+        return 0;
+    }
+    let sender_cgroup = current_cgroup();
     let target_cgroup = if same_css_set {
         sender_cgroup
     } else {
@@ -39,7 +44,7 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     };
     // From outside the target's cgroup: the container is being stopped from now on. Signals
     // inside a running container are only counted, and cost little more than that.
-    if sender_cgroup != target_cgroup || kernel_kill {
+    if sender_cgroup != target_cgroup || kernel_kill || inside_stop(sig, task) {
         mark_stopping(target_cgroup);
     } else if !stopping(target_cgroup) {
         return 0;
@@ -72,9 +77,26 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
             sender_cgroup,
             target_comm: comm,
             sender_comm: current_comm(),
+            established: established(target_cgroup),
         },
     );
     0
+}
+
+/// A conventional stop signal sent inside a container to its pid namespace's init (`kill 1`
+/// from a preStop hook or the app): it may be the container's stop, so it is reported and the
+/// container watched as one being stopped. Other signals never pay for the init check.
+#[inline(always)]
+fn inside_stop(sig: i32, task: u64) -> bool {
+    if INSIDE_STOP_SIGNALS & (1u64 << (sig as u64 - 1)) == 0 {
+        return false;
+    }
+    // SAFETY: `task` is the live target task_struct; the pointer is checked before it is
+    // followed and the offsets are the running kernel's (BTF).
+    unsafe {
+        let signal: u64 = read_kernel(task, config!(task_signal));
+        signal != 0 && read_kernel::<u32>(signal, config!(signal_flags)) & SIGNAL_UNKILLABLE != 0
+    }
 }
 
 /// The target's handler for `sig` and whether it blocks it, as the kernel decides by them now:

@@ -64,11 +64,22 @@ fn main() {
             return;
         }
     }
-    // One part alone: --kill-storm, --container-storms or --daemon-only.
+    if let [_, mode, count, out] = args.as_slice() {
+        if mode == "--connect-storm" {
+            connect_storm(count, out);
+            return;
+        }
+    }
+    // One part alone: --kill-storm, --container-storms, --daemon-only or --drain.
     let only = |part: &str| args.iter().any(|a| a == part);
-    let all = !["--kill-storm", "--container-storms", "--daemon-only"]
-        .into_iter()
-        .any(only);
+    let all = ![
+        "--kill-storm",
+        "--container-storms",
+        "--daemon-only",
+        "--drain",
+    ]
+    .into_iter()
+    .any(only);
     if all || only("--kill-storm") {
         storm_bench();
     }
@@ -78,6 +89,67 @@ fn main() {
     if all || only("--daemon-only") {
         daemon_bench();
     }
+    if all || only("--drain") {
+        drain_bench();
+    }
+}
+
+/// `kubectl drain` of a full node through the real containerd: 250 pods of two containers
+/// stopped at once with a 2 s grace (`graceful_tests::drain`).
+fn drain_bench() {
+    const PODS: usize = 250;
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(async {
+        let ctd = graceful_tests::cri::Containerd::start().await;
+        let log = std::fs::File::create(ctd.dir.join("daemon.log")).expect("log file");
+        let (mut daemon, addr) = start_daemon(log, &ctd.socket.to_string_lossy());
+        let watching = graceful_tests::drain::Watching {
+            pid: daemon.id(),
+            addr,
+        };
+        let d = graceful_tests::drain::drain(&ctd, watching, "drained", PODS).await;
+        if d.missing > 0 {
+            let _ = std::fs::copy(ctd.dir.join("daemon.log"), "/tmp/drain-daemon.log");
+        }
+        // SAFETY: our own child.
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        let _ = daemon.wait();
+        let right = |c: &str, v: &str| {
+            d.verdicts
+                .get(c)
+                .map_or(0, |got| got.iter().filter(|g| *g == v).count())
+        };
+        println!();
+        println!(
+            "Drain: {PODS} pods x 2 containers through containerd, all stopped at once, {} s grace \
+             (pods started in {:.0} s):",
+            graceful_tests::drain::GRACE,
+            d.started_in
+        );
+        println!(
+            "  records: {} of {} apps graceful, {} of {} sidecars pid1_ignores_stop_signal, {} unknown, {} missing; events lost {}; containers containerd left running (killed by the bench) {}",
+            right("app", "graceful"),
+            PODS,
+            right("sidecar", "pid1_ignores_stop_signal"),
+            PODS,
+            d.unknown,
+            d.missing,
+            d.events_lost,
+            d.runtime_failures
+        );
+        println!(
+            "  record latency from the container's end: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; last record {:.1} s after the first stop",
+            d.latency_ms(0.5),
+            d.latency_ms(0.99),
+            d.latency_ms(1.0),
+            d.drained_in
+        );
+        println!(
+            "  daemon: {:.2} CPU seconds over the drain, peak RSS {:.1} MiB",
+            d.cpu_seconds,
+            d.peak_rss_kib as f64 / 1024.0
+        );
+    });
 }
 
 /// Inside a throwaway container: `count` kill(2) of `signo` to itself (ignored), the ns per
@@ -94,6 +166,33 @@ fn flood(signo: &str, count: &str, out: &str) {
     for _ in 0..count {
         // SAFETY: a signal we ignore, to ourselves.
         unsafe { libc::kill(me, signo) };
+    }
+    let ns = start.elapsed().as_nanos() as f64 / count as f64;
+    let _ = std::fs::write(out, format!("{ns}"));
+}
+
+/// Inside a throwaway container: `count` TCP connections to its own listener on loopback,
+/// each accepted and closed at once; the ns per connection written to `out`.
+fn connect_storm(count: &str, out: &str) {
+    let Ok(count) = count.parse::<u32>() else {
+        std::process::exit(2);
+    };
+    let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+        std::process::exit(1);
+    };
+    let Ok(addr) = listener.local_addr() else {
+        std::process::exit(1);
+    };
+    let start = Instant::now();
+    for _ in 0..count {
+        let Ok(client) = std::net::TcpStream::connect(addr) else {
+            std::process::exit(1);
+        };
+        let Ok((server, _)) = listener.accept() else {
+            std::process::exit(1);
+        };
+        drop(client);
+        drop(server);
     }
     let ns = start.elapsed().as_nanos() as f64 / count as f64;
     let _ = std::fs::write(out, format!("{ns}"));
@@ -125,9 +224,12 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// The release daemon beside this binary (`run`, no CRI, a free loopback port), once `/readyz`
-/// says ready; stderr goes to `stderr`.
-fn start_daemon(stderr: impl Into<Stdio>) -> (Child, std::net::SocketAddr) {
+/// No container runtime: the storms' throwaway containers are named from their cgroups.
+const NO_CRI: &str = "/nonexistent.sock";
+
+/// The release daemon beside this binary (`run`, CRI at `cri`, a free loopback port), once
+/// `/readyz` says ready; stderr goes to `stderr`.
+fn start_daemon(stderr: impl Into<Stdio>, cri: &str) -> (Child, std::net::SocketAddr) {
     let exe = std::env::current_exe().expect("own path");
     let bin = exe.parent().expect("target dir").join("graceful-daemon");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -137,7 +239,7 @@ fn start_daemon(stderr: impl Into<Stdio>) -> (Child, std::net::SocketAddr) {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let child = Command::new(&bin)
         .args(["run", "--metrics-addr", &addr.to_string()])
-        .args(["--cri-socket", "/nonexistent.sock"])
+        .args(["--cri-socket", cri])
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

@@ -297,6 +297,7 @@ fn init_script(tests: &[(String, PathBuf)], repeat: u32) -> String {
          echo \"cgroup layout: $(grep cgroup /proc/mounts | cut -d' ' -f2,3 | tr '\\n' ' ')\"\n\
          mount -t tracefs tracefs /sys/kernel/tracing\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
+         ip link set lo up\n\
          ulimit -n 65536\n\
          echo \"guest kernel $(uname -r)\"\n\
          rc=0\n",

@@ -71,6 +71,8 @@ const PACKAGES: &[&str] = &[
     // real PID 1s the verdicts are checked against: an init that sigwaits (tini), interpreters
     // with handlers that re-raise, a JVM (single-file source launch needs the JDK's compiler)
     "tini",
+    // a server that drains on SIGQUIT, for the connection counts
+    "nginx",
     "python3",
     "nodejs",
     "openjdk-17-jdk-headless",

@@ -55,19 +55,26 @@ impl Daemon {
             tracing::debug!(container = %record.display_name(), "pod sandbox stopped");
             return;
         }
+        self.find_cause(record);
+    }
+
+    /// Sends a complete record out: log, /terminations, metrics, Events.
+    pub(super) fn emit(&mut self, mut record: TerminationRecord, now: Instant) {
         record.judge_pre_stop(&self.driver.clock);
         let json = record.to_json(&self.driver.clock);
-        self.announce_termination(&record);
+        self.announce_termination(&record, now);
         log::termination(self.log_format, &json, &record.display_name());
         lock(&self.state).push_record(&json);
         // An interim record (processes held past their SIGKILL): its final record follows, and
         // only that one counts, with what is known of the container still at hand.
         if record.termination.outcome == Outcome::Stuck {
+            self.metrics.unkillable();
             return;
         }
         let labels = ContainerLabels::of_record(&record);
         let app_grace = record.app_grace_seconds(&self.driver.clock);
         self.metrics.termination(&labels, &record, app_grace);
+        self.add_to_pod(&record);
         if let Some(identity) = &record.identity {
             self.names.forget(&identity.id);
         }
@@ -112,8 +119,8 @@ impl Daemon {
             .and_then(|h| h.program.as_deref())
         {
             tracker.set_pre_stop_program(cgroup, program);
-            if let Some(hooks) = self.hooks.as_mut() {
-                hooks.set(cgroup, program);
+            if let Some(marks) = self.marks.as_mut() {
+                marks.set_hook(cgroup, program);
             }
         }
     }
@@ -123,6 +130,15 @@ impl Daemon {
         if changed.is_empty() {
             return;
         }
+        for pod in changed.iter().filter_map(|uid| self.pods.get(uid)) {
+            tracing::debug!(
+                uid = %pod.uid,
+                deleted = pod.deleted_at.is_some(),
+                disruption = pod.disruption.as_ref().map(|d| d.reason.as_str()),
+                status_reason = pod.status_reason.as_deref(),
+                "pod facts from the API"
+            );
+        }
         let containers: Vec<(CgroupId, Identity)> = self
             .seen
             .iter()
@@ -131,7 +147,36 @@ impl Daemon {
             .collect();
         for (cgroup, identity) in containers {
             self.configure(cgroup, &identity);
+            // The API says the pod is terminating: what its containers' own processes signal
+            // from now on (a preStop hook of any program, the app itself) is seen.
+            let deleted = self.pod_terminating(&identity);
+            if let (true, Some(marks)) = (deleted, self.marks.as_mut()) {
+                marks.mark_stopping(cgroup);
+            }
         }
+    }
+
+    fn pod_terminating(&self, identity: &Identity) -> bool {
+        identity
+            .pod_uid
+            .as_deref()
+            .and_then(|uid| self.pods.get(uid))
+            .is_some_and(|pod| pod.deleted_at.is_some())
+    }
+
+    /// Takes the kernel's marks off containers no longer being stopped: neither a termination
+    /// under way nor a terminating pod (`StopMarks::sweep`).
+    pub(super) fn sweep_marks(&mut self) {
+        let Some(mut marks) = self.marks.take() else {
+            return;
+        };
+        marks.sweep(Instant::now(), |cgroup| {
+            self.driver.pipeline.tracker.stopping(cgroup)
+                || self
+                    .identity(cgroup)
+                    .is_some_and(|i| self.pod_terminating(&i))
+        });
+        self.marks = Some(marks);
     }
 
     /// Forgets pods deleted from the API long enough ago, and pods' Event rates.
@@ -157,7 +202,7 @@ impl Daemon {
     }
 
     /// Events for a stop that went wrong.
-    pub(super) fn announce_termination(&mut self, record: &TerminationRecord) {
+    pub(super) fn announce_termination(&mut self, record: &TerminationRecord, now: Instant) {
         if self.announcer.is_none() {
             return;
         }
@@ -165,8 +210,14 @@ impl Daemon {
             return;
         };
         let t = &record.termination;
+        // The cause first ("Evicted through the eviction API; ..."), then what happened, and
+        // what the exit code means.
+        let mut note = format!("{}; {}", record.cause().words(), t.explanation);
+        if let Some(exit) = t.exit {
+            note += &format!(" Exit: {}.", exit.meaning());
+        }
         if let Some(announcer) = self.announcer.as_mut() {
-            announcer.stop(pod, t.verdict, t.outcome, &t.explanation, Instant::now());
+            announcer.stop(pod, t.verdict, t.outcome, &note, now);
         }
     }
 

@@ -9,6 +9,19 @@ use crate::{
     identity,
 };
 
+/// CPU time of the calling thread.
+fn thread_cpu() -> std::time::Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain clock read into a local struct.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 impl Daemon {
     /// Scans /proc for the running containers beside the loop; `audit` gets the result.
     pub(super) fn start_audit(&mut self) {
@@ -18,7 +31,9 @@ impl Daemon {
         self.scanning = true;
         let scans = self.scans.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = scans.blocking_send(audit::scan());
+            let cpu = thread_cpu();
+            let found = audit::scan();
+            let _ = scans.blocking_send((found, thread_cpu().saturating_sub(cpu)));
         });
     }
 

@@ -10,8 +10,10 @@ use std::{
 
 use tokio::sync::mpsc;
 
+mod causes;
 mod containers;
 mod housekeeping;
+mod pod_records;
 
 use crate::{
     audit::MainProcess,
@@ -34,8 +36,9 @@ use crate::{
     },
     identity::{self, Identity},
     pipeline::Session,
+    pod_termination::PodAssembler,
     privileges,
-    probes::{PreStopHooks, ProbeError, ProbeOptions, Probes, PROGRAMS},
+    probes::{ProbeError, ProbeOptions, Probes, StopMarks},
     record::TerminationRecord,
 };
 
@@ -87,8 +90,11 @@ const TICK: Duration = Duration::from_secs(1);
 const HOUSEKEEPING_EVERY: u32 = 5;
 /// How often the driver looks for processes whose exit was lost.
 const SWEEP: Duration = Duration::from_secs(5);
-/// Ticks between audits of the running containers (a /proc scan).
-const AUDIT_EVERY: u32 = 10;
+/// Audits of the running containers (a /proc scan) come this often, or less often where a scan
+/// costs more than [`AUDIT_SHARE`] of a core at that rate (a node with a thousand containers).
+const AUDIT_EVERY: Duration = Duration::from_secs(10);
+const AUDIT_SHARE: f64 = 0.0025;
+const AUDIT_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 /// Audits between retries of containers the runtime could not name.
 const RETRY_FAILED_EVERY: u32 = 6;
 /// Audits between prunes of processes and cgroup paths that are gone (a memory bound).
@@ -96,15 +102,20 @@ const PRUNE_EVERY: u32 = 3;
 /// A record that waits for the runtime's answer about its container.
 type Waiting = Box<TerminationRecord>;
 
-/// What work beside the loop reports back: CRI answers, audit scans and this node's pods.
+/// What work beside the loop reports back: CRI answers, audit scans, this node's pods and
+/// the API's word on why a container stopped.
 struct Replies {
     answers: mpsc::Receiver<Lookup<Waiting>>,
-    scanned: mpsc::Receiver<Vec<MainProcess>>,
+    /// Each scan's findings, and the CPU time it took.
+    scanned: mpsc::Receiver<(Vec<MainProcess>, Duration)>,
     pods: Option<mpsc::Receiver<PodUpdate>>,
+    causes: mpsc::Receiver<causes::CauseAnswer>,
 }
 
-/// The Kubernetes API, when there is one: this node's pods and the Events queue.
+/// The Kubernetes API, when there is one: its client (per-stop lookups), this node's pods and
+/// the Events queue.
 pub struct Kube {
+    client: kube::Client,
     pods: mpsc::Receiver<PodUpdate>,
     events: EventSink,
 }
@@ -116,21 +127,27 @@ struct Daemon {
     state: SharedState,
     /// Owned by the loop: a scrape encodes the registry without waiting for it.
     metrics: Metrics,
-    /// The kernel's list of preStop hook programs (None: not available on this kernel).
-    hooks: Option<PreStopHooks>,
+    /// The kernel's preStop hook programs and stopping marks (None: not available).
+    marks: Option<StopMarks>,
     /// What the runtime said of each container.
     names: RuntimeNames<Waiting>,
     audits: u32,
     /// cgroups whose identity was already looked at: one parse and lookup per container.
     seen: HashSet<u64>,
     /// Audit scans of /proc run beside the loop and report here; one at a time.
-    scans: mpsc::Sender<Vec<MainProcess>>,
+    scans: mpsc::Sender<(Vec<MainProcess>, Duration)>,
     scanning: bool,
+    /// When the next audit starts.
+    next_audit: Instant,
     log_format: LogFormat,
     /// This node's pods, as the API server last said (empty without one).
     pods: PodStore,
     /// Events, with an API server.
     announcer: Option<Announcer>,
+    /// Lookups of the kubelet's Events for a stop's cause, with an API server.
+    lookups: Option<causes::CauseLookups>,
+    /// Container records waiting for the rest of their pod's.
+    assembler: PodAssembler,
     /// When the ring reader last reported a drain (for /healthz).
     drained_at: Instant,
 }
@@ -152,19 +169,18 @@ pub async fn run(
         state: state.clone(),
         metrics: metrics.exposition(),
     });
-    let server = tokio::spawn(crate::export::http::serve(listener, app, async {
+    let server = tokio::spawn(crate::export::http_server::serve(listener, app, async {
         let _ = http_stopped.await;
     }));
 
     let (mut probes, driver) = Driver::start(Session::start(&options.probes)?, SWEEP);
-    let hooks = probes
-        .pre_stop_hooks()
+    let marks = probes
+        .stop_marks()
         .inspect_err(|e| tracing::warn!("{e}; a preStop hook's own signals are not seen"))
         .ok();
     tracing::info!(addr = %options.metrics_addr, node = options.node_name.as_deref().unwrap_or(""), "probes attached");
     let health = metrics.health.clone();
-    let programs: Vec<&str> = PROGRAMS.iter().map(|(program, _, _)| *program).collect();
-    health.probes(&programs, probes.unavailable());
+    health.probes(&probes.programs(), probes.unavailable());
 
     let cri = match CriClient::connect(options.cri_socket.as_deref()).await {
         Ok(c) => {
@@ -192,7 +208,7 @@ pub async fn run(
         driver,
         state.clone(),
         metrics,
-        hooks,
+        marks,
         cri,
         kube,
         options.log_format,
@@ -200,9 +216,10 @@ pub async fn run(
     let traced = daemon.serve(replies, &probes, shutdown).await;
     tracing::info!("shutting down: detaching probes");
     lock(&state).ready = false;
+    // The server winds down while the probes detach: the pod's grace is not spent twice.
+    let _ = stop_http.send(());
     drop(daemon);
     drop(probes);
-    let _ = stop_http.send(());
     let _ = server.await;
     traced
 }
@@ -228,6 +245,7 @@ async fn connect_kube(node: Option<&str>, events: EventOptions, health: &Health)
         "Kubernetes API: watching this node's pods, publishing Events"
     );
     Some(Kube {
+        client: client.clone(),
         pods: kubernetes::watch_pods(client.clone(), node, health.api_up.clone()),
         events: EventSink::start(client, node, events, health.events.clone()),
     })
@@ -238,14 +256,24 @@ impl Daemon {
         driver: Driver,
         state: SharedState,
         metrics: Metrics,
-        hooks: Option<PreStopHooks>,
+        marks: Option<StopMarks>,
         cri: Option<CriClient>,
         kube: Option<Kube>,
         log_format: LogFormat,
     ) -> (Daemon, Replies) {
-        let (pods, events) = match kube {
-            Some(k) => (Some(k.pods), Some(k.events)),
-            None => (None, None),
+        let (cause_answers, causes) = mpsc::channel(64);
+        let (pods, events, lookups) = match kube {
+            Some(k) => (
+                Some(k.pods),
+                Some(k.events),
+                Some(causes::CauseLookups {
+                    client: k.client,
+                    answers: cause_answers,
+                    failing: false,
+                    pending: 0,
+                }),
+            ),
+            None => (None, None, None),
         };
         let (names, answers) = RuntimeNames::new(cri, metrics.health.cri_up.clone());
         let (scans, scanned) = mpsc::channel(1);
@@ -253,21 +281,25 @@ impl Daemon {
             driver,
             state,
             metrics,
-            hooks,
+            marks,
             names,
             audits: 0,
             seen: HashSet::new(),
             scans,
             scanning: false,
+            next_audit: Instant::now(),
             log_format,
             pods: PodStore::default(),
             announcer: events.map(Announcer::new),
+            lookups,
+            assembler: PodAssembler::default(),
             drained_at: Instant::now(),
         };
         let replies = Replies {
             answers,
             scanned,
             pods,
+            causes,
         };
         (daemon, replies)
     }
@@ -287,7 +319,10 @@ impl Daemon {
         loop {
             tokio::select! {
                 biased;
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => {
+                    self.flush(&mut replies.causes).await;
+                    return Ok(());
+                }
                 step = self.driver.next() => match step {
                     Ok(Step::Event(event, records)) => self.on_event(&event, records),
                     Ok(Step::Swept(records)) => records.into_iter().for_each(|r| self.finish(r)),
@@ -297,6 +332,7 @@ impl Daemon {
                     }
                 },
                 Some(answer) = replies.answers.recv() => self.on_lookup(answer),
+                Some(answer) = replies.causes.recv() => self.on_cause(answer),
                 update = next_pod(&mut replies.pods) => match update {
                     Some(update) => self.on_pod(update),
                     None => {
@@ -304,8 +340,10 @@ impl Daemon {
                         replies.pods = None;
                     }
                 },
-                Some(entries) = replies.scanned.recv() => {
+                Some((entries, cpu)) = replies.scanned.recv() => {
                     self.scanning = false;
+                    let every = cpu.div_f64(AUDIT_SHARE).clamp(AUDIT_EVERY, AUDIT_AT_MOST_EVERY);
+                    self.next_audit = Instant::now() + every;
                     self.audit(entries);
                 }
                 _ = tick.tick() => {
@@ -320,6 +358,8 @@ impl Daemon {
                     self.metrics.events_lost(LossKind::RingFull, lost.0.saturating_sub(lost_seen.0));
                     self.metrics.events_lost(LossKind::ReadFailed, lost.1.saturating_sub(lost_seen.1));
                     lost_seen = lost;
+                    self.expire_pods();
+                    self.sweep_marks();
                     if ticks % HOUSEKEEPING_EVERY == 1 {
                         if let Ok(counts) = kernel.signal_counts() {
                             self.metrics.node_signals(counts);
@@ -328,7 +368,7 @@ impl Daemon {
                         self.metrics.prune(Instant::now());
                         self.report_tracked();
                     }
-                    if ticks % AUDIT_EVERY == 1 {
+                    if Instant::now() >= self.next_audit {
                         self.start_audit();
                     }
                 }

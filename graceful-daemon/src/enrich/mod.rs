@@ -2,7 +2,9 @@
 //! image's STOPSIGNAL), looked up when the container appears and cached, so a record is complete
 //! after the container is gone; and what the Kubernetes API says of its pod (workload, the
 //! grace this deletion gives, stop signals, preStop hooks).
+pub mod cause;
 pub mod cri;
+pub mod kubelet_events;
 pub mod kubernetes;
 pub mod pod_store;
 pub mod pods;

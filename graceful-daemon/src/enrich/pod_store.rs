@@ -84,8 +84,7 @@ mod tests {
             workload: None,
             owner: None,
             grace_period_seconds: None,
-            deleted_at: None,
-            containers: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -7,7 +7,7 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use k8s_openapi::{
-    api::core::v1::{Container, LifecycleHandler, Pod},
+    api::core::v1::{Container, LifecycleHandler, Pod, PodStatus, Probe},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 
@@ -28,6 +28,44 @@ impl From<&OwnerReference> for Owner {
             name: o.name.clone(),
             uid: o.uid.clone(),
         }
+    }
+}
+
+/// The names a pod's `graceful.dev/sidecars` annotation gives when it has none.
+pub const DEFAULT_SIDECARS: [&str; 2] = ["istio-proxy", "linkerd-proxy"];
+pub const SIDECARS_ANNOTATION: &str = "graceful.dev/sidecars";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    App,
+    /// A native sidecar (an init container with `restartPolicy: Always`) or a container the pod
+    /// names as one (`graceful.dev/sidecars`).
+    Sidecar,
+    Init,
+}
+
+serialize_by_name!(Role);
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::App => "app",
+            Role::Sidecar => "sidecar",
+            Role::Init => "init",
+        }
+    }
+}
+
+/// The names a pod calls its sidecars: its annotation's list, else the default.
+pub fn sidecar_names(annotation: Option<&str>) -> Vec<String> {
+    match annotation {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => DEFAULT_SIDECARS.iter().map(|s| s.to_string()).collect(),
     }
 }
 
@@ -85,9 +123,25 @@ pub struct PodContainer {
     /// `containerStatuses[].stopSignal`, else `lifecycle.stopSignal` (KEP-4960).
     pub stop_signal: Option<Signal>,
     pub pre_stop: Option<PreStopHook>,
+    /// The liveness and startup probes' own `terminationGracePeriodSeconds` (KEP-2238): the
+    /// grace of the kubelet's kill when that probe fails.
+    pub liveness_grace: Option<f64>,
+    pub startup_grace: Option<f64>,
+    pub role: Role,
+    /// A native sidecar (an init container with `restartPolicy: Always`).
+    pub native: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// The pod's `DisruptionTarget` condition (status True): who is about to end it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disruption {
+    /// EvictionByEvictionAPI, PreemptionByScheduler, DeletionByTaintManager,
+    /// TerminationByKubelet, DeletionByPodGC.
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodFacts {
     pub uid: String,
     pub namespace: String,
@@ -101,6 +155,11 @@ pub struct PodFacts {
     /// When the deletion was asked for: `deletionTimestamp` less the grace it gave.
     pub deleted_at: Option<DateTime<Utc>>,
     pub containers: Vec<PodContainer>,
+    pub disruption: Option<Disruption>,
+    /// `status.reason` and `.message`: the kubelet's Evicted, Terminated (node shutdown),
+    /// DeadlineExceeded.
+    pub status_reason: Option<String>,
+    pub status_message: Option<String>,
 }
 
 impl PodFacts {
@@ -131,17 +190,29 @@ impl PodFacts {
                 })
                 .find(|c| c.name == name)
         };
-        let specs: Vec<&Container> = spec
+        let sidecars = sidecar_names(
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(SIDECARS_ANNOTATION))
+                .map(String::as_str),
+        );
+        let specs: Vec<(&Container, bool)> = spec
             .into_iter()
             .flat_map(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
+                let init = s.init_containers.iter().flatten().map(|c| (c, true));
+                s.containers.iter().map(|c| (c, false)).chain(init)
             })
             .collect();
         let containers = specs
             .into_iter()
-            .map(|c| {
+            .map(|(c, init)| {
+                let native = init && c.restart_policy.as_deref() == Some("Always");
+                let role = match (init, native) {
+                    (_, true) => Role::Sidecar,
+                    (true, false) => Role::Init,
+                    _ if sidecars.contains(&c.name) => Role::Sidecar,
+                    _ => Role::App,
+                };
                 let status = status_of(&c.name);
                 let lifecycle = c.lifecycle.as_ref();
                 PodContainer {
@@ -157,6 +228,10 @@ impl PodFacts {
                     pre_stop: lifecycle
                         .and_then(|l| l.pre_stop.as_ref())
                         .and_then(PreStopHook::from_handler),
+                    liveness_grace: probe_grace(c.liveness_probe.as_ref()),
+                    startup_grace: probe_grace(c.startup_probe.as_ref()),
+                    role,
+                    native,
                 }
             })
             .collect();
@@ -175,6 +250,13 @@ impl PodFacts {
             grace_period_seconds: grace,
             deleted_at,
             containers,
+            disruption: statuses.and_then(disruption),
+            status_reason: statuses
+                .and_then(|s| s.reason.clone())
+                .filter(|r| !r.is_empty()),
+            status_message: statuses
+                .and_then(|s| s.message.clone())
+                .filter(|m| !m.is_empty()),
         })
     }
 
@@ -188,6 +270,25 @@ impl PodFacts {
                 self.containers.iter().find(|c| c.name == name)
             })
     }
+}
+
+fn probe_grace(probe: Option<&Probe>) -> Option<f64> {
+    probe
+        .and_then(|p| p.termination_grace_period_seconds)
+        .filter(|g| *g >= 0)
+        .map(|g| g as f64)
+}
+
+fn disruption(status: &PodStatus) -> Option<Disruption> {
+    let c = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")?;
+    Some(Disruption {
+        reason: c.reason.clone().filter(|r| !r.is_empty())?,
+        message: c.message.clone().filter(|m| !m.is_empty()),
+    })
 }
 
 /// The workload that owns a pod, named without reading its owners: a ReplicaSet called
@@ -229,161 +330,4 @@ pub fn workload(pod: &Pod) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod(json: serde_json::Value) -> Pod {
-        serde_json::from_value(json).expect("a Pod")
-    }
-
-    fn owned_by(kind: &str, name: &str, labels: serde_json::Value) -> Pod {
-        pod(serde_json::json!({
-            "metadata": {"name": "p", "uid": "u", "labels": labels,
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "o", "controller": true}]},
-        }))
-    }
-
-    #[test]
-    fn workloads_from_owner_names() {
-        let hash = serde_json::json!({"pod-template-hash": "7d4b9c8f5"});
-        let none = serde_json::json!({});
-        let cases = [
-            (
-                owned_by("ReplicaSet", "web-7d4b9c8f5", hash.clone()),
-                Some("Deployment/web"),
-            ),
-            (
-                owned_by("ReplicaSet", "my-web-app-7d4b9c8f5", hash),
-                Some("Deployment/my-web-app"),
-            ),
-            (
-                owned_by("ReplicaSet", "bare-rs", none.clone()),
-                Some("ReplicaSet/bare-rs"),
-            ),
-            (
-                owned_by("StatefulSet", "db", none.clone()),
-                Some("StatefulSet/db"),
-            ),
-            (
-                owned_by("DaemonSet", "agent", none.clone()),
-                Some("DaemonSet/agent"),
-            ),
-            (
-                owned_by("Job", "backup-29345760", none.clone()),
-                Some("CronJob/backup"),
-            ),
-            (
-                owned_by("Job", "migrate-v2", none.clone()),
-                Some("Job/migrate-v2"),
-            ),
-            (
-                owned_by("Job", "load-2024", none.clone()),
-                Some("Job/load-2024"),
-            ),
-            (
-                pod(serde_json::json!({"metadata": {"name": "p", "uid": "u"}})),
-                None,
-            ),
-        ];
-        for (p, want) in cases {
-            assert_eq!(
-                workload(&p).as_deref(),
-                want,
-                "{:?}",
-                p.metadata.owner_references
-            );
-        }
-    }
-
-    fn deleted_pod() -> Pod {
-        pod(serde_json::json!({
-            "metadata": {
-                "name": "web-7d4b9c8f5-x2x9z", "namespace": "shop", "uid": "8dbd0d3c",
-                "deletionTimestamp": "2026-11-23T10:00:05Z", "deletionGracePeriodSeconds": 5,
-            },
-            "spec": {
-                "terminationGracePeriodSeconds": 30,
-                "containers": [
-                    {"name": "app", "image": "app:1", "lifecycle": {
-                        "stopSignal": "SIGUSR1",
-                        "preStop": {"exec": {"command": ["/usr/local/bin/drain-connections", "--token=s3cr3t"]}}}},
-                    {"name": "proxy", "image": "envoy", "lifecycle": {"preStop": {"httpGet": {"path": "/quit", "port": 9901}}}},
-                    {"name": "log", "image": "fluent"},
-                ],
-            },
-            "status": {"containerStatuses": [
-                {"name": "app", "containerID": "containerd://abc123", "image": "app:1", "imageID": "", "ready": true, "restartCount": 0, "stopSignal": "SIGQUIT"},
-                {"name": "proxy", "containerID": "containerd://def456", "image": "envoy", "imageID": "", "ready": true, "restartCount": 0},
-            ]},
-        }))
-    }
-
-    #[test]
-    fn a_deleted_pod_gives_its_deletion_grace_and_each_containers_stop() {
-        let f = PodFacts::from_pod(&deleted_pod()).expect("facts");
-        assert_eq!(
-            f.grace_period_seconds,
-            Some(5.0),
-            "the deletion's grace, not the spec's"
-        );
-        assert_eq!(
-            f.deleted_at.map(|d| d.to_rfc3339()).as_deref(),
-            Some("2026-11-23T10:00:00+00:00")
-        );
-        let app = f.container("abc123", None).expect("app by id");
-        assert_eq!(app.name, "app");
-        assert_eq!(
-            app.stop_signal,
-            Some(Signal::QUIT),
-            "the status's word first"
-        );
-        let hook = app.pre_stop.as_ref().expect("exec hook");
-        assert_eq!(hook.kind, HookKind::Exec);
-        assert_eq!(hook.program.as_deref(), Some("drain-connectio"));
-        let command = hook.command.as_deref().unwrap_or_default();
-        assert!(
-            !command.contains("s3cr3t") && command.contains("drain-connections"),
-            "{command}"
-        );
-        let proxy = f.container("nope", Some("proxy")).expect("proxy by name");
-        assert_eq!(
-            proxy.pre_stop.as_ref().map(|h| h.kind),
-            Some(HookKind::Http)
-        );
-        assert_eq!(proxy.stop_signal, None);
-        assert_eq!(
-            f.container("nope", Some("log")).and_then(|c| c.id.clone()),
-            None
-        );
-    }
-
-    #[test]
-    fn a_running_pod_gives_its_specs_grace_and_lifecycle_stop_signal() {
-        let mut p = deleted_pod();
-        p.metadata.deletion_timestamp = None;
-        p.metadata.deletion_grace_period_seconds = None;
-        if let Some(s) = p.status.as_mut() {
-            s.container_statuses.as_mut().unwrap()[0].stop_signal = None;
-        }
-        let f = PodFacts::from_pod(&p).expect("facts");
-        assert_eq!(f.grace_period_seconds, Some(30.0));
-        assert_eq!(f.deleted_at, None);
-        assert_eq!(
-            f.container("abc123", None).and_then(|c| c.stop_signal),
-            Some(Signal::USR1)
-        );
-    }
-
-    #[test]
-    fn garbage_is_no_pod() {
-        assert_eq!(PodFacts::from_pod(&Pod::default()), None);
-        assert_eq!(PreStopHook::from_annotation("{not json"), None);
-        assert_eq!(PreStopHook::from_annotation("{}"), None);
-        let hook = PreStopHook::from_annotation(
-            r#"{"exec":{"command":["/bin/sh","-c","curl -H 'Authorization: Bearer s3cr3t' localhost"]}}"#,
-        );
-        let hook = hook.expect("exec hook");
-        assert_eq!(hook.program.as_deref(), Some("sh"));
-        assert!(!hook.command.unwrap_or_default().contains("s3cr3t"));
-    }
-}
+mod tests;

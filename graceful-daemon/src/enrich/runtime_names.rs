@@ -142,6 +142,19 @@ impl<W: Send + 'static> RuntimeNames<W> {
         self.known.get(id)
     }
 
+    /// The names of the pod's containers the runtime told of (not its sandbox).
+    pub fn siblings(&self, pod_uid: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .known
+            .values()
+            .filter(|i| !i.sandbox && i.pod_uid.as_deref() == Some(pod_uid))
+            .filter_map(|i| i.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     pub fn forget(&mut self, id: &str) {
         self.known.remove(id);
     }

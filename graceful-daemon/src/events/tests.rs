@@ -30,10 +30,12 @@ fn decodes_a_signal_record() {
         sender_cgroup: 1,
         target_comm: comm_sh,
         sender_comm: comm_runc,
+        established: 37,
     };
     let Event::Signal(e) = decode(&bytes(&r)).expect("a signal record decodes") else {
         panic!("not a signal")
     };
+    assert_eq!(e.established, Some(37));
     assert_eq!(e.signal, Signal::TERM);
     assert_eq!(e.result, SignalResult::Ignored);
     assert_eq!(

@@ -18,6 +18,11 @@ pub struct Announcer {
 }
 
 impl Announcer {
+    /// Publishes the Events still queued, for at most `within` (at shutdown).
+    pub async fn flush(self, within: std::time::Duration) {
+        self.sink.flush(within).await;
+    }
+
     pub fn new(sink: EventSink) -> Announcer {
         Announcer {
             sink,
@@ -47,6 +52,17 @@ impl Announcer {
         for reason in Reason::of(verdict, outcome) {
             self.offer(pod.clone(), reason, explanation, EventType::Warning, now);
         }
+    }
+
+    /// `SidecarStoppedFirst` on the pod (about the sidecar that went first), Warning.
+    pub fn sidecar_first(&mut self, pod: PodRef, note: &str, now: Instant) {
+        self.offer(
+            pod,
+            Reason::SidecarStoppedFirst,
+            note,
+            EventType::Warning,
+            now,
+        );
     }
 
     /// Whether audit findings become Events at all (`--audit-events off`: no).

@@ -32,6 +32,8 @@ pub enum Reason {
     Pid1IgnoresStopSignal,
     /// Processes outlived their SIGKILL: the pod will stay Terminating.
     ProcessUnkillable,
+    /// A sidecar was gone while an app container of its pod still shut down.
+    SidecarStoppedFirst,
 }
 
 impl Reason {
@@ -42,6 +44,7 @@ impl Reason {
             Reason::StopSignalNotForwarded => "StopSignalNotForwarded",
             Reason::Pid1IgnoresStopSignal => "PID1IgnoresStopSignal",
             Reason::ProcessUnkillable => "ProcessUnkillable",
+            Reason::SidecarStoppedFirst => "SidecarStoppedFirst",
         }
     }
 
@@ -181,6 +184,8 @@ impl Bucket {
 /// The loop's end of the Events queue.
 pub struct EventSink {
     tx: mpsc::Sender<PodEvent>,
+    /// The publisher task (None in tests that read the queue themselves).
+    publisher: Option<tokio::task::JoinHandle<()>>,
     options: EventOptions,
     node: Bucket,
     pods: HashMap<String, Bucket>,
@@ -207,8 +212,22 @@ impl EventSink {
             deployments: HashMap::new(),
             counts: counts.clone(),
         };
-        tokio::spawn(publisher.run(rx));
-        EventSink::with_queue(tx, options, counts)
+        let task = tokio::spawn(publisher.run(rx));
+        let mut sink = EventSink::with_queue(tx, options, counts);
+        sink.publisher = Some(task);
+        sink
+    }
+
+    /// At shutdown: publishes what is queued, for at most `within`; what is left then is
+    /// dropped (the DaemonSet's grace is short).
+    pub async fn flush(self, within: std::time::Duration) {
+        let EventSink { tx, publisher, .. } = self;
+        drop(tx);
+        if let Some(task) = publisher {
+            if tokio::time::timeout(within, task).await.is_err() {
+                tracing::warn!("Events still queued at shutdown were dropped after {within:?}");
+            }
+        }
     }
 
     pub(crate) fn with_queue(
@@ -218,6 +237,7 @@ impl EventSink {
     ) -> EventSink {
         EventSink {
             tx,
+            publisher: None,
             node: Bucket::full(f64::from(options.burst), Instant::now()),
             options,
             pods: HashMap::new(),

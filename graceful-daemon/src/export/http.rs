@@ -1,25 +1,22 @@
 //! HTTP on --metrics-addr: /metrics, /healthz, /readyz, /terminations.
 use std::{
     collections::VecDeque,
-    future::Future,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
-    response::IntoResponse,
+    http::{header, StatusCode, Uri},
+    response::{IntoResponse, Response},
     routing::get,
     Router,
 };
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
 use super::exposition::Exposition;
+
+/// The kinds of record /terminations lists (`?kind=` picks one).
+const KINDS: [&str; 2] = ["termination", "pod_termination"];
 
 /// How many records /terminations keeps.
 pub const KEPT_RECORDS: usize = 1000;
@@ -28,7 +25,8 @@ pub const KEPT_RECORDS: usize = 1000;
 #[derive(Default)]
 pub struct Shared {
     /// Newest first, serialized once: a request copies pointers under the lock, not records.
-    pub terminations: VecDeque<Arc<str>>,
+    /// With each its `kind` (`termination`, `pod_termination`).
+    pub terminations: VecDeque<(&'static str, Arc<str>)>,
     pub ready: bool,
     /// The loop's last tick and the ring reader's last drain it saw: /healthz fails when
     /// either is older than [`STALLED`].
@@ -57,7 +55,13 @@ impl Shared {
 
 impl Shared {
     pub fn push_record(&mut self, record: &serde_json::Value) {
-        self.terminations.push_front(record.to_string().into());
+        let kind = KINDS
+            .iter()
+            .find(|k| record["kind"] == **k)
+            .copied()
+            .unwrap_or("termination");
+        self.terminations
+            .push_front((kind, record.to_string().into()));
         self.terminations.truncate(KEPT_RECORDS);
     }
 }
@@ -121,8 +125,22 @@ async fn readyz(State(Endpoints { state, .. }): State<Endpoints>) -> impl IntoRe
     }
 }
 
-async fn terminations(State(Endpoints { state, .. }): State<Endpoints>) -> impl IntoResponse {
-    let list: Vec<Arc<str>> = lock(&state).terminations.iter().cloned().collect();
+async fn terminations(State(Endpoints { state, .. }): State<Endpoints>, uri: Uri) -> Response {
+    let kind = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("kind="));
+    if let Some(k) = kind.filter(|k| !KINDS.contains(k)) {
+        let said = format!("unknown kind {k:?}: termination or pod_termination\n");
+        return (StatusCode::BAD_REQUEST, said).into_response();
+    }
+    let list: Vec<Arc<str>> = lock(&state)
+        .terminations
+        .iter()
+        .filter(|(k, _)| kind.is_none_or(|want| want == *k))
+        .map(|(_, r)| r.clone())
+        .collect();
     let mut body = String::with_capacity(list.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
     body.push('[');
     for (i, r) in list.iter().enumerate() {
@@ -132,59 +150,7 @@ async fn terminations(State(Endpoints { state, .. }): State<Endpoints>) -> impl 
         body.push_str(r);
     }
     body.push(']');
-    ([(header::CONTENT_TYPE, "application/json")], body)
-}
-
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 64;
-/// A client must send its request headers within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// No connection lives longer (a slow reader of a big /terminations included).
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
-/// At shutdown, requests in flight get this long before their connections are dropped.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
-
-/// Serves `router` until `shutdown`: bounded connections, header and lifetime timeouts, and a
-/// shutdown that a half-sent request cannot hold up (the daemon must not be SIGKILLed itself).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!("accept: {e}");
-                    continue;
-                }
-            },
-        };
-        let service = TowerToHyperService::new(router.clone());
-        connections.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
-            drop(permit);
-        });
-        // Reap finished connections as we go.
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        connections.shutdown().await;
-    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]

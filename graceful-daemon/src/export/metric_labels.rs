@@ -83,6 +83,8 @@ pub(super) struct TerminationLabels {
     pub(super) container: String,
     pub(super) outcome: String,
     pub(super) verdict: String,
+    /// What asked for the stop: one of a closed set (`CauseKind`).
+    pub(super) cause: String,
 }
 
 /// A workload's stops: what alerts and dashboards group by, with no pod name in it.
@@ -95,6 +97,7 @@ pub(super) struct WorkloadLabels {
     pub(super) workload: String,
     pub(super) outcome: String,
     pub(super) verdict: String,
+    pub(super) cause: String,
 }
 
 /// A workload as kubernetes-mixin names it: ("deployment", "web") for "Deployment/web"; both

@@ -10,6 +10,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+use connections::ConnectionMetrics;
+use node::NodeMetrics;
+use pods::PodMetrics;
+
 use super::{
     exposition::Exposition,
     health::{registered, registered_as, Health, ProcessMetrics},
@@ -38,70 +42,6 @@ fn duration_histogram() -> Histogram {
 
 fn ratio_histogram() -> Histogram {
     Histogram::new([0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1])
-}
-
-/// Node-wide: every signal by the kernel's result, every stop by outcome and verdict, lost
-/// events, what the daemon holds.
-struct NodeMetrics {
-    signals: Family<SignalLabels, Counter>,
-    terminations: Family<OutcomeVerdictLabels, Counter>,
-    events_lost: Family<LossLabels, Counter>,
-    tracked: Family<KindLabels, Gauge>,
-}
-
-impl NodeMetrics {
-    fn register(registry: &mut Registry) -> NodeMetrics {
-        let m = NodeMetrics {
-            signals: registered(
-                registry,
-                "signals",
-                "Signals generated on the node, by signal and the kernel's result",
-                None,
-            ),
-            terminations: registered(
-                registry,
-                "node_terminations",
-                "Containers stopped on the node, by outcome and verdict (every pair exists from the start)",
-                None,
-            ),
-            events_lost: registered(
-                registry,
-                "events_lost",
-                "Events lost on their way from the kernel, by reason",
-                None,
-            ),
-            tracked: registered(
-                registry,
-                "tracked",
-                "Entries the daemon holds in memory, by kind",
-                None,
-            ),
-        };
-        for kind in [
-            LossKind::RingFull,
-            LossKind::ReadFailed,
-            LossKind::DecodeFailed,
-        ] {
-            let _ = m.events_lost.get_or_create(&kind.labels());
-        }
-        // At 0 from the start: a graph's increase() counts the node's first stop of a kind.
-        for outcome in Outcome::ALL {
-            for verdict in Verdict::ALL {
-                let _ = m.terminations.get_or_create(&OutcomeVerdictLabels {
-                    outcome: outcome.as_str().into(),
-                    verdict: verdict.as_str().into(),
-                });
-            }
-        }
-        let build_info: Family<VersionLabels, Gauge> =
-            registered(registry, "build_info", "Version of graceful", None);
-        build_info
-            .get_or_create(&VersionLabels {
-                version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .set(1);
-        m
-    }
 }
 
 /// Running containers: the stop-relevant signals they get and their PID 1's risk.
@@ -145,13 +85,13 @@ impl TerminationMetrics {
             terminations: registered(
                 registry,
                 "terminations",
-                "Containers stopped, by outcome and verdict",
+                "Containers stopped, by outcome, verdict and cause (what asked for the stop)",
                 None,
             ),
             workloads: registered(
                 registry,
                 "workload_terminations",
-                "Containers stopped, by workload (workload_type, workload), outcome and verdict",
+                "Containers stopped, by workload (workload_type, workload), outcome, verdict and cause",
                 None,
             ),
             sigkill_after_grace: registered(
@@ -192,6 +132,8 @@ pub struct Metrics {
     pub health: Health,
     containers: ContainerMetrics,
     stops: TerminationMetrics,
+    pods: PodMetrics,
+    connections: ConnectionMetrics,
     node_counts: SignalCounts,
     series: HashMap<ContainerLabels, Series>,
     /// Workload series and when a stop last counted in each: dropped `workload_ttl` after.
@@ -212,12 +154,16 @@ impl Metrics {
         let node = NodeMetrics::register(graceful);
         let containers = ContainerMetrics::register(graceful);
         let stops = TerminationMetrics::register(graceful);
+        let pods = PodMetrics::register(graceful);
+        let connections = ConnectionMetrics::register(graceful);
         let health = Health::register(graceful, process);
         Metrics {
             node,
             health,
             containers,
             stops,
+            pods,
+            connections,
             registry: Exposition::new(registry),
             workload_ttl,
             node_counts: SignalCounts::default(),
@@ -260,6 +206,11 @@ impl Metrics {
                 .get_or_create(&reason.labels())
                 .inc_by(count);
         }
+    }
+
+    /// An interim `unkillable` record: a node's problem (a hung mount), counted per node.
+    pub fn unkillable(&self) {
+        self.node.unkillable.inc();
     }
 
     pub fn tracked(&self, kind: Tracked, count: usize) {
@@ -309,6 +260,7 @@ impl Metrics {
                 verdict: verdict.clone(),
             })
             .inc();
+        let cause = record.cause().kind.as_str().to_string();
         let series = self.series.entry(who.clone()).or_default();
         let labels = TerminationLabels {
             namespace: who.namespace.clone(),
@@ -316,6 +268,7 @@ impl Metrics {
             container: who.container.clone(),
             outcome: outcome.clone(),
             verdict: verdict.clone(),
+            cause: cause.clone(),
         };
         self.stops.terminations.get_or_create(&labels).inc();
         series.terminations.insert(labels);
@@ -327,8 +280,13 @@ impl Metrics {
             workload,
             outcome: outcome.clone(),
             verdict: verdict.clone(),
+            cause,
         };
         self.stops.workloads.get_or_create(&workload).inc();
+        if let Some(c) = &t.connections {
+            let w = record.info.as_ref().and_then(|i| i.workload.as_deref());
+            self.connections.count(&who.namespace, w, c);
+        }
         self.workloads.insert(workload, Instant::now());
         if t.outcome == Outcome::KilledAfterGrace {
             let labels = VerdictLabels {
@@ -431,8 +389,15 @@ impl Metrics {
 
     /// Drops every series of containers gone for longer than the TTL, and of workloads with
     /// no stop for as long.
+    /// A pod's stop, by its pod verdict.
+    pub fn pod_termination(&mut self, namespace: &str, workload: Option<&str>, verdict: &str) {
+        self.pods.count(namespace, workload, verdict);
+    }
+
     pub fn prune(&mut self, now: Instant) {
         let ttl = self.workload_ttl;
+        self.pods.prune(now, ttl);
+        self.connections.prune(now, ttl);
         let family = &self.stops.workloads;
         self.workloads.retain(|labels, at| {
             let keep = now.saturating_duration_since(*at) < ttl;
@@ -480,6 +445,11 @@ impl Metrics {
         }
     }
 }
+
+mod connections;
+mod kept;
+mod node;
+mod pods;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ pub mod events;
 pub mod exposition;
 pub mod health;
 pub mod http;
+pub mod http_server;
 pub mod log;
 pub mod metric_labels;
 pub mod metrics;

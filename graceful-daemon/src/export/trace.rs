@@ -140,6 +140,7 @@ mod tests {
             target_comm: "sh".into(),
             target_cgroup: 0,
             at_generation: Default::default(),
+            established: None,
         };
         let r = ResolvedSignal {
             event: &e,

@@ -32,58 +32,147 @@ pub fn struct_size(btf: &[u8], type_name: &str) -> Result<u32, ProbeError> {
 fn lookup(btf: &[u8], type_name: &str, member: Option<&str>) -> Result<u32, ProbeError> {
     let what = member.unwrap_or("size");
     let bad = |why: &str| ProbeError::Btf(format!("{why} while looking for {type_name}.{what}"));
-    if u16_at(btf, 0) != Some(BTF_MAGIC) {
-        return Err(bad("not little-endian BTF"));
+    let types = Types::parse(btf).map_err(&bad)?;
+    let mut tried = false;
+    for id in 1..types.starts.len() {
+        let t = types.get(id).ok_or_else(|| bad("truncated type"))?;
+        if t.kind != KIND_STRUCT || name(types.strings, t.name) != type_name.as_bytes() {
+            continue;
+        }
+        tried = true;
+        let Some(member) = member else {
+            return Ok(t.size);
+        };
+        if let Some(bits) = types.member_bits(id, member, 0) {
+            return Ok(bits / 8);
+        }
+        // A struct of that name without the member: keep looking (there may be another).
     }
-    let hdr_len = u32_at(btf, 4).ok_or_else(|| bad("short header"))? as usize;
-    let field = |i: usize| {
-        u32_at(btf, 8 + 4 * i)
-            .map(|v| v as usize)
-            .ok_or_else(|| bad("short header"))
-    };
-    let (type_off, type_len, str_off, str_len) = (field(0)?, field(1)?, field(2)?, field(3)?);
-    let types = btf
-        .get(hdr_len + type_off..hdr_len + type_off + type_len)
-        .ok_or_else(|| bad("type section out of bounds"))?;
-    let strings = btf
-        .get(hdr_len + str_off..hdr_len + str_off + str_len)
-        .ok_or_else(|| bad("string section out of bounds"))?;
+    Err(bad(if tried {
+        "no such member"
+    } else {
+        "not found in BTF"
+    }))
+}
 
-    let mut at = 0;
-    while at + 12 <= types.len() {
-        let name_off = u32_at(types, at).ok_or_else(|| bad("truncated type"))?;
-        let info = u32_at(types, at + 4).ok_or_else(|| bad("truncated type"))?;
-        let (kind, vlen, kflag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31);
-        let size = u32_at(types, at + 8).ok_or_else(|| bad("truncated type"))?;
-        at += 12;
-        if kind == KIND_STRUCT && name(strings, name_off) == type_name.as_bytes() {
-            let Some(member) = member else {
-                return Ok(size);
-            };
-            for m in 0..vlen {
-                let base = at + m * 12;
-                let m_name = u32_at(types, base).ok_or_else(|| bad("truncated member"))?;
-                let m_off = u32_at(types, base + 8).ok_or_else(|| bad("truncated member"))?;
-                if name(strings, m_name) == member.as_bytes() {
-                    let bits = if kflag == 1 {
-                        m_off & 0x00ff_ffff
-                    } else {
-                        m_off
-                    };
-                    return Ok(bits / 8);
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+/// How deep anonymous structs and unions nest before the search gives up (sk_buff: 3).
+const MAX_NESTING: usize = 8;
+
+/// The type section, indexed by type id (id 0 is `void`).
+struct Types<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    starts: Vec<usize>,
+}
+
+struct Type {
+    name: u32,
+    kind: u32,
+    vlen: usize,
+    kflag: bool,
+    /// Size, or the type referred to (typedefs, modifiers).
+    size: u32,
+    /// Where its members start.
+    members: usize,
+}
+
+impl<'a> Types<'a> {
+    fn parse(btf: &'a [u8]) -> Result<Types<'a>, &'static str> {
+        if u16_at(btf, 0) != Some(BTF_MAGIC) {
+            return Err("not little-endian BTF");
+        }
+        let hdr_len = u32_at(btf, 4).ok_or("short header")? as usize;
+        let field = |i: usize| {
+            u32_at(btf, 8 + 4 * i)
+                .map(|v| v as usize)
+                .ok_or("short header")
+        };
+        let (type_off, type_len, str_off, str_len) = (field(0)?, field(1)?, field(2)?, field(3)?);
+        let types = btf
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or("type section out of bounds")?;
+        let strings = btf
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or("string section out of bounds")?;
+        let mut starts = vec![0];
+        let mut at = 0;
+        while at + 12 <= types.len() {
+            starts.push(at);
+            let info = u32_at(types, at + 4).ok_or("truncated type")?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            at += 12
+                + match kind {
+                    1 | 14 | 17 => 4,             // int, var, decl_tag
+                    3 => 12,                      // array
+                    4 | 5 | 15 | 19 => vlen * 12, // struct, union, datasec, enum64
+                    6 | 13 => vlen * 8,           // enum, func_proto
+                    _ => 0, // ptr, fwd, typedef, modifiers, func, float, type_tag
+                };
+        }
+        Ok(Types {
+            types,
+            strings,
+            starts,
+        })
+    }
+
+    fn get(&self, id: usize) -> Option<Type> {
+        let at = *self.starts.get(id).filter(|_| id > 0)?;
+        let info = u32_at(self.types, at + 4)?;
+        Some(Type {
+            name: u32_at(self.types, at)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kflag: info >> 31 == 1,
+            size: u32_at(self.types, at + 8)?,
+            members: at + 12,
+        })
+    }
+
+    /// Bit offset of `member` in struct or union `id`, looking inside its anonymous members
+    /// (`sk_buff.dev` sits in an unnamed union in an unnamed struct).
+    fn member_bits(&self, id: usize, member: &str, depth: usize) -> Option<u32> {
+        let t = self.get(id)?;
+        for m in 0..t.vlen {
+            let base = t.members + m * 12;
+            let m_name = u32_at(self.types, base)?;
+            let m_type = u32_at(self.types, base + 4)? as usize;
+            let raw = u32_at(self.types, base + 8)?;
+            let bits = if t.kflag { raw & 0x00ff_ffff } else { raw };
+            let named = name(self.strings, m_name);
+            if named == member.as_bytes() {
+                return Some(bits);
+            }
+            if named.is_empty() && depth < MAX_NESTING {
+                let inner = self.resolve(m_type)?;
+                if let Some(found) = self.member_bits(inner, member, depth + 1) {
+                    return Some(bits + found);
                 }
             }
-            // A struct of that name without the member: keep looking (there may be another).
         }
-        at += match kind {
-            1 | 14 | 17 => 4,             // int, var, decl_tag
-            3 => 12,                      // array
-            4 | 5 | 15 | 19 => vlen * 12, // struct, union, datasec, enum64
-            6 | 13 => vlen * 8,           // enum, func_proto
-            _ => 0,                       // ptr, fwd, typedef, modifiers, func, float, type_tag
-        };
+        None
     }
-    Err(bad("not found in BTF"))
+
+    /// The struct or union a member's type names, through typedefs and modifiers.
+    fn resolve(&self, mut id: usize) -> Option<usize> {
+        for _ in 0..MAX_NESTING {
+            let t = self.get(id)?;
+            match t.kind {
+                KIND_STRUCT | KIND_UNION => return Some(id),
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size as usize
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -149,5 +238,10 @@ mod tests {
         // One handler pointer and flags at least, as the kernel programs step through them.
         let ka = struct_size(&btf, "k_sigaction").unwrap();
         assert!((16..=64).contains(&ka), "{ka}");
+        // Inside anonymous unions and structs: `sk_buff.dev` follows `next` and `prev`, and
+        // `transport_header` lies past `head`'s neighbours in a struct_group on newer kernels.
+        assert_eq!(member_offset(&btf, "sk_buff", "dev").unwrap(), 16);
+        let th = member_offset(&btf, "sk_buff", "transport_header").unwrap();
+        assert!(th > 16 && th < 256, "{th}");
     }
 }

@@ -5,8 +5,8 @@ use graceful_common::Config;
 
 use super::{check_prerequisites, load_error, ProbeError, OBJECT};
 
-/// The benchmark's floor: programs on the daemon's signal, exit, exec and fork hooks that
-/// return at once (`signal_generate_floor` reads the signal number and compares), the least
+/// The benchmark's floor: programs on the daemon's signal, exit, exec, fork and TCP state hooks
+/// that return at once (`signal_generate_floor` reads the signal number and compares), the least
 /// any program there can cost. Detached when dropped.
 pub struct FloorProbe {
     _ebpf: Ebpf,
@@ -36,6 +36,7 @@ impl FloorProbe {
             ("sched_process_exit_floor", "sched", "sched_process_exit"),
             ("sched_process_exec_floor", "sched", "sched_process_exec"),
             ("task_newtask_floor", "task", "task_newtask"),
+            ("inet_sock_set_state_floor", "sock", "inet_sock_set_state"),
         ] {
             let Some(Program::TracePoint(p)) = ebpf.program_mut(name) else {
                 return Err(ProbeError::Load(format!(

@@ -2,10 +2,10 @@
 pub mod btf;
 #[cfg(feature = "test-utils")]
 mod floor;
-mod pre_stop;
 mod reader;
+mod stop_marks;
 pub mod tracefs;
-pub use pre_stop::PreStopHooks;
+pub use stop_marks::{StopMarks, UNMARK_AFTER};
 
 #[cfg(feature = "test-utils")]
 pub use floor::{BpfStats, FloorProbe};
@@ -30,8 +30,10 @@ use crate::{
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/graceful"));
 
-/// The programs and the tracepoints they attach to.
-pub const PROGRAMS: [(&str, &str, &str); 7] = [
+/// The programs and the tracepoints they attach to (category `fentry`: a kernel function).
+/// Refused connections are seen by `refused_tp` where the kernel traces resets sent without a
+/// socket (6.10 on), else by `refused_v4` and `refused_v6`; see [`Probes::programs`].
+pub const PROGRAMS: [(&str, &str, &str); 11] = [
     ("signal_generate", "signal", "signal_generate"),
     ("signal_deliver", "signal", "signal_deliver"),
     ("sched_process_exit", "sched", "sched_process_exit"),
@@ -39,11 +41,15 @@ pub const PROGRAMS: [(&str, &str, &str); 7] = [
     ("task_newtask", "task", "task_newtask"),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task"),
     ("mark_victim", "oom", "mark_victim"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("refused_tp", "tcp", "tcp_send_reset"),
+    ("refused_v4", "fentry", "tcp_v4_send_reset"),
+    ("refused_v6", "fentry", "tcp_v6_send_reset"),
 ];
 
 /// Programs the daemon can do without, and what is not seen then: a kernel that lacks them
 /// gets a logged degradation, not a refusal.
-const OPTIONAL: [(&str, &str); 2] = [
+const OPTIONAL: [(&str, &str); 6] = [
     (
         "cgroup_attach_task",
         "processes moved between cgroups are known from their next exec only",
@@ -51,6 +57,22 @@ const OPTIONAL: [(&str, &str); 2] = [
     (
         "mark_victim",
         "OOM kills cannot be told apart from other kernel SIGKILLs",
+    ),
+    (
+        "inet_sock_set_state",
+        "the connections a stop cut are not counted",
+    ),
+    (
+        "refused_tp",
+        "connection attempts refused after a listener closed are not counted",
+    ),
+    (
+        "refused_v4",
+        "connection attempts refused after a listener closed are not counted",
+    ),
+    (
+        "refused_v6",
+        "connection attempts refused after a listener closed are not counted",
     ),
 ];
 
@@ -138,6 +160,8 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
     /// Optional programs this kernel could not take.
     unavailable: Vec<&'static str>,
+    /// Programs this kernel does without (another one sees the same).
+    unneeded: Vec<&'static str>,
 }
 
 /// The initial pid namespace has a fixed inode number (PROC_PID_INIT_INO).
@@ -191,6 +215,7 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
     // unattached (see `OPTIONAL`).
     let attach = fmt("cgroup", "cgroup_attach_task").ok();
     let oom = fmt("oom", "mark_victim").ok();
+    let conn = fmt("sock", "inet_sock_set_state").ok();
     let field = |f: &Option<tracefs::Format>, name: &str| {
         f.as_ref().and_then(|f| f.offset(name).ok()).unwrap_or(0)
     };
@@ -198,6 +223,13 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
     fmt("sched", "sched_process_exec")?;
     fmt("signal", "signal_generate")?;
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|_| ProbeError::NoBtf)?;
+    // Optional too: zero leaves `tcp_send_reset` unattached.
+    let offset = |path: &[(&str, &str)]| -> u32 {
+        path.iter()
+            .map(|(t, m)| btf::member_offset(&btf, t, m).ok())
+            .sum::<Option<u32>>()
+            .unwrap_or(0)
+    };
     let stop_signals = options
         .stop_signals
         .iter()
@@ -223,6 +255,7 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         cgroup_kn: btf::member_offset(&btf, "cgroup", "kn")?,
         kernfs_node_id: btf::member_offset(&btf, "kernfs_node", "id")?,
         signal_live: btf::member_offset(&btf, "signal_struct", "live")?,
+        signal_flags: btf::member_offset(&btf, "signal_struct", "flags")?,
         task_blocked: btf::member_offset(&btf, "task_struct", "blocked")?,
         task_real_blocked: btf::member_offset(&btf, "task_struct", "real_blocked")?,
         task_sighand: btf::member_offset(&btf, "task_struct", "sighand")?,
@@ -234,7 +267,37 @@ fn config(options: &ProbeOptions, cgroup: &Cgroup2) -> Result<Config, ProbeError
         newtask_size: newtask.size()?,
         attach_size: size(&attach),
         oom_size: size(&oom),
+        conn_size: size(&conn),
+        conn_skaddr: field(&conn, "skaddr"),
+        conn_oldstate: field(&conn, "oldstate"),
+        conn_newstate: field(&conn, "newstate"),
+        conn_sport: field(&conn, "sport"),
+        conn_dport: field(&conn, "dport"),
+        conn_protocol: field(&conn, "protocol"),
+        sock_cgrp_data: btf::member_offset(&btf, "sock", "sk_cgrp_data")?,
+        // Since 5.15 `sock_cgroup_data` holds a `cgroup` pointer; before, a tagged word.
+        cgrp_data_tagged: u32::from(
+            btf::member_offset(&btf, "sock_cgroup_data", "cgroup").is_err(),
+        ),
+        sock_socket: btf::member_offset(&btf, "sock", "sk_socket")?,
+        socket_file: btf::member_offset(&btf, "socket", "file")?,
+        file_inode: btf::member_offset(&btf, "file", "f_inode")?,
+        inode_ino: btf::member_offset(&btf, "inode", "i_ino")?,
+        sock_net: offset(&[("sock", "__sk_common"), ("sock_common", "skc_net")]),
+        net_inum: offset(&[("net", "ns"), ("ns_common", "inum")]),
+        skb_head: offset(&[("sk_buff", "head")]),
+        skb_transport_header: offset(&[("sk_buff", "transport_header")]),
+        skb_dev: offset(&[("sk_buff", "dev")]),
+        netdev_net: offset(&[("net_device", "nd_net")]),
     })
+}
+
+/// The kernel traces the resets it sends without a socket (`tcp:tcp_send_reset` has its
+/// `reason` field: both came in 6.10).
+fn socketless_resets_traced() -> bool {
+    tracefs::locate()
+        .and_then(|t| tracefs::Format::read(&t, "tcp", "tcp_send_reset"))
+        .is_ok_and(|f| f.offset("reason").is_ok())
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
@@ -273,7 +336,18 @@ impl Probes {
             .map_err(|e| ProbeError::Load(object_error(&e)))?;
         start_kernel_logger(&mut ebpf);
         let mut unavailable = Vec::new();
+        let mut unneeded = Vec::new();
+        let resets_traced = socketless_resets_traced();
         for (program, category, name) in PROGRAMS {
+            let needed = match program {
+                "refused_tp" => resets_traced,
+                "refused_v4" | "refused_v6" => !resets_traced,
+                _ => true,
+            };
+            if !needed {
+                unneeded.push(program);
+                continue;
+            }
             match attach(&mut ebpf, program, category, name, &config) {
                 Ok(()) => {}
                 Err(e) => match optional(program) {
@@ -300,11 +374,21 @@ impl Probes {
             counts,
             lost,
             unavailable,
+            unneeded,
         };
         Ok(probes)
     }
 
-    /// Optional programs this kernel could not take (attached: all the others).
+    /// The programs this kernel needs (of [`PROGRAMS`]: one way to see refused connections).
+    pub fn programs(&self) -> Vec<&'static str> {
+        PROGRAMS
+            .iter()
+            .map(|(program, _, _)| *program)
+            .filter(|p| !self.unneeded.contains(p))
+            .collect()
+    }
+
+    /// Optional programs this kernel could not take (attached: all the others needed).
     pub fn unavailable(&self) -> &[&'static str] {
         &self.unavailable
     }
@@ -312,6 +396,18 @@ impl Probes {
     /// Whether the OOM killer's victims are seen (`oom:mark_victim` attached).
     pub fn sees_oom(&self) -> bool {
         !self.unavailable.contains(&"mark_victim")
+    }
+
+    /// Containers' TCP connections are counted (`sock:inet_sock_set_state` attached).
+    pub fn sees_connections(&self) -> bool {
+        !self.unavailable.contains(&"inet_sock_set_state")
+    }
+
+    /// Connection attempts refused after a stopping container's listener closed are counted
+    /// (the `refused_*` programs it needs attached, with the TCP-state program that knows the
+    /// listeners).
+    pub fn sees_refusals(&self) -> bool {
+        self.sees_connections() && !self.unavailable.iter().any(|p| p.starts_with("refused_"))
     }
 
     /// Per-(signal, result) totals over all CPUs.
@@ -372,6 +468,26 @@ impl Probes {
     }
 }
 
+impl Drop for Probes {
+    /// Detaches every program at once: each detach waits out a kernel RCU grace period (80 ms
+    /// on the test machines), which detaches in parallel share, so SIGTERM ends the daemon in
+    /// one period instead of one per program.
+    fn drop(&mut self) {
+        std::thread::scope(|s| {
+            for (_, program) in self.ebpf.programs_mut() {
+                s.spawn(move || {
+                    let _ = match program {
+                        Program::RawTracePoint(p) => p.unload(),
+                        Program::TracePoint(p) => p.unload(),
+                        Program::FEntry(p) => p.unload(),
+                        _ => Ok(()),
+                    };
+                });
+            }
+        });
+    }
+}
+
 /// Loads one program through the verifier and attaches it to its tracepoint.
 fn attach(
     ebpf: &mut Ebpf,
@@ -383,12 +499,28 @@ fn attach(
     let missing_offsets = match program {
         "cgroup_attach_task" => config.attach_size == 0,
         "mark_victim" => config.oom_size == 0,
+        "inet_sock_set_state" => config.conn_size == 0 || config.conn_protocol == 0,
+        // Listeners are known from the tracepoint above; a packet's namespace from BTF.
+        "refused_tp" | "refused_v4" | "refused_v6" => [
+            config.conn_size,
+            config.sock_net,
+            config.net_inum,
+            config.skb_head,
+            config.skb_transport_header,
+            config.skb_dev,
+            config.netdev_net,
+        ]
+        .contains(&0),
         _ => false,
     };
     if missing_offsets {
         return Err(ProbeError::MissingTracepoint {
             tracepoint: format!("{category}:{name}"),
-            reason: "its format file is missing or lacks a field".into(),
+            reason: match category {
+                "fentry" => "sock:inet_sock_set_state or a member it reads in BTF is missing",
+                _ => "its format file is missing or lacks a field",
+            }
+            .into(),
         });
     }
     let prog = ebpf
@@ -407,6 +539,11 @@ fn attach(
         Program::TracePoint(p) => {
             p.load().map_err(|e| load_error(program, e))?;
             p.attach(category, name).map_err(attach_err)?;
+        }
+        Program::FEntry(p) => {
+            let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))?;
+            p.load(name, &btf).map_err(|e| load_error(program, e))?;
+            p.attach().map_err(attach_err)?;
         }
         _ => {
             return Err(ProbeError::Load(format!(

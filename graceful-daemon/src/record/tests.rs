@@ -1,5 +1,6 @@
 //! The record's JSON, its preStop span and the grace the app had.
 use super::*;
+use crate::events::ExitStatus;
 use crate::{
     clock::monotonic_now,
     enrich::PreStopHook,
@@ -47,6 +48,7 @@ fn record(hook: HookKind, run: Option<HookRun>, stop: Mono) -> TerminationRecord
             pre_stop: run,
             stuck: Vec::new(),
             oom: Vec::new(),
+            connections: None,
         },
         cgroup: None,
         identity: None,
@@ -59,6 +61,7 @@ fn record(hook: HookKind, run: Option<HookRun>, stop: Mono) -> TerminationRecord
             grace_period_seconds: Some(30.0),
             ..Default::default()
         }),
+        cause: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! stop signal (or a kill) to its last process gone.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::termination::*;
+use super::{connections::Connections, termination::*};
 use crate::events::{AtGeneration, ExitStatus, Mono};
 
 #[derive(Debug)]
@@ -48,6 +48,8 @@ pub(super) struct Active {
     /// The container's own stop signal is SIGKILL (STOPSIGNAL SIGKILL, lifecycle.stopSignal): a
     /// lone SIGKILL is then its runtime's stop, not a force delete.
     pub(super) stop_signal_is_kill: bool,
+    /// Its TCP connections through the stop.
+    pub(super) connections: Connections,
 }
 
 impl Active {
@@ -82,6 +84,7 @@ impl Active {
             unknown_because: None,
             pre_stop: None,
             stop_signal_is_kill: false,
+            connections: Connections::default(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A termination's record from what it left: the facts, the verdict the rules give, the words
 //! that explain it.
 use super::{
-    explanation::{explain, unkillable},
+    explanation::{self, explain, unkillable},
     facts::{takes_stop_signal, Facts},
     termination::*,
     verdict::decide,
@@ -23,7 +23,8 @@ fn capped<T>(mut list: Vec<T>) -> (Vec<T>, usize) {
 pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination {
     let f = Facts::of(&a, ended);
     let verdict = decide(&f);
-    let explanation = explain(verdict, &f);
+    let connections = a.connections();
+    let explanation = explain(verdict, &f) + &explanation::connections(connections.as_ref());
     let handles_stop_signal = takes_stop_signal(&a);
     let ended_by = f.oom_victim.as_ref().map(|v| v.pid);
     let oom = f
@@ -58,6 +59,7 @@ pub(super) fn conclude(cgroup: CgroupId, a: Active, ended: Mono) -> Termination 
         ended,
         verdict,
         explanation,
+        connections,
         pre_stop: a.pre_stop,
         stuck: Vec::new(),
         oom,
@@ -111,5 +113,6 @@ pub(super) fn interim_stuck(
             })
             .collect(),
         oom: Vec::new(),
+        connections: a.connections(),
     }
 }

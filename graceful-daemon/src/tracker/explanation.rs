@@ -32,10 +32,18 @@ fn names(procs: &[NamedProcess]) -> String {
 pub(super) fn explain(verdict: Verdict, f: &Facts) -> String {
     let said = explain_verdict(verdict, f);
     // A stop the container's own preStop hook began: say so first.
-    let said = match (&f.stop_from_hook, f.stop_signal) {
-        (Some(hook), Some(sig)) => format!(
+    let said = match (&f.stop_from_inside, f.stop_signal) {
+        (Some((StopSource::PreStop, hook)), Some(sig)) => format!(
             "The preStop hook ({} (pid {})) sent {sig} to {} (pid {}) from inside the container: that began the stop. {said}",
             hook.comm, hook.pid, f.main_comm, f.main
+        ),
+        (Some((_, sender)), Some(sig)) if sender.pid == f.main => format!(
+            "{} (pid {}) sent {sig} to itself: the container stopped from inside, not by its runtime. {said}",
+            f.main_comm, f.main
+        ),
+        (Some((_, sender)), Some(sig)) => format!(
+            "{} (pid {}) sent {sig} to {} (pid {}) from inside the container: that began the stop, not the runtime. {said}",
+            sender.comm, sender.pid, f.main_comm, f.main
         ),
         _ => said,
     };
@@ -230,9 +238,15 @@ fn explain_verdict(verdict: Verdict, f: &Facts) -> String {
     }
 }
 
-/// " (exit code 143)" for a clean stop with a code Kubernetes would show as an error.
+/// " (exit code 143: 128 + 15, it ended on SIGTERM, a clean stop, not an error)" for a clean
+/// stop with a code Kubernetes shows as an error.
 fn exit_code(f: &Facts) -> String {
     match f.exit_code {
+        Some(code) if (129..=128 + 64).contains(&code) => format!(
+            " (exit code {code}: 128 + {}, it ended on {}, a clean stop, not an error)",
+            code - 128,
+            Signal(code - 128)
+        ),
         Some(code) if code != 0 => format!(" (exit code {code})"),
         _ => String::new(),
     }
@@ -323,4 +337,39 @@ pub(super) fn unkillable(stuck: &[NamedProcess], since_kill: f64) -> String {
         if stuck.len() == 1 { "it" } else { "them" },
         if stuck.len() == 1 { "it" } else { "they" },
     )
+}
+
+/// What the stop did to the container's connections, when it cut, reset or refused any: " The
+/// SIGKILL cut 37 open connections. 212 new connections were refused after its listener closed."
+pub(super) fn connections(c: Option<&super::Connections>) -> String {
+    let Some(c) = c else {
+        return String::new();
+    };
+    let plural = |n: u64, one: &str, many: &str| {
+        if n == 1 {
+            one.to_string()
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    let mut said = String::new();
+    if let Some(cut) = c.cut().filter(|n| *n > 0) {
+        said += &format!(
+            " The SIGKILL cut {}.",
+            plural(cut, "one open connection", "open connections")
+        );
+    }
+    if c.reset > 0 {
+        said += &format!(
+            " {} reset after the stop signal.",
+            plural(c.reset, "One connection was", "connections were")
+        );
+    }
+    if let Some(refused) = c.refused.filter(|n| *n > 0) {
+        said += &format!(
+            " {} refused after the container closed its listener.",
+            plural(refused, "One new connection was", "new connections were")
+        );
+    }
+    said
 }

@@ -16,8 +16,9 @@ pub(super) struct Facts {
     /// The main process is a shell: by what it runs where /proc told, else by its name.
     pub shell: Option<Shell>,
     pub stop_signal: Option<Signal>,
-    /// The preStop hook's process that sent the stop signal, when it came from the hook.
-    pub stop_from_hook: Option<Sender>,
+    /// Who sent the stop signal from inside the container (the preStop hook, or another of
+    /// its processes), when it did not come from outside.
+    pub stop_from_inside: Option<(StopSource, Sender)>,
     pub kill: Option<Kill>,
     /// The kernel dropped the stop signal at the main process: it said so at generation, or
     /// /proc showed no handler on an init and the signal did not end it.
@@ -209,11 +210,11 @@ impl Facts {
             main_comm: a.main_comm.clone(),
             shell,
             stop_signal,
-            stop_from_hook: a
+            stop_from_inside: a
                 .stop
                 .as_ref()
-                .filter(|s| s.source == StopSource::PreStop)
-                .map(|s| s.sender.clone()),
+                .filter(|s| s.source != StopSource::Runtime)
+                .map(|s| (s.source, s.sender.clone())),
             kill: a.kill.clone(),
             dropped,
             ignored_explicitly,

@@ -1,8 +1,8 @@
 //! What the tracker is told from outside the event stream (stop signals, grace periods, start
 //! times, dispositions), the sweep's housekeeping, and what the pipeline asks of it.
 use super::{
-    conclude::interim_stuck, CgroupId, Disposition, Mono, NamedProcess, Termination, Tracker,
-    EXITED_KEPT_NS, GRACE_SLACK_NS,
+    conclude::interim_stuck, CgroupId, Disposition, Mono, NamedProcess, StopSource, Termination,
+    Tracker, EXITED_KEPT_NS, GRACE_SLACK_NS,
 };
 use crate::signals::Signal;
 
@@ -64,10 +64,15 @@ impl Tracker {
             }
         }
         for cgroup in &dropped {
-            if let Some(g) = self.groups.get_mut(cgroup) {
-                g.active = None;
+            // A signal from inside that did not end the container: it runs on as it was.
+            let inside = self
+                .groups
+                .get_mut(cgroup)
+                .and_then(|g| g.active.take())
+                .is_some_and(|a| a.stop.is_some_and(|s| s.source == StopSource::Inside));
+            if !inside {
+                self.stop_signals.remove(cgroup);
             }
-            self.stop_signals.remove(cgroup);
         }
         dropped
     }

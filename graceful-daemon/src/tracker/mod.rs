@@ -14,15 +14,18 @@ use crate::{
 
 mod active;
 mod conclude;
+mod connections;
 pub mod explanation;
 mod facts;
 mod housekeeping;
 mod stop;
 mod termination;
 mod verdict;
+mod visits;
 
 use active::Active;
 use conclude::conclude;
+pub use connections::Connections;
 pub use termination::*;
 
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +39,10 @@ pub struct TrackerConfig {
     /// The OOM killer's victims are seen (`oom:mark_victim` attached). Without it, a SIGKILL
     /// the kernel itself sends may be the OOM killer's: such a record is `unknown`.
     pub oom_visible: bool,
+    /// Containers' TCP connections are counted (`sock:inet_sock_set_state` attached).
+    pub connections_visible: bool,
+    /// Connection attempts refused after a listener closed are counted (`refused_v4`/`_v6`).
+    pub refusals_visible: bool,
     /// A termination with neither the container's end nor a SIGKILL for this long is abandoned
     /// without a record (the stop signal was not a stop after all). The container's grace period
     /// plus [`GRACE_SLACK_NS`] where it is known.
@@ -61,6 +68,8 @@ impl Default for TrackerConfig {
             // record `unknown`, never wrong, once the container's own grace is known.
             startup_window_ns: 600 * 1_000_000_000,
             oom_visible: true,
+            connections_visible: true,
+            refusals_visible: true,
             abandon_after_ns: 600 * 1_000_000_000,
         }
     }
@@ -294,27 +303,6 @@ impl Tracker {
         self.hooks.remove(&cgroup);
     }
 
-    /// A process the runtime brought into a running container from outside (its exec, or its
-    /// move when it had exec'd before: runc before 1.2), with the name it runs: one of the
-    /// container's visits, a preStop hook among them.
-    pub fn entered(&mut self, pid: u32, cgroup: CgroupId, comm: &str, ts: Mono) {
-        if let Some(g) = self.groups.get_mut(&cgroup) {
-            if g.active.is_none() && !g.members.is_empty() && !g.members.contains(&pid) {
-                if g.visits.len() == VISITS_KEPT {
-                    g.visits.pop_front();
-                }
-                g.visits.push_back(HookRun {
-                    pid,
-                    comm: comm.to_string(),
-                    started: ts,
-                    ended: None,
-                    exit: None,
-                });
-            }
-        }
-        self.join(pid, cgroup, comm, None, false);
-    }
-
     /// Feeds one event; returns the terminations it completed.
     pub fn on_event(&mut self, event: &Event) -> Vec<Termination> {
         self.now = self.now.max(event.ts());
@@ -328,7 +316,7 @@ impl Tracker {
             Event::Exec(e) => {
                 // A running container hears only of execs that entered it from outside (after
                 // its first): the runtime exec'd it, as it does a preStop hook.
-                self.entered(e.pid, e.cgroup, &e.comm, e.ts);
+                self.entered(e.pid, e.cgroup, &e.comm, e.ts, e.entered);
                 Vec::new()
             }
             Event::Fork(e) => {
@@ -344,6 +332,14 @@ impl Tracker {
             }
             Event::Signal(e) => {
                 self.on_signal(e);
+                Vec::new()
+            }
+            Event::Conn(e) => {
+                self.on_conn(e);
+                Vec::new()
+            }
+            Event::Refused(e) => {
+                self.on_refused(e);
                 Vec::new()
             }
             Event::Oom(e) => {

@@ -69,11 +69,27 @@ impl Tracker {
         };
         let own_stop_signal = self.stop_signals.get(&cgroup).copied();
         let hook_window = self.grace_or(cgroup, self.config.abandon_after_ns);
+        let established = self
+            .groups
+            .get(&cgroup)
+            .and_then(|g| self.established_at(g, e));
         let Some(group) = self.groups.get_mut(&cgroup) else {
             return;
         };
         if !group.members.contains(&e.target_pid) {
             return;
+        }
+        // A signal from inside that has not ended the container yet, then the runtime's: the
+        // container did not stop of the first, the runtime's stop is the one to judge.
+        let overtaken = group.active.as_ref().is_some_and(|a| {
+            outside
+                && a.stop
+                    .as_ref()
+                    .is_some_and(|s| s.source == StopSource::Inside)
+                && !a.exits.contains_key(&a.main)
+        });
+        if overtaken {
+            group.active = None;
         }
         if group.active.is_none() {
             // A process the runtime exec'd in (a hook, an exec probe) killed when it outlived
@@ -85,16 +101,16 @@ impl Tracker {
             {
                 return;
             }
-            // From inside, only the preStop hook's signal to the main process is a stop.
+            // From inside, only a signal to the main process may be a stop: the preStop hook's,
+            // or anyone's that then ends the container.
             let source = if outside {
                 StopSource::Runtime
-            } else if group.main == Some(e.target_pid)
-                && e.signal != Signal::KILL
-                && from_hook(&self.procs, group, self.hooks.get(&cgroup), e.sender_pid)
-            {
+            } else if group.main != Some(e.target_pid) || e.signal == Signal::KILL {
+                return;
+            } else if from_hook(&self.procs, group, self.hooks.get(&cgroup), e.sender_pid) {
                 StopSource::PreStop
             } else {
-                return;
+                StopSource::Inside
             };
             let is_kill = e.signal == Signal::KILL;
             // The OOM killer's SIGKILL to a process other than the main one (sent from whoever
@@ -108,11 +124,13 @@ impl Tracker {
             // image's STOPSIGNAL): any conventional stop signal from it opens the stop.
             let opens = is_kill
                 || own_stop_signal == Some(e.signal)
-                || ((own_stop_signal.is_none() || source == StopSource::PreStop)
+                || ((own_stop_signal.is_none() || source != StopSource::Runtime)
                     && CONVENTIONAL_STOP_SIGNALS.contains(&e.signal));
             if !opens {
                 // A reload (SIGHUP), a log rotation (SIGUSR1): noted, not a stop.
-                group.noted = Some((e.signal, e.ts, sender));
+                if source == StopSource::Runtime {
+                    group.noted = Some((e.signal, e.ts, sender));
+                }
                 return;
             }
             let main = group
@@ -194,6 +212,10 @@ impl Tracker {
                 &group.oom_victims,
             );
             active.unknown_because = unknown_because;
+            active.connections.open_at_stop = established;
+            active.connections.refused = established
+                .filter(|_| self.config.refusals_visible)
+                .map(|_| 0);
             active.pre_stop = pre_stop;
             active.stop_signal_is_kill = own_stop_signal == Some(Signal::KILL);
             group.active = Some(active);
@@ -252,6 +274,8 @@ impl Tracker {
         if e.signal == Signal::KILL && outside {
             if a.kill.is_none() {
                 a.kill = Some(Kill { at: e.ts, sender });
+                a.connections.open_at_kill =
+                    established.filter(|_| a.connections.open_at_stop.is_some());
             }
             if e.target_pid == a.main && !a.exits.contains_key(&a.main) {
                 a.kill_hit_main = true;

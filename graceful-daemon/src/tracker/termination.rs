@@ -112,6 +112,10 @@ pub enum StopSource {
     /// From inside, sent by the container's preStop exec hook (or its children) to the main
     /// process: `kill -QUIT 1`, `nginx -s quit`.
     PreStop,
+    /// From inside, by another process of the container (or the main one itself) to the main
+    /// process: the stop only if it ends the container; a stop from outside before that
+    /// takes its place.
+    Inside,
 }
 
 impl StopSource {
@@ -119,6 +123,7 @@ impl StopSource {
         match self {
             StopSource::Runtime => "runtime",
             StopSource::PreStop => "pre_stop",
+            StopSource::Inside => "inside",
         }
     }
 }
@@ -174,6 +179,8 @@ pub struct Termination {
     pub stuck: Vec<StuckProcess>,
     /// The OOM killer's victims in the container, before or during the stop.
     pub oom: Vec<OomVictim>,
+    /// Its TCP connections through the stop (None: not measured).
+    pub connections: Option<super::Connections>,
 }
 
 /// A process the OOM killer took, and whether that ended the container.

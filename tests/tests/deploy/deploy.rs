@@ -438,7 +438,7 @@ fn alert_rules_pass_promtool() {
             .args(["check", "rules"])
             .arg(dir.join("graceful.rules.yaml")),
     );
-    assert!(said.contains("SUCCESS: 8 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 11 rules found"), "{said}");
     let said = output(
         Command::new("promtool")
             .args(["test", "rules"])
@@ -479,7 +479,8 @@ fn alert_rules_pass_promtool() {
 /// The dashboard's panels over a rollout that SIGKILLed three pods of `web` at 10-12m, as the
 /// daemon exposes it: the node counters at 0 from the start, the workload's series created at
 /// its first stop. promtool evaluates the panels' own queries: the time series while the
-/// rollout shows, and the top-workloads table half an hour later over the picker's range.
+/// rollout shows, and the top-workloads and by-cause tables half an hour later over the
+/// picker's range.
 #[test]
 fn the_dashboard_shows_a_rollout_half_an_hour_later() {
     let dashboard = dashboard();
@@ -497,7 +498,7 @@ tests:
     values: '0x10 1 2 3+0x60'
   - series: 'graceful_node_terminations_total{{{target},outcome="exited",verdict="graceful"}}'
     values: '0x80'
-  - series: 'graceful_workload_terminations_total{{{target},namespace="shop",workload_type="deployment",workload="web",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"}}'
+  - series: 'graceful_workload_terminations_total{{{target},namespace="shop",workload_type="deployment",workload="web",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1",cause="deleted"}}'
     values: '_x10 1 2 3+0x60'
   promql_expr_test:
   - expr: '{outcome}'
@@ -515,6 +516,16 @@ tests:
     exp_samples:
     - labels: '{{namespace="shop",workload_type="deployment",workload="web",verdict="swallowed_by_shell_pid1"}}'
       value: 3
+  - expr: '{by_cause}'
+    eval_time: 13m
+    exp_samples:
+    - labels: '{{cause="deleted"}}'
+      value: 3
+  - expr: '{kills_by_cause}'
+    eval_time: 42m
+    exp_samples:
+    - labels: '{{namespace="shop",workload_type="deployment",workload="web",cause="deleted"}}'
+      value: 3
 "#,
         outcome = expr("Terminations by outcome", "5m", "1h").replace('\'', "''"),
         verdict = expr("Terminations by verdict", "5m", "1h").replace('\'', "''"),
@@ -524,6 +535,8 @@ tests:
             "1h"
         )
         .replace('\'', "''"),
+        by_cause = expr("Stops by cause", "5m", "1h").replace('\'', "''"),
+        kills_by_cause = expr("SIGKILLs by cause and workload", "5m", "1h").replace('\'', "''"),
     );
     let dir = tempdir("dashboard");
     std::fs::write(dir.join("dashboard.test.yaml"), test).unwrap();

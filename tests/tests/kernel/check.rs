@@ -146,3 +146,101 @@ fn junit_reports_for_ci() {
     let _ = std::fs::remove_file(failing);
     let _ = std::fs::remove_file(passing);
 }
+
+/// A Pod manifest in a scratch file of this test's own.
+fn pod_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("graceful-pod-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The app drains for `drain` s on SIGTERM; the proxy exits at once on it.
+fn pod_manifest(name: &str, grace: u32, drain: u32, native: bool) -> String {
+    let app = format!(
+        "  - name: app\n    command: [sh, -c, \"trap 'kill -TERM $w; sleep {drain}; wait $w; exit 0' TERM; sleep 1000 & w=$!; wait\"]\n"
+    );
+    let proxy = "command: [sh, -c, \"trap 'kill -TERM $w; wait $w; exit 0' TERM; sleep 1000 & w=$!; wait\"]\n";
+    let (init, sidecar) = if native {
+        (
+            format!("  initContainers:\n  - name: proxy\n    restartPolicy: Always\n    {proxy}"),
+            String::new(),
+        )
+    } else {
+        (String::new(), format!("  - name: istio-proxy\n    {proxy}"))
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: {grace}\n{init}  containers:\n{app}{sidecar}"
+    )
+}
+
+/// `check --pod` stops a pod as a kubelet does and judges its order: a classic proxy gone while
+/// the app drains; a native one stopped after the app; a native one the grace ran out on.
+#[test]
+fn check_pod_judges_the_order_of_a_pods_containers() {
+    for (name, grace, drain, native, verdict, code) in [
+        ("classic", 6, 3, false, "sidecar_stopped_first", 1),
+        ("native", 6, 3, true, "graceful", 0),
+        ("late", 3, 8, true, "sidecar_not_stopped", 1),
+    ] {
+        let path = pod_file(name, &pod_manifest(name, grace, drain, native));
+        let c = check(&["--pod", &path.display().to_string(), "--json"], &[]);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(c.code, Some(code), "{name}: {}{}", c.stdout, c.stderr);
+        let lines: Vec<serde_json::Value> = c
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let pod = lines.last().unwrap();
+        assert_eq!(pod["kind"], "pod_termination", "{name}: {pod:#}");
+        assert_eq!(pod["verdict"], verdict, "{name}: {pod:#}");
+        assert_eq!(
+            lines.len(),
+            3,
+            "two container records and the pod's: {}",
+            c.stdout
+        );
+        if native {
+            // The sidecar's stop signal (if any) came only once the app was gone.
+            let at = |n: &str, k: &str| {
+                pod["containers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["name"] == n)
+                    .map(|c| c[k].clone())
+                    .unwrap()
+            };
+            let proxy_stop = at("proxy", "stop_at");
+            assert!(
+                proxy_stop.is_null() || proxy_stop.as_f64() >= at("app", "ended_at").as_f64(),
+                "{name}: {pod:#}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_pod_says_what_it_cannot_check_in_one_line_and_runs_nothing() {
+    for (text, said) in [
+        ("apiVersion: apps/v1\nkind: Deployment\n", "is not a Pod (kind: Deployment)"),
+        (
+            "kind: Pod\nspec:\n  containers:\n  - name: app\n    image: nginx\n",
+            "container app has no command",
+        ),
+        (
+            "kind: Pod\nspec:\n  initContainers:\n  - name: p\n    restartPolicy: Sometimes\n    command: [sh]\n  containers:\n  - name: app\n    command: [sh]\n",
+            "unknown restartPolicy \"Sometimes\"",
+        ),
+    ] {
+        let path = pod_file("bad", text);
+        let c = check(&["--pod", &path.display().to_string()], &[]);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(c.code, Some(2), "{text}: {}", c.stderr);
+        assert!(c.error_line().contains(said), "{text}: {}", c.stderr);
+        let cgroups = graceful::cgroup::Cgroup2::discover().unwrap();
+        let run = cgroups.dir(&format!("/graceful-demo/{}-0", c.pid));
+        assert!(!run.exists(), "{} was left behind", run.display());
+    }
+}

@@ -3,7 +3,6 @@ use std::time::Duration;
 
 use graceful::{
     events::{AtGeneration, Event, ExitStatus, Handler, SignalResult},
-    probes::PROGRAMS,
     procfs,
     signals::Signal,
     throwaway::Throwaway,
@@ -20,7 +19,10 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn every_program_passes_the_verifier_and_attaches() {
     let k = Kernel::start("attach").await;
     let stats = k.probes.program_stats();
-    for (name, _, _) in PROGRAMS {
+    // One way to see refused connections per kernel (its tracepoint from 6.10, else fentry).
+    let programs = k.probes.programs();
+    assert!(programs.contains(&"refused_tp") != programs.contains(&"refused_v4"));
+    for name in programs {
         assert!(
             stats.iter().any(|(n, _, _)| n == name),
             "{name} not loaded: {stats:?}"
@@ -296,6 +298,8 @@ async fn a_running_container_reaches_userspace_only_once_it_is_stopped() {
         Event::Exit(x) => x.cgroup == id,
         Event::Attach(a) => a.cgroup == id,
         Event::Deliver(d) => d.cgroup == id,
+        Event::Conn(c) => c.cgroup == id,
+        Event::Refused(r) => r.cgroup == id,
         Event::Oom(_) | Event::Lost(_) | Event::Drained(_) => false,
     };
     let before_stop: Vec<&Event> = k.seen.iter().filter(|e| of_it(e)).collect();
@@ -315,4 +319,187 @@ async fn a_running_container_reaches_userspace_only_once_it_is_stopped() {
     sb.signal(Signal::KILL).unwrap();
     k.expect_exit(init).await;
     sb.wait(WAIT).unwrap();
+}
+
+/// The API says a pod is terminating: userspace marks its containers stopping, and from then on
+/// the kernel reports what their processes signal among themselves (a preStop hook whose
+/// program nobody knew, `pkill -QUIT nginx`), which it only counted before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_attempt_after_a_stopping_containers_listener_closed_is_refused_on_its_account(
+) {
+    let mut k = Kernel::start("refused").await;
+    let parent = k.parent.clone();
+    // busybox's nc: the guests have it at /bbin (they have no other TCP server).
+    let busybox = ["/bbin/busybox", "/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox-static");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut sb = Throwaway::spawn(
+        &mut k.cgroups,
+        &parent,
+        "listener",
+        &[busybox, "nc", "-l", "-p", &port],
+    )
+    .unwrap();
+    let (id, init) = (sb.cgroup_id, sb.init as u32);
+    // nc listens on IPv6's any address where the kernel has IPv6 (it takes IPv4 too).
+    let listening = format!(":{:04X}", port.parse::<u16>().unwrap());
+    graceful_tests::daemon::eventually("nc listening", || {
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .any(|table| {
+                table.lines().any(|l| {
+                    let fields: Vec<&str> = l.split_whitespace().collect();
+                    fields.len() > 3 && fields[1].ends_with(&listening) && fields[3] == "0A"
+                })
+            })
+            .then_some(())
+    });
+    // Only a container being stopped has its closed listeners remembered.
+    k.probes.stop_marks().unwrap().mark_stopping(id);
+    sb.signal(Signal::KILL).unwrap();
+    let closed = k
+        .expect(
+            "its listener closed",
+            |e| matches!(e, Event::Conn(c) if c.cgroup == id && (c.old, c.new) == (10, 7)),
+        )
+        .await;
+    k.expect_exit(init).await;
+    sb.wait(WAIT).unwrap();
+    for _ in 0..3 {
+        let refused = std::net::TcpStream::connect(format!("127.0.0.1:{port}"));
+        assert_eq!(
+            refused.map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+    }
+    for _ in 0..3 {
+        let r = k
+            .expect_some("a refused attempt", |e| match e {
+                Event::Refused(r) if r.cgroup == id => Some(r.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(r.port.to_string(), port);
+        assert!(r.ts > closed.ts());
+    }
+}
+
+/// A fresh fifo in the temp dir, for a script to wait on.
+fn fifo(name: &str) -> std::path::PathBuf {
+    let fifo = std::env::temp_dir().join(format!("graceful-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    fifo
+}
+
+/// Once userspace finds no container being stopped, signals inside containers are only
+/// counted (the kernel returns before reading any cgroup id); a stop from outside after that
+/// is seen all the same, and the container's own signals from then on too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settled_node_still_sees_the_next_stop_and_what_follows_it() {
+    let mut k = Kernel::start("settled").await;
+    let parent = k.parent.clone();
+    let fifo = fifo("settled");
+    let script = format!(
+        "trap '' USR1 TERM; read a < {0}; kill -USR1 $$; read b < {0}; kill -USR1 $$; exec sleep 1000",
+        fifo.display()
+    );
+    let mut sb = Throwaway::spawn(
+        &mut k.cgroups,
+        &parent,
+        "settled",
+        &["/bin/sh", "-c", &script],
+    )
+    .unwrap();
+    let (id, init) = (sb.cgroup_id, sb.init as u32);
+    let mut marks = k.probes.stop_marks().unwrap();
+    let now = std::time::Instant::now();
+    assert_eq!(marks.sweep(now, |_| false), 0, "nothing marked: settled");
+    // Each `read` opens the fifo anew: a writer opens once the script is there (a dead script
+    // fails the test instead of blocking it).
+    let go = || {
+        let mut w = graceful_tests::daemon::eventually("the script at its read", || {
+            std::os::unix::fs::OpenOptionsExt::custom_flags(
+                std::fs::OpenOptions::new().write(true),
+                libc::O_NONBLOCK,
+            )
+            .open(&fifo)
+            .ok()
+        });
+        std::io::Write::write_all(&mut w, b"go\n").unwrap();
+    };
+    go();
+    sb.signal(Signal::TERM).unwrap();
+    let term = k.expect_signal(Signal::TERM, init).await;
+    assert_eq!(term.target_cgroup, id);
+    go();
+    let usr1 = k.expect_signal(Signal::USR1, init).await;
+    assert_eq!((usr1.sender_cgroup, usr1.target_cgroup), (id, id));
+    let usr1s = k
+        .seen
+        .iter()
+        .filter(
+            |e| matches!(e, Event::Signal(s) if s.target_cgroup == id && s.signal == Signal::USR1),
+        )
+        .count();
+    assert_eq!(usr1s, 1, "the USR1 before the stop was only counted");
+    // The stop is over (as the tracker would say): unmarked after a while, then settled again.
+    assert_eq!(marks.sweep(now, |_| false), 1, "kept a while");
+    assert_eq!(marks.sweep(now, |c| c == id), 1, "kept while under way");
+    let later = now + graceful::probes::UNMARK_AFTER;
+    assert_eq!(marks.sweep(later, |_| false), 1, "idle from now on");
+    assert_eq!(
+        marks.sweep(later + graceful::probes::UNMARK_AFTER, |_| false),
+        0
+    );
+    sb.signal(Signal::KILL).unwrap();
+    k.expect_exit(init).await;
+    sb.wait(WAIT).unwrap();
+    let _ = std::fs::remove_file(&fifo);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_marked_stopping_by_userspace_reports_its_inside_signals() {
+    let mut k = Kernel::start("marked").await;
+    let parent = k.parent.clone();
+    let fifo = fifo("marked");
+    // SIGHUP to itself while running, then (once the fifo says so) SIGUSR1 to itself.
+    let script = format!(
+        "trap '' HUP USR1; kill -HUP $$; read go < {0}; kill -USR1 $$; exec sleep 1000",
+        fifo.display()
+    );
+    let mut sb = Throwaway::spawn(
+        &mut k.cgroups,
+        &parent,
+        "marked",
+        &["/bin/sh", "-c", &script],
+    )
+    .unwrap();
+    let (id, init) = (sb.cgroup_id, sb.init as u32);
+    // Opening the fifo waits for the script to be at its `read`: its SIGHUP is behind it.
+    let mut go = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    k.probes.stop_marks().unwrap().mark_stopping(id);
+    std::io::Write::write_all(&mut go, b"go\n").unwrap();
+    drop(go);
+    let usr1 = k.expect_signal(Signal::USR1, init).await;
+    assert_eq!((usr1.sender_cgroup, usr1.target_cgroup), (id, id));
+    let hup = k
+        .seen
+        .iter()
+        .any(|e| matches!(e, Event::Signal(s) if s.target_cgroup == id && s.signal == Signal::HUP));
+    assert!(!hup, "a signal inside before the mark reached userspace");
+    sb.signal(Signal::KILL).unwrap();
+    k.expect_exit(init).await;
+    sb.wait(WAIT).unwrap();
+    let _ = std::fs::remove_file(&fifo);
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use graceful::{cgroup::Cgroup2, signals::Signal, throwaway::Throwaway};
-use graceful_tests::daemon::{eventually, terminations, Daemon};
+use graceful_tests::daemon::{eventually, http_get, terminations, Daemon};
 
 const FUSE_INIT: u32 = 26;
 /// `struct fuse_in_header`: len, opcode, unique, nodeid, uid, gid, pid, padding.
@@ -213,6 +213,12 @@ fn a_process_held_past_its_sigkill_gets_an_interim_stuck_record_then_its_final_o
             .as_str()
             .is_some_and(|e| e.contains("cat (pid") && e.contains("has not exited")),
         "{interim:#}"
+    );
+    // Counted once per node, the interim record only.
+    let (_, metrics) = http_get(daemon.addr, "/metrics").expect("/metrics");
+    assert!(
+        metrics.contains("\ngraceful_unkillable_stops_total 1\n"),
+        "{metrics}"
     );
     // The server goes away: the request fails, the SIGKILL ends cat, the record is final.
     drop(mount);

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use graceful::{
     engine::{run, sh, Scenario},
+    enrich::cause::{CauseKind, CauseSource},
     events::SignalResult,
     record::TerminationRecord,
     signals::Signal,
-    tracker::{Outcome, Verdict},
+    tracker::{Outcome, StopSource, Verdict},
 };
 
 const GRACE: Duration = Duration::from_secs(2);
@@ -84,6 +85,19 @@ fn oom() -> Scenario {
         &["sh"],
     );
     s.spawn.memory_limit = Some(32 << 20);
+    s.stopped = false;
+    s
+}
+
+/// PID 1 is asked to stop from inside (`kill 1` from its own child, no runtime involved), and
+/// drains its worker.
+fn stopped_from_inside() -> Scenario {
+    let mut s = Scenario::new(
+        "stopped-from-inside",
+        "a child of PID 1 runs `kill 1`; PID 1 stops its worker and exits",
+        sh("trap 'kill -TERM $w; wait $w; exit 0' TERM; sleep 1000 & w=$!; sh -c 'kill 1'; wait"),
+        &["sh", "sleep"],
+    );
     s.stopped = false;
     s
 }
@@ -276,6 +290,12 @@ async fn oom_kill_in_a_memory_limited_cgroup() {
     assert!(r.termination.explanation.contains("OOM"));
     let victim = &r.termination.oom[0];
     assert!(victim.main && victim.ended_container, "{victim:?}");
+    // The node alone knows why: no API needed.
+    let cause = r.cause();
+    assert_eq!(
+        (cause.kind, cause.source),
+        (CauseKind::Oom, CauseSource::Kernel)
+    );
 }
 
 /// A worker OOM-killed under the container's memory limit while PID 1 lives on, then a clean
@@ -294,6 +314,34 @@ async fn a_child_oom_killed_while_pid1_lives_on_is_noted_on_a_graceful_stop() {
     );
     let json = r.to_json(&Default::default());
     assert_eq!(json["oom"][0]["ended_container"], false, "{json:#}");
+}
+
+/// The kernel reports a stop signal sent inside a running container to its init, and the
+/// container ending of it is the stop, its sender named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_signal_from_inside_that_ends_the_container_is_its_stop() {
+    let r = one(stopped_from_inside(), Verdict::Graceful).await;
+    let t = &r.termination;
+    let stop = t.stop.as_ref().expect("a stop");
+    assert_eq!(
+        (stop.signal, stop.source, stop.sender.comm.as_str()),
+        (Signal::TERM, StopSource::Inside, "sh"),
+        "{}",
+        r.timeline()
+    );
+    assert_ne!(stop.sender.pid, t.init.pid);
+    assert_eq!(t.outcome, Outcome::Exited);
+    assert_eq!(
+        comms(t.received.iter().map(|p| p.comm.clone())),
+        ["sh", "sleep"]
+    );
+    assert!(
+        t.explanation.contains("from inside the container"),
+        "{}",
+        t.explanation
+    );
+    let json = r.to_json(&Default::default());
+    assert_eq!(json["stop"]["source"], "inside", "{json:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -43,7 +43,10 @@ fn settled(daemon: &Daemon, quiet: Option<&BTreeMap<String, i64>>) -> BTreeMap<S
             let back = match quiet {
                 None => last.contains_key("runtime_cache"),
                 Some(q) => {
+                    // Series of gone containers go at the audit that finds them gone plus their
+                    // TTL, and the audit slows down on a busy node: wait for them too.
                     last.get("runtime_cache") <= q.get("runtime_cache")
+                        && last.get("metric_series") <= q.get("metric_series")
                         && last.get("terminations") == Some(&0)
                         && last.get("cgroup_paths").copied().unwrap_or(i64::MAX)
                             <= q.get("cgroup_paths").copied().unwrap_or(0) + 4

@@ -288,7 +288,8 @@ fn every_stop_is_counted_by_its_labels() {
     let m = &run.stopped_metrics;
     for case in CASES {
         let labels = format!(
-            r#"namespace="e2e",pod="{}",container="app",outcome="{}",verdict="{}""#,
+            // Through CRI, with no API to say why: the runtime's stop.
+            r#"namespace="e2e",pod="{}",container="app",outcome="{}",verdict="{}",cause="runtime""#,
             case.pod, case.outcome, case.verdict
         );
         assert!(

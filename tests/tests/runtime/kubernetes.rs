@@ -7,7 +7,7 @@ use std::{process::Command, time::Duration};
 use graceful_tests::{
     cri::{Containerd, PodSpec},
     daemon::{eventually, http_get, record_where, Daemon},
-    kube_api::{ApiServer, Mode},
+    kube_api::{deleted, pod_json, with_container, ApiServer, Mode},
 };
 use serde_json::{json, Value};
 
@@ -15,47 +15,6 @@ const NODE: &str = "node-test";
 const HOOK: &str = "sleep 1; echo Authorization: Bearer s3cr3t-t0ken > /dev/null";
 
 const DEPLOYMENT_UID: &str = "5e6f7a8b-0000-4000-8000-0000000000d1";
-
-fn pod_json(
-    pod: &PodSpec<'_>,
-    owner: (&str, &str),
-    hash: Option<&str>,
-    hook: Option<&str>,
-) -> Value {
-    let mut labels = json!({"app": "web"});
-    if let Some(h) = hash {
-        labels["pod-template-hash"] = json!(h);
-    }
-    let mut container = json!({"name": "app", "image": "graceful.test/busybox:1"});
-    if let Some(cmd) = hook {
-        container["lifecycle"] = json!({"preStop": {"exec": {"command": ["/bin/sh", "-c", cmd]}}});
-    }
-    json!({
-        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid, "labels": labels,
-            "creationTimestamp": "2026-11-23T10:00:00Z",
-            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1"}],
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner.0, "name": owner.1,
-                "uid": "0a1b2c3d-0000-4000-8000-000000000001", "controller": true, "blockOwnerDeletion": true}]},
-        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": pod.grace_seconds, "containers": [container]},
-        "status": {"phase": "Running", "containerStatuses": []},
-    })
-}
-
-fn with_container(mut pod: Value, id: &str) -> Value {
-    pod["status"]["containerStatuses"] = json!([{"name": "app", "containerID": format!("containerd://{id}"),
-        "image": "graceful.test/busybox:1", "imageID": "", "ready": true, "restartCount": 0,
-        "started": true, "state": {"running": {"startedAt": "2026-11-23T10:00:01Z"}}}]);
-    pod
-}
-
-/// The pod as the API server shows it once deleted with `grace` seconds.
-fn deleted(mut pod: Value, grace: i64) -> Value {
-    let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-    pod["metadata"]["deletionTimestamp"] =
-        json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-    pod
-}
 
 fn record_of(daemon: &Daemon, id: &str) -> Value {
     record_where(daemon.addr, "/container/id", id)
@@ -130,6 +89,7 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
     let web_pod = with_container(
         pod_json(
             &web,
+            NODE,
             ("ReplicaSet", "web-7d4b9c8f5"),
             Some("7d4b9c8f5"),
             Some(HOOK),
@@ -139,7 +99,7 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
     api.put_pod(web_pod.clone());
     api.put_replicaset("shop", "web-7d4b9c8f5", ("web", DEPLOYMENT_UID));
     api.put_pod(with_container(
-        pod_json(&calm, ("StatefulSet", "calm"), None, None),
+        pod_json(&calm, NODE, ("StatefulSet", "calm"), None, None),
         &calm_id,
     ));
 
@@ -203,7 +163,7 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
     api.put_pod(deleted(web_pod.clone(), 4));
     api.put_pod(deleted(
         with_container(
-            pod_json(&calm, ("StatefulSet", "calm"), None, None),
+            pod_json(&calm, NODE, ("StatefulSet", "calm"), None, None),
             &calm_id,
         ),
         4,
@@ -222,6 +182,11 @@ async fn pods_events_and_the_pre_stop_hook_through_the_api() {
         "the deletion's grace: {record:#}"
     );
     assert_eq!(record["verdict"], "swallowed_by_shell_pid1", "{record:#}");
+    assert_eq!(record["cause"]["kind"], "deleted", "{record:#}");
+    assert_eq!(
+        record["cause"]["detail"], "deleted through the API; owned by ReplicaSet web-7d4b9c8f5",
+        "{record:#}"
+    );
     let hook = &record["pre_stop"];
     assert_eq!(hook["kind"], "exec", "{record:#}");
     assert_eq!(hook["exit_code"], 0, "{record:#}");
@@ -423,13 +388,19 @@ async fn tracing_goes_on_while_the_api_server_is_down_slow_or_garbage() {
             "API {mode}: {record:#}"
         );
         assert_eq!(record["container"]["pod"], mode, "CRI names: {record:#}");
+        // What the node knows, on time: the runtime stopped it.
+        assert_eq!(record["cause"]["kind"], "runtime", "API {mode}: {record:#}");
+        assert_eq!(
+            record["cause"]["source"], "runtime",
+            "API {mode}: {record:#}"
+        );
         assert_eq!(
             record["grace_period_seconds"], 1.0,
             "API {mode}: {record:#}"
         );
         let (_, m) = http_get(daemon.addr, "/metrics").unwrap();
         let counted = format!(
-            r#"graceful_terminations_total{{namespace="outage",pod="{mode}",container="app",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"}} 1"#
+            r#"graceful_terminations_total{{namespace="outage",pod="{mode}",container="app",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1",cause="runtime"}} 1"#
         );
         assert!(m.contains(&counted), "API {mode}: {m}");
         cri.remove_pod(&sandbox).await;
@@ -449,7 +420,7 @@ async fn tracing_goes_on_while_the_api_server_is_down_slow_or_garbage() {
         .start_pod(&back, "app", "sleep 1000; true", None, &ctd.dir)
         .await;
     api.put_pod(with_container(
-        pod_json(&back, ("StatefulSet", "db"), None, None),
+        pod_json(&back, NODE, ("StatefulSet", "db"), None, None),
         &id,
     ));
     eventually("the watch back", || (api.watching() > 0).then_some(()));

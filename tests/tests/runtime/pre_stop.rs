@@ -1,7 +1,6 @@
 //! The preStop exec hook through the real containerd, run as kubelet runs it (CRI ExecSync with
-//! the grace as its timeout, then StopContainer with what is left): a hook that eats the grace.
-//! (A hook that stops the app itself from inside is tested on the tracker's event sequences
-//! only: through runc 1.1 its inside signal was missed in 3 of 6 runs, see issue 23.)
+//! the grace as its timeout, then StopContainer with what is left): a hook that eats the grace,
+//! and hooks that stop the app themselves from inside.
 //!
 //! runc before 1.2 may move an exec into the container only after it exec'd: the kernel then
 //! knows the hook by the name it runs when it is moved in.
@@ -65,4 +64,61 @@ async fn a_pre_stop_hook_that_takes_the_grace_is_the_verdict() {
         "still running at the stop: {r:#}"
     );
     cri.remove_pod(&sandbox).await;
+}
+
+/// A preStop hook that stops the app itself from inside, as `nginx -s quit` and `kill -QUIT 1`
+/// recipes do, run by the runtime as kubelet runs it (CRI ExecSync): the hook's signal is the
+/// stop, judged by the usual rules. The kernel reports a stop signal to PID 1 from inside
+/// whether or not it saw the hook come in (runc 1.1 may move the hook's process in after it
+/// ran): `source` is `pre_stop` when it did, else `inside`; the verdict is the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_stop_hook_that_signals_pid1_is_the_stop() {
+    let ctd = Containerd::start().await;
+    let daemon = Daemon::start(&ctd.socket, ctd.dir.join("daemon.log"));
+    let mut cri = ctd.client().await;
+    let pod = |name: &'static str, uid: &'static str| PodSpec {
+        namespace: "e2e",
+        name,
+        uid,
+        grace_seconds: 5,
+        shared_pids: false,
+    };
+    let quits = pod("quits-on-hook", "3f6b1c2a-7d4e-4f5a-9b8c-0000000000b1");
+    let shell = pod("shell-pid1-hook", "3f6b1c2a-7d4e-4f5a-9b8c-0000000000b2");
+    // Handles SIGQUIT as nginx does: stops its worker, waits, exits 0.
+    let quitting = "trap 'kill -TERM $w; wait $w; exit 0' QUIT; sleep 1000 & w=$!; wait";
+    let (quits_sandbox, quits_id) = cri
+        .start_pod(&quits, "app", quitting, Some("kill -QUIT 1"), &ctd.dir)
+        .await;
+    let (shell_sandbox, shell_id) = cri
+        .start_pod(&shell, "app", "sleep 1000; true", Some("kill 1"), &ctd.dir)
+        .await;
+    quits.wait_for_programs(&quits_id, &["sh", "sleep"]);
+    shell.wait_for_programs(&shell_id, &["sh", "sleep"]);
+    named_by_the_runtime(&daemon, &[quits.name, shell.name]);
+    cri.stop_like_kubelet(&quits_id, 5, Some("kill -QUIT 1"))
+        .await;
+    cri.stop_like_kubelet(&shell_id, 3, Some("kill 1")).await;
+
+    let r = record_where(daemon.addr, "/container/id", &quits_id);
+    let source = r["stop"]["source"].as_str().unwrap_or_default();
+    assert!(["pre_stop", "inside"].contains(&source), "{r:#}");
+    assert_eq!(r["stop"]["signal"], "SIGQUIT", "{r:#}");
+    assert_eq!(r["stop"]["sender"]["comm"], "sh", "{r:#}");
+    assert_eq!(r["verdict"], "graceful", "{r:#}");
+    assert_eq!(r["outcome"], "exited", "{r:#}");
+    let why = r["explanation"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("The preStop hook (sh (pid") || why.contains("from inside the container"),
+        "{r:#}"
+    );
+    // `kill 1` dropped by a shell PID 1: a hook known to the kernel is the stop; otherwise the
+    // inside signal changed nothing and the runtime's SIGTERM is the stop. Swallowed either way.
+    let r = record_where(daemon.addr, "/container/id", &shell_id);
+    let source = r["stop"]["source"].as_str().unwrap_or_default();
+    assert!(["pre_stop", "runtime"].contains(&source), "{r:#}");
+    assert_eq!(r["stop"]["signal"], "SIGTERM", "{r:#}");
+    assert_eq!(r["verdict"], "swallowed_by_shell_pid1", "{r:#}");
+    cri.remove_pod(&quits_sandbox).await;
+    cri.remove_pod(&shell_sandbox).await;
 }

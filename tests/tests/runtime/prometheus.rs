@@ -280,7 +280,7 @@ async fn a_real_prometheus_fires_the_alerts_and_fills_every_panel() {
         assert!(
             !matches!(
                 a["labels"]["alertname"].as_str(),
-                Some("GracefulDown" | "GracefulLosingEvents")
+                Some("GracefulDown" | "GracefulLosingEvents" | "GracefulProcessUnkillable")
             ),
             "{a:#}"
         );

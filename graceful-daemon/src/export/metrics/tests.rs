@@ -38,6 +38,7 @@ fn killed(workload: &str) -> TerminationRecord {
             pre_stop: None,
             stuck: Vec::new(),
             oom: Vec::new(),
+            connections: None,
         },
         cgroup: None,
         identity: None,
@@ -46,6 +47,7 @@ fn killed(workload: &str) -> TerminationRecord {
             grace_period_seconds: Some(30.0),
             ..Default::default()
         }),
+        cause: None,
     }
 }
 
@@ -94,7 +96,7 @@ fn node_counters_exist_at_zero_and_workload_series_outlive_their_pods() {
     }
     let text = m.encode();
     assert_eq!(value(&text, node), Some(3.0), "{text}");
-    let workload = r#"graceful_workload_terminations_total{namespace="ns",workload_type="deployment",workload="web",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1"}"#;
+    let workload = r#"graceful_workload_terminations_total{namespace="ns",workload_type="deployment",workload="web",outcome="killed_after_grace",verdict="swallowed_by_shell_pid1",cause="unknown"}"#;
     assert_eq!(value(&text, workload), Some(3.0), "{text}");
     assert_eq!(value(&text, count), Some(3.0), "{text}");
     // The pods' series go after the container TTL; the workload's stay for hours.
@@ -149,4 +151,32 @@ fn its_own_health_is_exported() {
         value(&text, "process_cpu_seconds_total").is_some(),
         "{text}"
     );
+}
+
+#[test]
+fn pod_and_connection_series_go_a_workload_ttl_after_they_last_counted() {
+    let mut m = Metrics::new(Duration::from_secs(60), Duration::from_secs(3600));
+    m.pod_termination("ns", Some("StatefulSet/db"), "sidecar_stopped_first");
+    m.pod_termination("ns", Some("StatefulSet/db"), "sidecar_stopped_first");
+    let mut record = killed("Deployment/web");
+    record.termination.connections = Some(crate::tracker::Connections {
+        open_at_stop: Some(40),
+        open_at_kill: Some(37),
+        reset: 2,
+        ..Default::default()
+    });
+    m.termination(&who("web-1"), &record, Some(30.0));
+    let text = m.encode();
+    let pods = r#"graceful_pod_terminations_total{namespace="ns",workload_type="statefulset",workload="db",verdict="sidecar_stopped_first"}"#;
+    let cut = r#"graceful_connections_total{namespace="ns",workload_type="deployment",workload="web",how="cut"}"#;
+    let reset = r#"graceful_connections_total{namespace="ns",workload_type="deployment",workload="web",how="reset"}"#;
+    assert_eq!(value(&text, pods), Some(2.0), "{text}");
+    assert_eq!(value(&text, cut), Some(37.0), "{text}");
+    assert_eq!(value(&text, reset), Some(2.0), "{text}");
+    m.prune(Instant::now() + Duration::from_secs(1800));
+    assert_eq!(value(&m.encode(), pods), Some(2.0), "kept within the TTL");
+    m.prune(Instant::now() + Duration::from_secs(2 * 3600));
+    let text = m.encode();
+    assert_eq!(value(&text, pods), None, "{text}");
+    assert_eq!(value(&text, cut), None, "{text}");
 }

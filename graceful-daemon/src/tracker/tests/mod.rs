@@ -280,6 +280,7 @@ fn two_containers_stopped_at_once_are_kept_apart() {
             pid,
             cgroup: cg,
             comm: "app".into(),
+            entered: false,
         }));
     }
     for (cg, pid, result) in [
@@ -345,7 +346,10 @@ fn a_process_still_listed_in_its_cgroup_after_its_exit_is_not_brought_back() {
     assert_eq!(r.outcome, Outcome::KilledAfterGrace);
 }
 
+mod connections;
 mod dispositions;
+mod exit_codes;
+mod inside;
 mod oom;
 mod pre_stop;
 mod properties;
@@ -426,17 +430,6 @@ fn a_stop_signal_of_sigkill_is_not_called_a_force_delete() {
         "{}",
         r.explanation
     );
-}
-
-#[test]
-fn a_clean_exit_with_a_nonzero_code_says_the_code() {
-    let mut s = shell_with_child();
-    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered)
-        .exit(11, None, Some(15))
-        .exit(10, Some(3), None);
-    let r = s.one();
-    assert_eq!(r.verdict, Verdict::Graceful);
-    assert!(r.explanation.contains("(exit code 3)"), "{}", r.explanation);
 }
 
 #[test]

@@ -37,6 +37,43 @@ fn a_hook_that_ended_before_the_stop_is_its_pre_stop() {
     assert_eq!(r.verdict, Verdict::SwallowedByShellPid1);
 }
 
+/// The API said the pod is terminating, so the container was marked stopping before its hook
+/// came: the kernel reported the runtime's fork of the hook's process, then its exec as one that
+/// entered from outside. Still the hook.
+#[test]
+fn a_hook_whose_fork_was_reported_is_still_the_hook() {
+    let mut s = shell_with_child();
+    s.t.set_pre_stop_program(CG, "sh");
+    s.t.set_grace(CG, 5.0);
+    // Its move into the container is reported too: a visit named from /proc first.
+    s.at(1.0).fork(30, 20, "runc:[2:INIT]");
+    s.t.entered(20, CG, "runc:[2:INIT]", s.now, true);
+    s.exec_as(20, "sh", true);
+    // `sh -c 'sleep 1'` execs sleep in place: the same run of the hook.
+    s.exec(20, "sleep");
+    s.at(2.0).exit(20, Some(0), None);
+    s.at(4.0)
+        .signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Ignored);
+    kill_after_grace(&mut s, 6.0);
+    let r = s.one();
+    let hook = r.pre_stop.clone().expect("the hook's run");
+    assert_eq!((hook.pid, hook.exit.and_then(|e| e.code)), (20, Some(0)));
+    hook_is_not_the_apps(&r);
+}
+
+/// A container's own main process also enters from outside (moved in before its exec): its
+/// exec, read after /proc showed it, is no visit, and its SIGKILL is a stop.
+#[test]
+fn the_main_process_entering_is_no_visit() {
+    let mut s = Seq::new();
+    s.t.seed(found(10, None, "sleep", true));
+    s.exec_as(10, "sleep", true);
+    s.at(1.0)
+        .signal(Signal::KILL, RUNC, HOST, 10, SignalResult::Delivered)
+        .exit(10, None, Some(9));
+    assert_eq!(s.one().verdict, Verdict::KilledWithoutStopSignal);
+}
+
 #[test]
 fn a_hook_still_running_at_the_stop_is_not_the_apps() {
     let mut s = with_hook(None);
@@ -121,23 +158,6 @@ fn a_hooks_kill_1_swallowed_by_a_shell_pid1_is_swallowed() {
     );
     assert_eq!(r.stop.map(|s| s.source), Some(StopSource::PreStop));
     assert!(r.explanation.contains("The preStop hook (sh (pid 20))"));
-}
-
-#[test]
-fn a_signal_inside_from_anyone_but_the_hook_is_no_stop() {
-    // An exec probe (not the hook's program) and the app's own child signal PID 1.
-    let mut s = shell_with_child();
-    s.t.set_pre_stop_program(CG, "drain");
-    s.at(1.0).exec(20, "probe");
-    s.signal(Signal::TERM, 20, CG, 10, SignalResult::Delivered)
-        .signal(Signal::TERM, 11, CG, 10, SignalResult::Delivered);
-    assert!(!s.t.stopping(CG));
-    // The hook's program, but to a process other than PID 1.
-    let mut s = shell_with_child();
-    s.t.set_pre_stop_program(CG, "sh");
-    s.at(1.0).exec(20, "sh");
-    s.signal(Signal::TERM, 20, CG, 11, SignalResult::Delivered);
-    assert!(!s.t.stopping(CG));
 }
 
 #[test]

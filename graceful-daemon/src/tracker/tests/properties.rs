@@ -54,6 +54,7 @@ fn events(steps: &[Step]) -> Vec<Event> {
                     pid: *pid,
                     cgroup: CGROUPS[*c],
                     comm: "app".into(),
+                    entered: false,
                 })
             }
             Step::Fork(parent, child, c) => {
@@ -141,6 +142,10 @@ fn opens(e: &Event) -> Option<CgroupId> {
         {
             Some(s.target_cgroup)
         }
+        // From inside to the main process: a stop if it ends the container.
+        Event::Signal(s) if [Signal::TERM, Signal::INT, Signal::QUIT].contains(&s.signal) => {
+            Some(s.target_cgroup)
+        }
         Event::Oom(o) => Some(o.cgroup),
         _ => None,
     }
@@ -184,8 +189,9 @@ proptest! {
             done.extend(out);
         }
         done.extend(drain(&mut t, 1000 * S));
-        // At most one record per stop (a stop signal or SIGKILL from outside, or the OOM
-        // killer; which cgroup an event hits is the tracker's call, as pids move).
+        // At most one record per stop (a stop signal or SIGKILL from outside, a stop signal
+        // from inside, or the OOM killer; which cgroup an event hits is the tracker's call, as
+        // pids move).
         let openings: usize = openings.values().sum();
         prop_assert!(done.len() <= openings, "{} records from {openings} openings", done.len());
         // Every process gone: nothing left behind.

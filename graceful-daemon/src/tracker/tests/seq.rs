@@ -31,6 +31,7 @@ pub(super) fn signal_event(
         target_comm: to.1.into(),
         target_cgroup: to.2,
         at_generation: Default::default(),
+        established: None,
     }
 }
 
@@ -93,12 +94,17 @@ impl Seq {
         self
     }
     pub(super) fn exec(&mut self, pid: u32, comm: &str) -> &mut Self {
+        self.exec_as(pid, comm, false)
+    }
+    /// An exec the kernel saw enter the container from outside (a runtime's exec).
+    pub(super) fn exec_as(&mut self, pid: u32, comm: &str, entered: bool) -> &mut Self {
         let now = self.now;
         self.feed(Event::Exec(ExecEvent {
             ts: now,
             pid,
             cgroup: CG,
             comm: comm.into(),
+            entered,
         }))
     }
     pub(super) fn fork(&mut self, parent: u32, child: u32, comm: &str) -> &mut Self {
