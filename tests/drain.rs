@@ -204,12 +204,31 @@ pub async fn drain(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained_in = t0.elapsed().as_secs_f64();
-    // What is left of the containers without a record, to tell a runtime's failure from ours.
+    // What is left of the containers without a record, to tell a runtime's failure from ours,
+    // and the records that name none of this drain's containers (one may be the missing one).
+    let mut named_none = Vec::new();
     for (i, _, app, sidecar) in running.iter().flatten() {
         for id in [app, sidecar] {
             if !seen.contains_key(id.as_str()) {
                 let procs = std::fs::read_to_string(procs(&cgroups, *i, id));
                 eprintln!("no record for {id} (pod {i}); its cgroup.procs: {procs:?}");
+                named_none.push(id.clone());
+            }
+        }
+    }
+    if !named_none.is_empty() {
+        let body = http_get(daemon.addr, "/terminations").map(|(_, b)| b);
+        let records: Vec<serde_json::Value> = body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        for r in records {
+            let text = r.to_string();
+            let ours = r["container"]["namespace"] == namespace;
+            if !ours && named_none.iter().any(|id| text.contains(&id[..12]))
+                || r["container"].is_null()
+            {
+                eprintln!("a record that names no drained container: {text}");
             }
         }
     }

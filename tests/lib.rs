@@ -200,3 +200,28 @@ pub fn wait_until_quiescent(pid: i32) {
         std::thread::yield_now();
     }
 }
+
+/// A fresh fifo in the temp dir, for a script to wait on.
+pub fn fifo(name: &str) -> std::path::PathBuf {
+    let fifo = std::env::temp_dir().join(format!("graceful-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    fifo
+}
+
+/// Writes a line to `fifo` once a script has it open at its `read` (a dead script fails the
+/// test instead of blocking it). The script must read in a loop (`until read a < F; do :;
+/// done`): it may reopen the fifo before this writer is closed, and that read ends empty.
+pub fn release(fifo: &std::path::Path) {
+    let mut w = daemon::eventually("the script at its read", || {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            std::fs::OpenOptions::new().write(true),
+            libc::O_NONBLOCK,
+        )
+        .open(fifo)
+        .ok()
+    });
+    std::io::Write::write_all(&mut w, b"go\n").unwrap();
+}

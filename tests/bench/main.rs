@@ -97,7 +97,11 @@ fn main() {
 /// `kubectl drain` of a full node through the real containerd: 250 pods of two containers
 /// stopped at once with a 2 s grace (`graceful_tests::drain`).
 fn drain_bench() {
-    const PODS: usize = 250;
+    // A smaller drain on request, to repeat it quickly (GRACEFUL_DRAIN_PODS).
+    let pods: usize = std::env::var("GRACEFUL_DRAIN_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async {
         let ctd = graceful_tests::cri::Containerd::start().await;
@@ -107,7 +111,7 @@ fn drain_bench() {
             pid: daemon.id(),
             addr,
         };
-        let d = graceful_tests::drain::drain(&ctd, watching, "drained", PODS).await;
+        let d = graceful_tests::drain::drain(&ctd, watching, "drained", pods).await;
         if d.missing > 0 {
             let _ = std::fs::copy(ctd.dir.join("daemon.log"), "/tmp/drain-daemon.log");
         }
@@ -121,7 +125,7 @@ fn drain_bench() {
         };
         println!();
         println!(
-            "Drain: {PODS} pods x 2 containers through containerd, all stopped at once, {} s grace \
+            "Drain: {pods} pods x 2 containers through containerd, all stopped at once, {} s grace \
              (pods started in {:.0} s):",
             graceful_tests::drain::GRACE,
             d.started_in
@@ -129,9 +133,9 @@ fn drain_bench() {
         println!(
             "  records: {} of {} apps graceful, {} of {} sidecars pid1_ignores_stop_signal, {} unknown, {} missing; events lost {}; containers containerd left running (killed by the bench) {}",
             right("app", "graceful"),
-            PODS,
+            pods,
             right("sidecar", "pid1_ignores_stop_signal"),
-            PODS,
+            pods,
             d.unknown,
             d.missing,
             d.events_lost,

@@ -76,7 +76,7 @@ const SUITES: [(&str, &str); 4] = [
 ];
 
 /// The real-kernel suites the guests run.
-const GUEST_TESTS: [&str; 2] = ["kernel_probes", "verdicts"];
+const GUEST_TESTS: [&str; 3] = ["kernel_probes", "settled", "verdicts"];
 
 /// How long one guest may take: TCG is slow, but a hung guest must fail the suite.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);

@@ -392,87 +392,11 @@ async fn a_connection_attempt_after_a_stopping_containers_listener_closed_is_ref
     }
 }
 
-/// A fresh fifo in the temp dir, for a script to wait on.
-fn fifo(name: &str) -> std::path::PathBuf {
-    let fifo = std::env::temp_dir().join(format!("graceful-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&fifo);
-    let path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
-    fifo
-}
-
-/// Once userspace finds no container being stopped, signals inside containers are only
-/// counted (the kernel returns before reading any cgroup id); a stop from outside after that
-/// is seen all the same, and the container's own signals from then on too.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_settled_node_still_sees_the_next_stop_and_what_follows_it() {
-    let mut k = Kernel::start("settled").await;
-    let parent = k.parent.clone();
-    let fifo = fifo("settled");
-    let script = format!(
-        "trap '' USR1 TERM; read a < {0}; kill -USR1 $$; read b < {0}; kill -USR1 $$; exec sleep 1000",
-        fifo.display()
-    );
-    let mut sb = Throwaway::spawn(
-        &mut k.cgroups,
-        &parent,
-        "settled",
-        &["/bin/sh", "-c", &script],
-    )
-    .unwrap();
-    let (id, init) = (sb.cgroup_id, sb.init as u32);
-    let mut marks = k.probes.stop_marks().unwrap();
-    let now = std::time::Instant::now();
-    assert_eq!(marks.sweep(now, |_| false), 0, "nothing marked: settled");
-    // Each `read` opens the fifo anew: a writer opens once the script is there (a dead script
-    // fails the test instead of blocking it).
-    let go = || {
-        let mut w = graceful_tests::daemon::eventually("the script at its read", || {
-            std::os::unix::fs::OpenOptionsExt::custom_flags(
-                std::fs::OpenOptions::new().write(true),
-                libc::O_NONBLOCK,
-            )
-            .open(&fifo)
-            .ok()
-        });
-        std::io::Write::write_all(&mut w, b"go\n").unwrap();
-    };
-    go();
-    sb.signal(Signal::TERM).unwrap();
-    let term = k.expect_signal(Signal::TERM, init).await;
-    assert_eq!(term.target_cgroup, id);
-    go();
-    let usr1 = k.expect_signal(Signal::USR1, init).await;
-    assert_eq!((usr1.sender_cgroup, usr1.target_cgroup), (id, id));
-    let usr1s = k
-        .seen
-        .iter()
-        .filter(
-            |e| matches!(e, Event::Signal(s) if s.target_cgroup == id && s.signal == Signal::USR1),
-        )
-        .count();
-    assert_eq!(usr1s, 1, "the USR1 before the stop was only counted");
-    // The stop is over (as the tracker would say): unmarked after a while, then settled again.
-    assert_eq!(marks.sweep(now, |_| false), 1, "kept a while");
-    assert_eq!(marks.sweep(now, |c| c == id), 1, "kept while under way");
-    let later = now + graceful::probes::UNMARK_AFTER;
-    assert_eq!(marks.sweep(later, |_| false), 1, "idle from now on");
-    assert_eq!(
-        marks.sweep(later + graceful::probes::UNMARK_AFTER, |_| false),
-        0
-    );
-    sb.signal(Signal::KILL).unwrap();
-    k.expect_exit(init).await;
-    sb.wait(WAIT).unwrap();
-    let _ = std::fs::remove_file(&fifo);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_container_marked_stopping_by_userspace_reports_its_inside_signals() {
     let mut k = Kernel::start("marked").await;
     let parent = k.parent.clone();
-    let fifo = fifo("marked");
+    let fifo = graceful_tests::fifo("marked");
     // SIGHUP to itself while running, then (once the fifo says so) SIGUSR1 to itself.
     let script = format!(
         "trap '' HUP USR1; kill -HUP $$; read go < {0}; kill -USR1 $$; exec sleep 1000",
