@@ -57,6 +57,8 @@ pub struct Pipeline {
     /// written to the ring buffer before it could be reaped, but may not have been read yet:
     /// it is forgotten (its exit lost) only once the reader found the ring empty after that.
     missing: HashMap<u32, Mono>,
+    /// Processes of running containers a prune found gone from /proc, since when.
+    unseen: HashMap<u32, Mono>,
 }
 
 /// A drain says nothing of a record another CPU had reserved before it and was still writing:
@@ -113,6 +115,7 @@ impl Pipeline {
             cgroups,
             filled: HashSet::new(),
             missing: HashMap::new(),
+            unseen: HashMap::new(),
         }
     }
 
@@ -192,8 +195,13 @@ impl Pipeline {
     pub fn handle(&mut self, event: &Event) -> Vec<TerminationRecord> {
         match event {
             // Paths are learnt while the cgroups exist, from a process in them (no tree walk).
+            // The first exec reported in a cgroup may be a process gone by now (runc's own
+            // re-exec, moved in before it, whose stage ends), and the container's program that
+            // follows is not reported: look the cgroup up in the tree while it exists.
             Event::Exec(e) => {
-                self.cgroups.learn(e.cgroup, e.pid);
+                if self.cgroups.learn(e.cgroup, e.pid).is_none() {
+                    self.cgroups.path_of(e.cgroup);
+                }
             }
             Event::Fork(e) => {
                 self.cgroups.learn(e.cgroup, e.child_pid);
@@ -247,6 +255,7 @@ impl Pipeline {
         }
         let mut done = self.tracker.on_event(event);
         if let Event::Drained(at) = event {
+            self.forget_unseen(*at);
             done.extend(self.forget_missing(*at));
             self.look_at_emptied();
         }
@@ -257,9 +266,35 @@ impl Pipeline {
     }
 
     /// Forgets the processes of running containers that /proc no longer has (their exits are
-    /// not reported while a container runs): a bound on memory, not urgent.
+    /// not reported while a container runs): a bound on memory, not urgent. Only at the first
+    /// drain past the look: a container's stop signal and the exits it caused may still be in
+    /// the ring, and a process forgotten before its stop was read would take the record along.
     pub fn prune(&mut self) {
-        self.tracker.prune(still_there);
+        let gone = self.tracker.look_at_running(still_there);
+        let now = clock::monotonic_now();
+        for pid in gone {
+            self.unseen.entry(pid).or_insert(now);
+        }
+    }
+
+    /// The ring was empty at `drained`: processes of running containers found gone before
+    /// then, whose container has not begun to stop meanwhile, ended unseen.
+    fn forget_unseen(&mut self, drained: Mono) {
+        let due: Vec<u32> = self
+            .unseen
+            .iter()
+            .filter(|(_, at)| at.saturating_add(LOST_EXIT_SLACK_NS) <= drained)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in &due {
+            self.unseen.remove(pid);
+        }
+        // A pid another process has taken since is that one's now.
+        let still_gone: Vec<u32> = due
+            .into_iter()
+            .filter(|pid| still_there(*pid, self.tracker.start_of(*pid)).is_none())
+            .collect();
+        self.tracker.forget_gone(&still_gone);
     }
 
     /// Looks for processes the tracker still awaits that /proc no longer has (their exit may
@@ -353,143 +388,4 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tracker::DRAIN_SLACK_NS;
-
-    use crate::events::{ExecEvent, ExitEvent, ExitStatus, SignalEvent, SignalResult};
-
-    /// A pipeline with one container under a stop: its only process, `pid`, is in no /proc
-    /// (above any pid_max), as if it had been reaped.
-    fn stopping_one(pid: u32, cg: CgroupId) -> (Pipeline, Mono) {
-        let cgroups = Cgroup2::discover().expect("cgroup2");
-        let mut p = Pipeline::new(cgroups, TrackerConfig::default());
-        let now = clock::monotonic_now();
-        p.handle(&Event::Exec(ExecEvent {
-            ts: now,
-            pid,
-            cgroup: cg,
-            comm: "app".into(),
-            entered: false,
-        }));
-        p.handle(&Event::Signal(SignalEvent {
-            ts: now,
-            signal: Signal::TERM,
-            code: 0,
-            result: SignalResult::Delivered,
-            group: true,
-            sender_pid: 1,
-            sender_tid: 1,
-            sender_comm: "runc".into(),
-            sender_cgroup: p.cgroups.root_id(),
-            target_pid: pid,
-            target_comm: "app".into(),
-            target_cgroup: cg,
-            at_generation: Default::default(),
-            established: None,
-        }));
-        assert!(p.tracker.stopping(cg));
-        (p, now)
-    }
-
-    #[test]
-    fn a_process_gone_from_proc_is_forgotten_once_the_ring_was_drained_after_the_look() {
-        let (pid, cg) = (u32::MAX - 7, 0xC0FFEE);
-        let (mut p, _) = stopping_one(pid, cg);
-        // However many sweeps look, its exit may still be queued behind them.
-        p.sweep();
-        p.sweep();
-        assert!(p.tracker.stopping(cg));
-        let looked = clock::monotonic_now();
-        // A drain that began before the look says nothing of it.
-        assert!(p.handle(&Event::Drained(looked - 1)).is_empty());
-        assert!(p.tracker.stopping(cg));
-        assert!(p
-            .handle(&Event::Drained(looked + LOST_EXIT_SLACK_NS + 1))
-            .is_empty());
-        // Forgotten: its cgroup (unknown here) counts as empty, and the next drain ends it.
-        let records = p.handle(&Event::Drained(
-            clock::monotonic_now().max(looked + LOST_EXIT_SLACK_NS) + DRAIN_SLACK_NS + 1,
-        ));
-        assert_eq!(
-            records.len(),
-            1,
-            "forgotten once the ring was empty after the look"
-        );
-        assert_eq!(
-            records[0].termination.verdict,
-            crate::tracker::Verdict::Unknown
-        );
-        assert!(!p.tracker.stopping(cg));
-    }
-
-    #[test]
-    fn a_drain_during_a_slow_look_says_nothing_of_what_the_look_found_gone() {
-        // The process is reaped while the sweep looks (slowly, on a busy node); a drain the
-        // reader made before the reap, but after the look began, must not decide it was lost.
-        let (pid, cg) = (u32::MAX - 11, 0xC0FFF0);
-        let (mut p, _) = stopping_one(pid, cg);
-        let began = clock::monotonic_now();
-        p.sweep_with(|_, _| {
-            // A look that takes longer than the slack (a spin: the clock must really move).
-            while clock::monotonic_now() < began + LOST_EXIT_SLACK_NS + 20_000_000 {}
-            None
-        });
-        let during = began + LOST_EXIT_SLACK_NS + 10_000_000;
-        assert!(p.handle(&Event::Drained(during)).is_empty());
-        assert!(
-            p.tracker.stopping(cg),
-            "a drain from before the look ended decides nothing"
-        );
-    }
-
-    #[test]
-    fn an_exit_read_after_the_sweeps_found_the_process_gone_is_not_lost() {
-        // The ordering that made a false `unknown`: the process is reaped, two sweeps run
-        // back to back (a busy loop's missed ticks), and only then is its exit read.
-        let (pid, cg) = (u32::MAX - 9, 0xC0FFEF);
-        let (mut p, started) = stopping_one(pid, cg);
-        p.sweep();
-        p.sweep();
-        let records = p.handle(&Event::Exit(ExitEvent {
-            ts: started + 1_000_000,
-            pid,
-            tid: pid,
-            cgroup: cg,
-            status: ExitStatus {
-                code: None,
-                signal: Some(Signal::TERM.0),
-            },
-            comm: "app".into(),
-        }));
-        assert!(records.is_empty(), "not before the ring is drained");
-        // A drain finds its cgroup empty; the next one ends the record.
-        let drained = clock::monotonic_now().max(started + 1_000_000);
-        assert!(p.handle(&Event::Drained(drained)).is_empty());
-        let records = p.handle(&Event::Drained(
-            clock::monotonic_now().max(drained) + DRAIN_SLACK_NS + 1,
-        ));
-        assert_eq!(records.len(), 1);
-        let t = &records[0].termination;
-        assert_eq!(
-            t.verdict,
-            crate::tracker::Verdict::Graceful,
-            "{}",
-            t.explanation
-        );
-    }
-
-    #[test]
-    fn still_there_means_the_same_process_not_only_the_same_pid() {
-        let me = std::process::id();
-        let start = start_time(me).expect("our own start time");
-        assert_eq!(still_there(me, Some(start)), Some(start));
-        assert_eq!(
-            still_there(me, None),
-            Some(start),
-            "the first look records it"
-        );
-        assert_eq!(still_there(me, Some(start + 1)), None, "a reused pid");
-        assert_eq!(still_there(u32::MAX - 1, None), None);
-    }
-}
+mod tests;

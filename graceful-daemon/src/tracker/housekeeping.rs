@@ -108,33 +108,48 @@ impl Tracker {
         out
     }
 
-    /// Forgets processes of running containers that `alive` (pid, recorded start time) says
-    /// are gone (None), and records the start time it gives for the others: the kernel reports
-    /// a running container's exits only once it is stopping. Groups left empty go too, with
-    /// what was known of them.
-    pub fn prune(&mut self, alive: impl Fn(u32, Option<u64>) -> Option<u64>) {
-        let (mut gone, mut starts) = (Vec::new(), Vec::new());
-        let procs = &self.procs;
-        for g in self.groups.values_mut().filter(|g| g.active.is_none()) {
-            g.members.retain(
-                |pid| match alive(*pid, procs.get(pid).and_then(|p| p.start)) {
-                    Some(start) => {
-                        starts.push((*pid, start));
-                        true
-                    }
-                    None => {
-                        gone.push(*pid);
-                        false
-                    }
-                },
-            );
+    /// Looks at the processes of running containers: records the start time `alive` (pid,
+    /// recorded start time) gives, and returns those it finds gone (None). The kernel reports
+    /// a running container's exits only once it is stopping, so they may have ended unseen; or
+    /// their container's stop and their exits may still be in the ring: the caller forgets them
+    /// ([`Tracker::forget_gone`]) only once the ring was drained after the look.
+    pub fn look_at_running(&mut self, alive: impl Fn(u32, Option<u64>) -> Option<u64>) -> Vec<u32> {
+        let mut gone = Vec::new();
+        let mut starts = Vec::new();
+        for g in self.groups.values().filter(|g| g.active.is_none()) {
+            for &pid in &g.members {
+                let known = self.procs.get(&pid).and_then(|p| p.start);
+                match alive(pid, known) {
+                    Some(start) => starts.push((pid, start)),
+                    None => gone.push(pid),
+                }
+            }
         }
         for (pid, start) in starts {
             self.set_start(pid, start);
         }
-        for pid in gone {
-            self.procs.remove(&pid);
-            self.dispositions.remove(&pid);
+        gone
+    }
+
+    /// Forgets processes a look found gone while their container ran, unless a stop of their
+    /// container has begun since (then their exit is awaited as any other). Groups left empty
+    /// go too, with what was known of them.
+    pub fn forget_gone(&mut self, pids: &[u32]) {
+        for &pid in pids {
+            let Some(cgroup) = self.procs.get(&pid).map(|p| p.cgroup) else {
+                continue;
+            };
+            if self
+                .groups
+                .get(&cgroup)
+                .is_some_and(|g| g.active.is_none() && g.members.contains(&pid))
+            {
+                if let Some(g) = self.groups.get_mut(&cgroup) {
+                    g.members.remove(&pid);
+                }
+                self.procs.remove(&pid);
+                self.dispositions.remove(&pid);
+            }
         }
         self.groups
             .retain(|_, g| g.active.is_some() || !g.members.is_empty());

@@ -109,10 +109,12 @@ fn pruning_tells_a_reused_pid_from_the_process_it_knew() {
     s.t.set_start(11, 5001);
     // /proc has both pids, but 11 now started at another time.
     let proc_starts = |pid: u32| if pid == 10 { 5000 } else { 7777 };
-    s.t.prune(|pid, start| {
+    let gone = s.t.look_at_running(|pid, start| {
         let now = proc_starts(pid);
         start.is_none_or(|known| known == now).then_some(now)
     });
+    assert_eq!(gone, vec![11]);
+    s.t.forget_gone(&gone);
     assert_eq!(s.t.members(CG), vec![10]);
     assert_eq!(s.t.start_of(10), Some(5000));
 }

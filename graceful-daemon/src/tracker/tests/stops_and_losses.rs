@@ -236,10 +236,25 @@ fn a_stop_that_never_ends_is_abandoned_without_a_record() {
 fn pruning_forgets_processes_gone_unseen() {
     let mut s = shell_with_child();
     assert_eq!(s.t.size(), (2, 1, 0));
-    s.t.prune(|pid, _| (pid == 10).then_some(1));
+    let gone = s.t.look_at_running(|pid, _| (pid == 10).then_some(1));
+    assert_eq!(s.t.size(), (2, 1, 0), "only looked at");
+    s.t.forget_gone(&gone);
     assert_eq!(s.t.size(), (1, 1, 0));
-    s.t.prune(|_, _| None);
+    let gone = s.t.look_at_running(|_, _| None);
+    s.t.forget_gone(&gone);
     assert_eq!(s.t.size(), (0, 0, 0));
+}
+
+#[test]
+fn a_process_found_gone_is_kept_once_its_container_began_to_stop() {
+    // The look found it gone, but its container's stop was read before the forgetting: its
+    // exit (still in the ring) is awaited.
+    let mut s = shell_with_child();
+    let gone = s.t.look_at_running(|_, _| None);
+    s.signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    s.t.forget_gone(&gone);
+    assert_eq!(s.t.size(), (2, 1, 1));
+    assert!(s.t.stopping(CG));
 }
 
 #[test]
