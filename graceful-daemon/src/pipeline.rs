@@ -198,10 +198,8 @@ impl Pipeline {
             // The first exec reported in a cgroup may be a process gone by now (runc's own
             // re-exec, moved in before it, whose stage ends), and the container's program that
             // follows is not reported: look the cgroup up in the tree while it exists.
-            Event::Exec(e) => {
-                if self.cgroups.learn(e.cgroup, e.pid).is_none() {
-                    self.cgroups.path_of(e.cgroup);
-                }
+            Event::Exec(e) if self.cgroups.learn(e.cgroup, e.pid).is_none() => {
+                self.cgroups.path_of(e.cgroup);
             }
             Event::Fork(e) => {
                 self.cgroups.learn(e.cgroup, e.child_pid);
