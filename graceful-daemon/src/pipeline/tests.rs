@@ -72,6 +72,18 @@ fn drain_out(p: &mut Pipeline, after: Mono) -> Vec<TerminationRecord> {
     records
 }
 
+/// One record, and a graceful stop.
+fn assert_one_graceful(records: &[TerminationRecord]) {
+    assert_eq!(records.len(), 1);
+    let t = &records[0].termination;
+    assert_eq!(
+        t.verdict,
+        crate::tracker::Verdict::Graceful,
+        "{}",
+        t.explanation
+    );
+}
+
 #[test]
 fn a_cgroup_whose_first_exec_is_gone_is_looked_up_in_the_tree() {
     // runc's own exec in a new container's cgroup, before its program: gone when read.
@@ -105,14 +117,7 @@ fn a_process_found_gone_before_its_stop_was_read_keeps_its_record() {
     assert!(p.tracker.stopping(cg), "its stop opened");
     assert!(p.handle(&exit(pid, cg, started + 2_000)).is_empty());
     let records = drain_out(&mut p, started + 2_000);
-    assert_eq!(records.len(), 1);
-    let t = &records[0].termination;
-    assert_eq!(
-        t.verdict,
-        crate::tracker::Verdict::Graceful,
-        "{}",
-        t.explanation
-    );
+    assert_one_graceful(&records);
 }
 
 #[test]
@@ -194,14 +199,7 @@ fn an_exit_read_after_the_sweeps_found_the_process_gone_is_not_lost() {
     assert!(records.is_empty(), "not before the ring is drained");
     // A drain finds its cgroup empty; the next one ends the record.
     let records = drain_out(&mut p, started + 1_000_000);
-    assert_eq!(records.len(), 1);
-    let t = &records[0].termination;
-    assert_eq!(
-        t.verdict,
-        crate::tracker::Verdict::Graceful,
-        "{}",
-        t.explanation
-    );
+    assert_one_graceful(&records);
 }
 
 #[test]
