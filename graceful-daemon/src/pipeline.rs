@@ -57,8 +57,9 @@ pub struct Pipeline {
     /// written to the ring buffer before it could be reaped, but may not have been read yet:
     /// it is forgotten (its exit lost) only once the reader found the ring empty after that.
     missing: HashMap<u32, Mono>,
-    /// Processes of running containers a prune found gone from /proc, since when.
-    unseen: HashMap<u32, Mono>,
+    /// The last prune's look (its time, and the processes of running containers it found gone
+    /// from /proc), acted on at the first drain after it.
+    unseen: Option<(Mono, Vec<u32>)>,
 }
 
 /// A drain says nothing of a record another CPU had reserved before it and was still writing:
@@ -115,7 +116,7 @@ impl Pipeline {
             cgroups,
             filled: HashSet::new(),
             missing: HashMap::new(),
-            unseen: HashMap::new(),
+            unseen: None,
         }
     }
 
@@ -171,6 +172,20 @@ impl Pipeline {
                 if !self.tracker.knows(pid) {
                     self.tracker.fill(found(pid, &status, cgroup));
                 }
+            }
+        }
+    }
+
+    /// A running container whose only known process was one the runtime exec'd in (runc's
+    /// own stage is often its first reported exec): who runs in it is read when that one ends.
+    fn refill(&mut self, cgroup: CgroupId) {
+        let t = &self.tracker;
+        if !t.tracks(cgroup) || t.stopping(cgroup) || !t.members(cgroup).is_empty() {
+            return;
+        }
+        for (pid, status) in self.cgroup_processes(cgroup) {
+            if !self.tracker.knows(pid) {
+                self.tracker.fill(found(pid, &status, cgroup));
             }
         }
     }
@@ -252,6 +267,9 @@ impl Pipeline {
             self.fill(e.target_cgroup, e.target_pid);
         }
         let mut done = self.tracker.on_event(event);
+        if let Event::Exit(x) = event {
+            self.refill(x.cgroup);
+        }
         if let Event::Drained(at) = event {
             self.forget_unseen(*at);
             done.extend(self.forget_missing(*at));
@@ -264,35 +282,37 @@ impl Pipeline {
     }
 
     /// Forgets the processes of running containers that /proc no longer has (their exits are
-    /// not reported while a container runs): a bound on memory, not urgent. Only at the first
-    /// drain past the look: a container's stop signal and the exits it caused may still be in
-    /// the ring, and a process forgotten before its stop was read would take the record along.
+    /// not reported while a container runs), and the paths of cgroups gone and no longer
+    /// tracked: a bound on memory, not urgent. Only at the first drain past the look: a
+    /// container's stop signal and the exits it caused may still be in the ring, and a
+    /// container forgotten before its stop was read would lose its record.
     pub fn prune(&mut self) {
         let gone = self.tracker.look_at_running(still_there);
         let now = clock::monotonic_now();
-        for pid in gone {
-            self.unseen.entry(pid).or_insert(now);
+        match &mut self.unseen {
+            Some((_, pids)) => pids.extend(gone),
+            None => self.unseen = Some((now, gone)),
         }
     }
 
-    /// The ring was empty at `drained`: processes of running containers found gone before
-    /// then, whose container has not begun to stop meanwhile, ended unseen.
+    /// The ring was empty at `drained`: processes of running containers the last prune found
+    /// gone, whose container has not begun to stop meanwhile, ended unseen.
     fn forget_unseen(&mut self, drained: Mono) {
-        let due: Vec<u32> = self
-            .unseen
-            .iter()
-            .filter(|(_, at)| at.saturating_add(LOST_EXIT_SLACK_NS) <= drained)
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in &due {
-            self.unseen.remove(pid);
+        let Some((looked, _)) = self.unseen else {
+            return;
+        };
+        if looked.saturating_add(LOST_EXIT_SLACK_NS) > drained {
+            return;
         }
+        let (_, pids) = self.unseen.take().unwrap_or_default();
         // A pid another process has taken since is that one's now.
-        let still_gone: Vec<u32> = due
+        let still_gone: Vec<u32> = pids
             .into_iter()
             .filter(|pid| still_there(*pid, self.tracker.start_of(*pid)).is_none())
             .collect();
         self.tracker.forget_gone(&still_gone);
+        let tracker = &self.tracker;
+        self.cgroups.prune(|cgroup| tracker.tracks(cgroup));
     }
 
     /// Looks for processes the tracker still awaits that /proc no longer has (their exit may

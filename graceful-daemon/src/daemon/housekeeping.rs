@@ -110,11 +110,6 @@ impl Daemon {
         self.names.keep_only(&keep);
         if self.audits.is_multiple_of(PRUNE_EVERY) {
             self.driver.pipeline.prune();
-            let tracker = &self.driver.pipeline.tracker;
-            self.driver
-                .pipeline
-                .cgroups
-                .prune(|cgroup| tracker.tracks(cgroup));
         }
     }
 

@@ -107,6 +107,18 @@ fn a_cgroup_whose_first_exec_is_gone_is_looked_up_in_the_tree() {
 }
 
 #[test]
+fn a_target_gone_before_its_signal_was_read_still_opens_the_stop() {
+    // The first exec reported was runc's own (gone since); the program exits at once on its
+    // stop signal, before the signal is read: it joins as the kernel named it.
+    let (runc, pid, cg) = (u32::MAX - 19, u32::MAX - 21, 0xC0FFF3);
+    let (mut p, started) = running_one(runc, cg);
+    assert!(p.handle(&term(&p, pid, cg, started + 1_000)).is_empty());
+    assert!(p.tracker.stopping(cg), "its stop opened");
+    assert!(p.handle(&exit(pid, cg, started + 2_000)).is_empty());
+    assert_one_graceful(&drain_out(&mut p, started + 2_000));
+}
+
+#[test]
 fn a_process_found_gone_before_its_stop_was_read_keeps_its_record() {
     // A drain's backlog: the runtime's SIGTERM and the exit it caused are still in the ring
     // when the prune looks and finds the process gone. It stays until a drain after the look.

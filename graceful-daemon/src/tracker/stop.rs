@@ -350,8 +350,9 @@ impl Tracker {
                 a.emptied_at = Some(ts);
             }
         }
-        if group.members.is_empty() && group.active.is_none() {
-            self.forget_group(cgroup);
-        }
+        // A running container's reported exits are of processes the runtime exec'd in (runc's
+        // own stage is often its first reported exec, then its program runs unreported): the
+        // last known one ending is not the container's end. The housekeeping forgets a group
+        // that stays empty, with what userspace told of it.
     }
 }

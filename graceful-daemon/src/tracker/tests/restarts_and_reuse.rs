@@ -68,8 +68,10 @@ fn a_stop_outlasting_its_known_grace_is_abandoned() {
     let limit = 30 * S + GRACE_SLACK_NS;
     assert!(s.t.abandon(s.now + limit - S).is_empty());
     assert_eq!(s.t.abandon(s.now + limit + S), vec![CG]);
-    // The grace goes with the container.
+    // The grace goes with the container, at the housekeeping's look after its processes end.
     s.exit(11, Some(0), None).exit(10, Some(0), None);
+    let gone = s.t.look_at_running(|_, _| None);
+    s.t.forget_gone(&gone);
     assert_eq!(s.t.size(), (0, 0, 0));
     assert!(s.t.graces.is_empty());
 }

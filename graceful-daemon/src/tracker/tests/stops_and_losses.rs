@@ -375,3 +375,20 @@ fn a_stop_that_ends_in_time_is_never_stuck() {
     kill_after_grace(&mut s, 2.0);
     assert!(s.t.stuck(s.now + 60 * S).is_empty(), "all gone");
 }
+
+#[test]
+fn a_runtime_exec_that_was_all_the_tracker_knew_ends_without_taking_the_container_along() {
+    // runc's own stage is the first exec reported (it entered from outside); the container's
+    // program that follows is not. Its end must not take the image's STOPSIGNAL with it.
+    let mut s = Seq::new();
+    s.exec_as(9, "runc", true);
+    s.t.set_stop_signal(CG, Signal::USR1);
+    s.at(1.0).exit(9, Some(0), None);
+    assert!(s.t.tracks(CG), "the container is still known");
+    s.at(5.0)
+        .signal(Signal::USR1, RUNC, HOST, 10, SignalResult::Delivered);
+    assert!(s.t.stopping(CG), "its own stop signal opened the stop");
+    s.at(5.5).exit(10, Some(0), None).drained();
+    let t = s.one();
+    assert_eq!(t.verdict, Verdict::Graceful, "{}", t.explanation);
+}
