@@ -22,8 +22,9 @@ use graceful::{
 use tokio::sync::mpsc::Receiver;
 
 /// A PID 1 that stops cleanly: it forwards the stop signal to its worker and waits for it.
-pub const GRACEFUL_SCRIPT: &str =
-    "trap 'kill -TERM $worker; wait $worker; exit 0' TERM; sleep 1000 & worker=$!; wait";
+/// The trap reads `$!`, never a variable assigned after the `&`: a stop signal sent as soon as
+/// the worker runs can come before that assignment, and the trap would then kill nobody.
+pub const GRACEFUL_SCRIPT: &str = "trap 'kill -TERM $!; wait $!; exit 0' TERM; sleep 1000 & wait";
 
 /// How long an expected event may take before the test fails (a bound, not a synchronisation).
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);

@@ -72,9 +72,9 @@ impl Scenario {
         let mut s = Scenario::new(
             "oom-child",
             "a worker allocates past the 32 MiB limit and is OOM-killed; PID 1 runs on and stops cleanly",
-            sh("trap 'kill -TERM $w; wait $w; exit 0' TERM; \
+            sh("trap 'kill -TERM $!; wait $!; exit 0' TERM; \
                 sh -c 'x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done'; \
-                sleep 1000 & w=$!; wait"),
+                sleep 1000 & wait"),
             &["sh", "sleep"],
         );
         s.spawn.memory_limit = Some(32 << 20);

@@ -27,7 +27,7 @@ fn an_interpreter_without_a_handler_fails() {
 
 #[test]
 fn a_forwarding_trap_passes() {
-    let script = "trap 'kill -TERM $child; wait $child; exit 0' TERM; sleep 1000 & child=$!; wait";
+    let script = "trap 'kill -TERM $!; wait $!; exit 0' TERM; sleep 1000 & wait";
     let (code, r) = record(&[], &["sh", "-c", script]);
     assert_eq!(code, Some(0), "{r:#}");
     assert_eq!(r["verdict"], "graceful");
@@ -62,7 +62,7 @@ fn another_stop_signal_is_sent_and_judged() {
         &[
             "sh",
             "-c",
-            "trap 'kill -TERM $w; wait $w; exit 0' QUIT; sleep 1000 & w=$!; wait",
+            "trap 'kill -TERM $!; wait $!; exit 0' QUIT; sleep 1000 & wait",
         ],
     );
     assert_eq!(code, Some(0), "{r:#}");
@@ -158,9 +158,10 @@ fn pod_file(name: &str, text: &str) -> std::path::PathBuf {
 /// The app drains for `drain` s on SIGTERM; the proxy exits at once on it.
 fn pod_manifest(name: &str, grace: u32, drain: u32, native: bool) -> String {
     let app = format!(
-        "  - name: app\n    command: [sh, -c, \"trap 'kill -TERM $w; sleep {drain}; wait $w; exit 0' TERM; sleep 1000 & w=$!; wait\"]\n"
+        "  - name: app\n    command: [sh, -c, \"trap 'kill -TERM $!; sleep {drain}; wait $!; exit 0' TERM; sleep 1000 & wait\"]\n"
     );
-    let proxy = "command: [sh, -c, \"trap 'kill -TERM $w; wait $w; exit 0' TERM; sleep 1000 & w=$!; wait\"]\n";
+    let proxy =
+        "command: [sh, -c, \"trap 'kill -TERM $!; wait $!; exit 0' TERM; sleep 1000 & wait\"]\n";
     let (init, sidecar) = if native {
         (
             format!("  initContainers:\n  - name: proxy\n    restartPolicy: Always\n    {proxy}"),

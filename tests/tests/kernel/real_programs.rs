@@ -287,7 +287,7 @@ fn a_pid1_that_exits_before_its_workers_gets_them_killed() {
     // handler calls os._exit with a worker still busy.
     let dir = Scratch::new("drains");
     let app = dir.file("app.py", &python(Some("time.sleep(5)"))[2], false);
-    let drains = format!("trap 'kill -TERM $c' TERM; python3 {app} & c=$!; wait $c");
+    let drains = format!("trap 'kill -TERM $!' TERM; python3 {app} & wait $!");
     let python_init = "import os, signal, subprocess, time\n\
                        worker = subprocess.Popen(['sleep', '1000'])\n\
                        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n\

@@ -38,7 +38,7 @@ async fn images_are_checked_as_kubernetes_would_stop_them() {
         &[
             "/bin/sh",
             "-c",
-            "trap 'kill -USR1 $child; wait; exit 0' USR1; sleep 1000 & child=$!; wait",
+            "trap 'kill -USR1 $!; wait; exit 0' USR1; sleep 1000 & wait",
         ],
         Some("SIGUSR1"),
     );

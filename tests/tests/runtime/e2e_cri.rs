@@ -60,7 +60,7 @@ const CASES: &[Case] = &[
     Case { pod: "shared-exec-sleep", script: "exec sleep 1000", programs: &["sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: true },
     Case { pod: "shared-shell", script: "sleep 1000; true", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed", shared_pids: true },
     Case { pod: "shared-no-forward", script: "trap 'echo stopping' TERM; sleep 1000 & while :; do wait; done", programs: &["sh", "sleep"], timeout: 2, verdict: "not_forwarded", outcome: "killed_after_grace", shared_pids: true },
-    Case { pod: "shared-forwards", script: "trap 'kill -TERM $child; wait $child; exit 0' TERM; sleep 1000 & child=$!; wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: true },
+    Case { pod: "shared-forwards", script: "trap 'kill -TERM $!; wait $!; exit 0' TERM; sleep 1000 & wait", programs: &["sh", "sleep"], timeout: 2, verdict: "graceful", outcome: "exited", shared_pids: true },
 ];
 
 fn uid(i: usize) -> String {

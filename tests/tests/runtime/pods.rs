@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 const NODE: &str = "node-pods";
 /// An app that drains for 3 s on SIGTERM, then exits 0.
-const DRAINS: &str = "trap 'kill -TERM $w; sleep 3; wait $w; exit 0' TERM; sleep 1000 & w=$!; wait";
+const DRAINS: &str = "trap 'kill -TERM $!; sleep 3; wait $!; exit 0' TERM; sleep 1000 & wait";
 const GRACE: i64 = 6;
 
 /// The pod as the API serves it: `app` and `sidecar`, the sidecar a native one (an init

@@ -86,7 +86,7 @@ async fn a_pre_stop_hook_that_signals_pid1_is_the_stop() {
     let quits = pod("quits-on-hook", "3f6b1c2a-7d4e-4f5a-9b8c-0000000000b1");
     let shell = pod("shell-pid1-hook", "3f6b1c2a-7d4e-4f5a-9b8c-0000000000b2");
     // Handles SIGQUIT as nginx does: stops its worker, waits, exits 0.
-    let quitting = "trap 'kill -TERM $w; wait $w; exit 0' QUIT; sleep 1000 & w=$!; wait";
+    let quitting = "trap 'kill -TERM $!; wait $!; exit 0' QUIT; sleep 1000 & wait";
     let (quits_sandbox, quits_id) = cri
         .start_pod(&quits, "app", quitting, Some("kill -QUIT 1"), &ctd.dir)
         .await;
