@@ -88,6 +88,9 @@ impl Daemon {
             self.metrics.gone(gone);
         }
         self.metrics.audit(&running);
+        // Sizes first: a scrape after one that saw the count sees what this audit left.
+        self.report_tracked();
+        self.metrics.audited();
     }
 
     /// Drops what is kept of containers that are gone: runtime answers (unless a termination

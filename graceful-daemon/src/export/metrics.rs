@@ -213,6 +213,10 @@ impl Metrics {
         self.node.unkillable.inc();
     }
 
+    pub fn audited(&self) {
+        self.node.audits.inc();
+    }
+
     pub fn tracked(&self, kind: Tracked, count: usize) {
         self.node
             .tracked

@@ -31,17 +31,30 @@ fn rss_kib(pid: u32) -> i64 {
         .map_or(0, |s| i64::try_from(s.rss_kib).unwrap_or(i64::MAX))
 }
 
+/// `graceful_audits_total`, from one scrape.
+fn audits(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("graceful_audits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The daemon's holdings once it has forgotten every pod of the churn: no runtime answer and
 /// no termination left, as few cgroup paths as `quiet` had (a few for slack: the node lives).
+/// Without `quiet`, the holdings after the first audit: containers an earlier run left running
+/// on the machine have their series from then on.
 fn settled(daemon: &Daemon, quiet: Option<&BTreeMap<String, i64>>) -> BTreeMap<String, i64> {
-    // Housekeeping every 5 s, the audit every 10 s: a fresh scrape shows both.
     let deadline = Instant::now() + TIMEOUT;
     let mut last = BTreeMap::new();
+    // The audit sets the sizes before it counts itself: a scrape after one that saw it counted
+    // shows what it left.
+    let mut audited = false;
     while Instant::now() < deadline {
         if let Some((_, m)) = http_get(daemon.addr, "/metrics") {
             last = tracked(&m);
             let back = match quiet {
-                None => last.contains_key("runtime_cache"),
+                None => audited,
                 Some(q) => {
                     // Series of gone containers go at the audit that finds them gone plus their
                     // TTL, and the audit slows down on a busy node: wait for them too.
@@ -55,6 +68,7 @@ fn settled(daemon: &Daemon, quiet: Option<&BTreeMap<String, i64>>) -> BTreeMap<S
             if back {
                 return last;
             }
+            audited = audits(&m) > 0;
         }
         std::thread::sleep(Duration::from_millis(200));
     }

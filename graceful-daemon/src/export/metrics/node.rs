@@ -15,6 +15,7 @@ pub(super) struct NodeMetrics {
     pub(super) events_lost: Family<LossLabels, Counter>,
     pub(super) tracked: Family<KindLabels, Gauge>,
     pub(super) unkillable: Counter,
+    pub(super) audits: Counter,
 }
 
 impl NodeMetrics {
@@ -48,6 +49,12 @@ impl NodeMetrics {
                 registry,
                 "unkillable_stops",
                 "Stops whose processes outlived their SIGKILL by 10 s, held in the kernel (one interim record each)",
+                None,
+            ),
+            audits: registered(
+                registry,
+                "audits",
+                "Audits of the node's containers from /proc (PID 1 risks, what is gone), each counted after its tracked sizes are set",
                 None,
             ),
         };
