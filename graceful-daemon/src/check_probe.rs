@@ -237,6 +237,15 @@ impl Probe {
                 }
                 std::thread::sleep(NEW_EVERY);
             }
+            // Finished after the container's end: one more request on each connection still
+            // held, so a cut shows whether or not a round came between the end and now.
+            for s in kept.iter_mut().flatten() {
+                let at = monotonic_now();
+                asked.push(Asked {
+                    at,
+                    outcome: ask(s, &t, true),
+                });
+            }
             (true, asked)
         });
         Probe {
@@ -248,7 +257,7 @@ impl Probe {
 
     /// Stops asking; what failed from `since` (the stop signal) on, refusals until `until` (the
     /// container's end), or why nothing was asked. A cut shows at the next request on the
-    /// connection, after the end too.
+    /// connection: the last one is made now, after the end.
     pub fn finish(self, since: Mono, until: Mono) -> Result<ProbeCounts, ProbeError> {
         self.done.store(true, Ordering::Relaxed);
         let (reached, asked) = self.worker.join().unwrap_or((false, Vec::new()));
