@@ -1,6 +1,7 @@
 //! Real PID 1s through `check`, the way images run them: inits that wait for signals (tini),
 //! scripts run through their `#!` line, busybox applets that are no shell, traps that signal
-//! their own process group, handlers that re-raise at an init, and a JVM stopped with SIGQUIT.
+//! their own process group, handlers that re-raise at an init, a JVM stopped with SIGQUIT, and
+//! `npm start`.
 //! Each asserts the verdict and the fix the explanation names. Host only: the guests of the
 //! kernel matrix have no interpreters (the kernel side of the same rules runs there, in
 //! `kernel_probes`).
@@ -340,6 +341,38 @@ fn wrappers_are_named_with_their_fix() {
     assert_eq!(r["verdict"], "swallowed_by_shell_pid1", "{r:#}");
     assert!(
         explanation(&r).contains("uv was in the way") && explanation(&r).contains("uv run"),
+        "{r:#}"
+    );
+}
+
+/// The real npm (`xtask setup` installs it with Node.js), as `CMD ["npm", "start"]` runs it:
+/// npm passes SIGTERM to the shell it runs the script with, that shell dies of it, npm exits,
+/// and the app, which handles SIGTERM, never hears it and is cut by the kernel. The record
+/// names npm and its fix.
+#[test]
+fn the_real_npm_start_is_named_with_its_fix() {
+    let dir = Scratch::new("npm");
+    dir.file(
+        "package.json",
+        r#"{"name":"app","version":"1.0.0","scripts":{"start":"node app.js"}}"#,
+        false,
+    );
+    dir.file(
+        "app.js",
+        "process.on('SIGTERM', () => setTimeout(() => process.exit(0), 200));\n\
+         setInterval(() => {}, 1000);\n",
+        false,
+    );
+    let prefix = dir.0.display().to_string();
+    let (code, r) = record(&[], &["npm", "--prefix", &prefix, "start"]);
+    assert_eq!(code, Some(1), "{r:#}");
+    assert_eq!(r["verdict"], "children_killed_at_exit", "{r:#}");
+    assert_eq!(r["init"]["comm"], "npm start", "{r:#}");
+    let unheard = r["never_received"].as_array().unwrap();
+    assert!(unheard.iter().any(|p| p["comm"] == "node"), "{r:#}");
+    assert!(
+        explanation(&r).contains("npm was in the way")
+            && explanation(&r).contains("`node server.js`"),
         "{r:#}"
     );
 }
