@@ -190,6 +190,7 @@ fn explain_verdict(verdict: Verdict, f: &Facts) -> String {
                 victims(f)
             ),
         },
+        Verdict::Pid1IgnoresStopSignal if f.reraised => format!("{}{}", reraised(f), victims(f)),
         Verdict::Pid1IgnoresStopSignal => format!(
             "PID 1 ({comm}) has no handler for {sig}; as the init of its pid namespace the kernel dropped the signal, and it was SIGKILLed after {grace}.{} Handle {sig}, or run it under an init such as tini.",
             victims(f)
@@ -202,12 +203,10 @@ fn explain_verdict(verdict: Verdict, f: &Facts) -> String {
             were(&f.never_received_killed)
         ),
         Verdict::NotForwarded => format!(
-            "{comm} (pid {main}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.{}",
+            "{comm} (pid {main}) got {sig} but did not pass it on: {} never received it and {} SIGKILLed. Forward it to the children (trap, `kill -TERM` them, then wait), or run under an init that forwards signals, such as tini or dumb-init.",
             names(&f.never_received_killed),
             were(&f.never_received_killed),
-            if f.reraised { format!(" {}", reraised(f)) } else { String::new() }
         ),
-        Verdict::SlowShutdown if f.reraised => reraised(f),
         // Nothing even began to stop: the stop signal is not one this program stops on.
         Verdict::SlowShutdown
             if !f.exit_before_kill
@@ -255,12 +254,20 @@ fn exit_code(f: &Facts) -> String {
 /// A handler that re-raised the stop signal at an init, where the kernel drops it.
 fn reraised(f: &Facts) -> String {
     let sig = f.stop_signal.map(|s| s.to_string()).unwrap_or_default();
+    // Node.js's own handler for an app with no listener: it resets the terminal and re-raises.
+    let fix = if f.main_comm == "node" || f.main_comm.starts_with("node ") {
+        format!("Node.js does this itself when the app has no {sig} listener: add process.on('{sig}', …) that closes the server and calls process.exit(), or run it under an init such as tini (docker run --init)")
+    } else {
+        format!(
+            "Exit instead of re-raising (exit(128 + {}), process.exit(), sys.exit()), or run it under an init such as tini",
+            f.stop_signal.map_or(15, |s| s.0)
+        )
+    };
     format!(
-        "{comm} (pid {main}) handled {sig}, then re-raised it with the default action to end itself, but the kernel never lets a pid-namespace init die of a signal it does not handle: the signal was dropped and {comm} kept running until SIGKILL after {grace:.1} s. Exit instead of re-raising (exit(128 + {signo}), process.exit(), sys.exit()), or run it under an init such as tini; a longer grace period will not help.",
+        "{comm} (pid {main}) handled {sig}, then re-raised it with the default action to end itself, but the kernel never lets a pid-namespace init die of a signal it does not handle: the signal was dropped and {comm} kept running until SIGKILL after {grace:.1} s. {fix}; a longer grace period will not help.",
         comm = f.main_comm,
         main = f.main,
         grace = f.grace,
-        signo = f.stop_signal.map_or(15, |s| s.0),
     )
 }
 

@@ -31,13 +31,15 @@ fn exited(f: &Facts) -> Option<Verdict> {
     (f.outcome == Outcome::Exited).then_some(Verdict::Graceful)
 }
 
-/// Rule 4: The kernel dropped the stop signal at the main process: a shell, or another program.
+/// Rule 4: The kernel dropped the stop signal at the main process: a shell, or another program;
+/// or the main process handled it and re-raised it with the default action, which the kernel
+/// drops at an init just the same (Node.js does this itself for an app without a listener).
 fn dropped_at_pid1(f: &Facts) -> Option<Verdict> {
-    f.dropped.then_some(if f.shell.is_some() {
-        Verdict::SwallowedByShellPid1
+    if f.dropped && f.shell.is_some() {
+        Some(Verdict::SwallowedByShellPid1)
     } else {
-        Verdict::Pid1IgnoresStopSignal
-    })
+        (f.dropped || f.reraised).then_some(Verdict::Pid1IgnoresStopSignal)
+    }
 }
 
 /// Rule 5: Processes alive at the stop never received it and were SIGKILLed.

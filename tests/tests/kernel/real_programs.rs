@@ -242,17 +242,26 @@ fn a_handler_that_re_raises_at_pid1_is_told_to_exit() {
     ));
     let (code, r) = record(&[], &args(&app));
     assert_eq!(code, Some(1));
-    assert_eq!(r["verdict"], "slow_shutdown", "{r:#}");
+    assert_eq!(r["verdict"], "pid1_ignores_stop_signal", "{r:#}");
     assert_eq!(r["init"]["handles_stop_signal"], true, "{r:#}");
     assert!(
         explanation(&r).contains("re-raised") && explanation(&r).contains("Exit instead"),
         "{r:#}"
     );
-    // Node.js does the same with process.once and process.kill.
+    // Node.js does the same with process.once and process.kill, and by itself for an app with
+    // no listener (`CMD ["node", "server.js"]`): its own handler resets the terminal and
+    // re-raises.
     let js = "process.once('SIGTERM', () => process.kill(process.pid, 'SIGTERM')); setInterval(() => {}, 1000);";
-    let (code, r) = record(&[], &["node", "-e", js]);
-    assert_eq!(code, Some(1));
-    assert!(explanation(&r).contains("re-raised"), "{r:#}");
+    for app in [js, "setInterval(() => {}, 1000);"] {
+        let (code, r) = record(&[], &["node", "-e", app]);
+        assert_eq!(code, Some(1));
+        assert_eq!(r["verdict"], "pid1_ignores_stop_signal", "{app}: {r:#}");
+        assert!(
+            explanation(&r).contains("re-raised")
+                && explanation(&r).contains("process.on('SIGTERM'"),
+            "{app}: {r:#}"
+        );
+    }
 }
 
 #[test]

@@ -93,7 +93,8 @@ fn a_handler_that_re_raises_at_an_init_is_told_to_exit_instead() {
         .signal_seen(Signal::TERM, (10, CG), 10, SignalResult::Delivered, DEFAULT);
     s.killed_at(2.0);
     let r = s.one();
-    assert_eq!(r.verdict, Verdict::SlowShutdown);
+    assert_eq!(r.verdict, Verdict::Pid1IgnoresStopSignal);
+    assert_eq!(r.init.handles_stop_signal, Some(true));
     assert!(
         r.explanation.contains("re-raised") && r.explanation.contains("Exit instead"),
         "{}",
