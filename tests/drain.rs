@@ -24,6 +24,8 @@ const WORKERS: usize = 8;
 pub struct Drain {
     /// Container name ("app", "sidecar") -> verdicts of its records, one per pod.
     pub verdicts: HashMap<String, Vec<String>>,
+    /// Container name -> the names its records give its main process (`init.comm`).
+    pub inits: HashMap<String, Vec<String>>,
     /// Records of this drain whose verdict or outcome is `unknown`.
     pub unknown: usize,
     /// Containers stopped that have no record.
@@ -238,6 +240,7 @@ pub async fn drain(
     }
     let events_lost = http_get(daemon.addr, "/metrics").map_or(u64::MAX, |(_, m)| events_lost(&m));
     let mut verdicts: HashMap<String, Vec<String>> = HashMap::new();
+    let mut inits: HashMap<String, Vec<String>> = HashMap::new();
     let mut latencies = Vec::new();
     let mut unknown = 0;
     for (r, seen_at) in seen.values() {
@@ -246,6 +249,8 @@ pub async fn drain(
         if verdict == "unknown" || r["outcome"] == "unknown" {
             unknown += 1;
         }
+        let init = r["init"]["comm"].as_str().unwrap_or("?").to_string();
+        inits.entry(name.clone()).or_default().push(init);
         verdicts.entry(name).or_default().push(verdict);
         // The container's end on the wall clock, against when the record was first seen.
         let ended = r["stop"]["at"]
@@ -266,6 +271,7 @@ pub async fn drain(
     }
     Drain {
         verdicts,
+        inits,
         unknown,
         missing: expected.saturating_sub(seen.len()),
         events_lost,

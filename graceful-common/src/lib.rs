@@ -36,6 +36,9 @@ pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `ExecRecord::flags`: the exec of a process that entered the container from outside.
 pub const EXEC_ENTERED: u32 = 1;
+/// `ExecRecord::flags`: the exec'ing process is its pid namespace's init (the container's own
+/// first process, never a runtime's exec, which joins the namespace).
+pub const EXEC_NAMESPACE_INIT: u32 = 2;
 
 /// `signal_struct.flags` bit the kernel sets on a pid namespace's init (the same from 5.10 on).
 pub const SIGNAL_UNKILLABLE: u32 = 0x40;
@@ -191,7 +194,8 @@ pub struct ExecRecord {
     pub header: Header,
     pub tgid: u32,
     /// [`EXEC_ENTERED`]: the process entered the container from outside (a runtime's exec, a
-    /// preStop hook) and this is its first exec there.
+    /// preStop hook) and this is its first exec there; [`EXEC_NAMESPACE_INIT`]: it is its pid
+    /// namespace's init.
     pub flags: u32,
     pub cgroup: u64,
     pub comm: [u8; 16],

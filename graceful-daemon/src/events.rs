@@ -190,6 +190,8 @@ pub struct ExecEvent {
     /// It entered the container from outside (a runtime's exec): a visit, even when its fork
     /// was reported (a container marked stopping reports every fork).
     pub entered: bool,
+    /// It is its pid namespace's init: the container's own main process.
+    pub namespace_init: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -422,6 +424,7 @@ impl From<ExecRecord> for ExecEvent {
             pid,
             cgroup,
             entered: r.flags & graceful_common::EXEC_ENTERED != 0,
+            namespace_init: r.flags & graceful_common::EXEC_NAMESPACE_INIT != 0,
         }
     }
 }

@@ -15,6 +15,7 @@ fn running_one(pid: u32, cg: CgroupId) -> (Pipeline, Mono) {
         cgroup: cg,
         comm: "app".into(),
         entered: false,
+        namespace_init: false,
     }));
     (p, now)
 }
@@ -101,6 +102,7 @@ fn a_cgroup_whose_first_exec_is_gone_is_looked_up_in_the_tree() {
         cgroup: id,
         comm: "runc".into(),
         entered: false,
+        namespace_init: false,
     }));
     let _ = std::fs::remove_dir(&dir);
     assert_eq!(p.cgroups.cached_path(id), Some(path.as_str()));

@@ -316,7 +316,11 @@ impl Tracker {
             Event::Exec(e) => {
                 // A running container hears only of execs that entered it from outside (after
                 // its first): the runtime exec'd it, as it does a preStop hook.
-                self.entered(e.pid, e.cgroup, &e.comm, e.ts, e.entered);
+                if e.namespace_init {
+                    self.init_exec(e.pid, e.cgroup, &e.comm);
+                } else {
+                    self.entered(e.pid, e.cgroup, &e.comm, e.ts, e.entered);
+                }
                 Vec::new()
             }
             Event::Fork(e) => {

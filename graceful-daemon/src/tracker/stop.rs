@@ -49,7 +49,14 @@ impl Tracker {
         if placed.is_none() && dead {
             return;
         }
-        if placed != Some(e.target_cgroup)
+        // A running container's execs are not reported: the name the tracker knows may be the
+        // runtime's stage (`runc:[2:INIT]`) that exec'd the program the kernel names here.
+        let renamed = !e.target_comm.is_empty()
+            && self
+                .procs
+                .get(&e.target_pid)
+                .is_some_and(|p| p.comm != e.target_comm);
+        if (placed != Some(e.target_cgroup) || renamed)
             && e.target_cgroup != 0
             && e.target_cgroup != self.config.root_cgroup
         {

@@ -50,7 +50,10 @@ async fn shell_init_ignores_sigterm_then_sigkill_tears_the_namespace_down() {
     )
     .unwrap();
     let (id, init) = (sb.cgroup_id, sb.init as u32);
-    k.expect_exec(id, "sh").await;
+    let exec = k.expect_exec(id, "sh").await;
+    // The kernel says it is its pid namespace's init: the container's main process, whatever
+    // moved it in from outside.
+    assert!(exec.namespace_init && exec.entered, "{exec:?}");
     let sleep = wait_for_program(&sb, "sleep");
     wait_until_quiescent(sb.init);
 

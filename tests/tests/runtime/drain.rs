@@ -34,6 +34,10 @@ async fn a_node_drain_gives_every_container_its_record() {
     let apps = verdicts("app");
     assert_eq!(apps.len(), PODS);
     assert!(apps.iter().all(|v| v == "graceful"), "apps: {apps:?}");
+    // Named by the program it runs, not by runc's stage that exec'd it (a running container's
+    // execs are not reported; the app's shell may be gone before /proc is read).
+    let inits = d.inits.get("app").cloned().unwrap_or_default();
+    assert!(inits.iter().all(|c| c == "sh"), "app inits: {inits:?}");
     // The sidecar's PID 1 has no handler: the kernel drops its SIGTERM.
     let sidecars = verdicts("sidecar");
     assert_eq!(sidecars.len(), PODS);

@@ -60,6 +60,30 @@ fn a_signal_that_overtakes_the_exec_of_its_target() {
 }
 
 #[test]
+fn the_main_process_is_named_by_the_kernel_at_the_stop_not_by_the_runtimes_stage() {
+    // The container's first reported exec was runc's own stage; it exec'd sh unreported, and
+    // sh exited of the stop before /proc could be read.
+    let mut s = Seq::new();
+    s.exec(10, "runc:[2:INIT]");
+    let now = s.now;
+    s.feed(Event::Signal(signal_event(
+        now,
+        Signal::TERM,
+        (RUNC, "runc", HOST),
+        (10, "sh", CG),
+        SignalResult::Delivered,
+    )));
+    s.exit(10, Some(0), None);
+    let r = s.one();
+    assert_eq!(r.init.comm, "sh");
+    assert!(
+        r.explanation.starts_with("sh (pid 10)"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
 fn signals_to_processes_outside_any_container_are_ignored() {
     let mut s = Seq::new();
     let now = s.now;
@@ -281,6 +305,7 @@ fn two_containers_stopped_at_once_are_kept_apart() {
             cgroup: cg,
             comm: "app".into(),
             entered: false,
+            namespace_init: false,
         }));
     }
     for (cg, pid, result) in [

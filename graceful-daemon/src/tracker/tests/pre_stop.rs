@@ -61,6 +61,34 @@ fn a_hook_whose_fork_was_reported_is_still_the_hook() {
     hook_is_not_the_apps(&r);
 }
 
+/// runc 1.1 re-execs its own init in the container before the program: that stage exits, the
+/// pipeline reads cgroup.procs while runc's middle child is still there, and the init's exec of
+/// the program then comes as one that entered from outside. The kernel says it is the pid
+/// namespace's init: the container's main process, whose stop is the runtime's.
+#[test]
+fn the_namespace_init_exec_after_runcs_stages_is_no_visit() {
+    let mut s = Seq::new();
+    s.exec_as(5, "runc", true).exit(5, Some(0), None);
+    s.t.fill(found(6, None, "runc:[1:CHILD]", false));
+    s.exec_full(10, "sh", true, true);
+    s.t.fill(found(10, None, "sh", true));
+    s.t.fill(found(11, Some(10), "sleep", false));
+    s.at(5.0)
+        .signal(Signal::TERM, RUNC, HOST, 10, SignalResult::Delivered);
+    s.signal(Signal::TERM, 10, CG, 11, SignalResult::Delivered);
+    s.exit(11, None, Some(15))
+        .exit(6, Some(0), None)
+        .exit(10, Some(0), None);
+    let r = s.one();
+    assert_eq!(r.init.pid, 10);
+    assert_eq!(
+        r.stop.as_ref().map(|st| st.source),
+        Some(StopSource::Runtime)
+    );
+    assert!(r.pre_stop.is_none());
+    assert_eq!(r.verdict, Verdict::Graceful, "{}", r.explanation);
+}
+
 /// A container's own main process also enters from outside (moved in before its exec): its
 /// exec, read after /proc showed it, is no visit, and its SIGKILL is a stop.
 #[test]

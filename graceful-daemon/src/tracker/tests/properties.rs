@@ -55,6 +55,7 @@ fn events(steps: &[Step]) -> Vec<Event> {
                     cgroup: CGROUPS[*c],
                     comm: "app".into(),
                     entered: false,
+                    namespace_init: false,
                 })
             }
             Step::Fork(parent, child, c) => {

@@ -98,6 +98,16 @@ impl Seq {
     }
     /// An exec the kernel saw enter the container from outside (a runtime's exec).
     pub(super) fn exec_as(&mut self, pid: u32, comm: &str, entered: bool) -> &mut Self {
+        self.exec_full(pid, comm, entered, false)
+    }
+    /// An exec, with whether it entered from outside and is its pid namespace's init.
+    pub(super) fn exec_full(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        entered: bool,
+        namespace_init: bool,
+    ) -> &mut Self {
         let now = self.now;
         self.feed(Event::Exec(ExecEvent {
             ts: now,
@@ -105,6 +115,7 @@ impl Seq {
             cgroup: CG,
             comm: comm.into(),
             entered,
+            namespace_init,
         }))
     }
     pub(super) fn fork(&mut self, parent: u32, child: u32, comm: &str) -> &mut Self {
