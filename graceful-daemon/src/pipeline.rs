@@ -271,14 +271,19 @@ impl Pipeline {
             self.refill(x.cgroup);
         }
         if let Event::Drained(at) = event {
-            self.forget_unseen(*at);
             done.extend(self.forget_missing(*at));
             self.look_at_emptied();
         }
         for t in &done {
             self.filled.remove(&t.cgroup);
         }
-        done.into_iter().filter_map(|t| self.record(t)).collect()
+        let records = done.into_iter().filter_map(|t| self.record(t)).collect();
+        // After the records: a termination this drain ended is no longer tracked, and the prune
+        // would forget its removed cgroup's path before its record named it.
+        if let Event::Drained(at) = event {
+            self.forget_unseen(*at);
+        }
+        records
     }
 
     /// Forgets the processes of running containers that /proc no longer has (their exits are

@@ -109,6 +109,45 @@ fn a_cgroup_whose_first_exec_is_gone_is_looked_up_in_the_tree() {
 }
 
 #[test]
+fn a_record_ended_by_the_drain_that_prunes_still_names_its_removed_cgroup() {
+    // A drain: the container's cgroup is removed right after its end, and the drain that ends
+    // its termination is also the first past a prune's look, which forgets the paths of
+    // removed cgroups no termination holds.
+    let mut p = Pipeline::new(
+        Cgroup2::discover().expect("cgroup2"),
+        TrackerConfig::default(),
+    );
+    let path = format!("/graceful-unit-pruned-{}", std::process::id());
+    let dir = p.cgroups.dir(&path);
+    std::fs::create_dir_all(&dir).expect("a cgroup (the unit tests run as root)");
+    let cg = p.cgroups.id_of(&path).expect("its id");
+    let (pid, started) = (u32::MAX - 23, clock::monotonic_now());
+    p.handle(&Event::Exec(ExecEvent {
+        ts: started,
+        pid,
+        cgroup: cg,
+        comm: "app".into(),
+        entered: false,
+        namespace_init: false,
+    }));
+    assert!(p.handle(&term(&p, pid, cg, started + 1_000)).is_empty());
+    assert!(p.handle(&exit(pid, cg, started + 2_000)).is_empty());
+    let _ = std::fs::remove_dir(&dir);
+    assert!(p.handle(&Event::Drained(started + 3_000)).is_empty());
+    p.prune();
+    let records = p.handle(&Event::Drained(
+        clock::monotonic_now() + LOST_EXIT_SLACK_NS + DRAIN_SLACK_NS + 1,
+    ));
+    assert_one_graceful(&records);
+    assert_eq!(records[0].cgroup.as_deref(), Some(path.as_str()));
+    assert_eq!(
+        p.cgroups.cached_path(cg),
+        None,
+        "forgotten after its record"
+    );
+}
+
+#[test]
 fn a_target_gone_before_its_signal_was_read_still_opens_the_stop() {
     // The first exec reported was runc's own (gone since); the program exits at once on its
     // stop signal, before the signal is read: it joins as the kernel named it.
