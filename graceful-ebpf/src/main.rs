@@ -263,6 +263,17 @@ unsafe fn read_kernel<T: Default>(base: u64, offset: u32) -> T {
     bpf_probe_read_kernel((base as *const u8).add(offset as usize).cast::<T>()).unwrap_or_default()
 }
 
+/// The task is its pid namespace's init (`SIGNAL_UNKILLABLE`, the same bit from 5.10 on).
+#[inline(always)]
+fn namespace_init(task: u64) -> bool {
+    // SAFETY: `task` is a live task_struct; the pointer is checked before it is followed and
+    // the offsets are the running kernel's (BTF).
+    unsafe {
+        let signal: u64 = read_kernel(task, config!(task_signal));
+        signal != 0 && read_kernel::<u32>(signal, config!(signal_flags)) & SIGNAL_UNKILLABLE != 0
+    }
+}
+
 /// The cgroup2 id of a live task, read from the task (0 if a pointer on the way is null).
 #[inline(always)]
 fn task_cgroup(task: u64) -> u64 {

@@ -160,13 +160,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         // runc moves its own init in and re-execs it before the container's program: a
         // namespace's init that entered is the container's main process, not a visitor.
         let mut flags = if entered { EXEC_ENTERED } else { 0 };
-        // SAFETY: the current task and its signal_struct live while it execs; offsets are BTF's.
-        let init = unsafe {
-            let signal: u64 = read_kernel(bpf_get_current_task(), config!(task_signal));
-            signal != 0
-                && read_kernel::<u32>(signal, config!(signal_flags)) & SIGNAL_UNKILLABLE != 0
-        };
-        if init {
+        // SAFETY: the current task is alive while it execs.
+        if namespace_init(unsafe { bpf_get_current_task() }) {
             flags |= EXEC_NAMESPACE_INIT;
         }
         output(

@@ -91,12 +91,7 @@ fn inside_stop(sig: i32, task: u64) -> bool {
     if INSIDE_STOP_SIGNALS & (1u64 << (sig as u64 - 1)) == 0 {
         return false;
     }
-    // SAFETY: `task` is the live target task_struct; the pointer is checked before it is
-    // followed and the offsets are the running kernel's (BTF).
-    unsafe {
-        let signal: u64 = read_kernel(task, config!(task_signal));
-        signal != 0 && read_kernel::<u32>(signal, config!(signal_flags)) & SIGNAL_UNKILLABLE != 0
-    }
+    namespace_init(task)
 }
 
 /// The target's handler for `sig` and whether it blocks it, as the kernel decides by them now:

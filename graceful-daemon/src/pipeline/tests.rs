@@ -6,18 +6,39 @@ use crate::events::{ExecEvent, ExitEvent, ExitStatus, SignalEvent, SignalResult}
 /// A pipeline that saw one container's process `pid` start; `pid` is in no /proc (above any
 /// pid_max), as if it had been reaped.
 fn running_one(pid: u32, cg: CgroupId) -> (Pipeline, Mono) {
-    let cgroups = Cgroup2::discover().expect("cgroup2");
-    let mut p = Pipeline::new(cgroups, TrackerConfig::default());
+    let mut p = pipeline();
     let now = clock::monotonic_now();
-    p.handle(&Event::Exec(ExecEvent {
-        ts: now,
+    p.handle(&exec(pid, cg, "app", now));
+    (p, now)
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::new(
+        Cgroup2::discover().expect("cgroup2"),
+        TrackerConfig::default(),
+    )
+}
+
+/// A pipeline, and a real cgroup named `name` under the root: its path, directory and id.
+fn with_cgroup(name: &str) -> (Pipeline, String, std::path::PathBuf, CgroupId) {
+    let p = pipeline();
+    let path = format!("/graceful-unit-{name}-{}", std::process::id());
+    let dir = p.cgroups.dir(&path);
+    std::fs::create_dir_all(&dir).expect("a cgroup (the unit tests run as root)");
+    let id = p.cgroups.id_of(&path).expect("its id");
+    (p, path, dir, id)
+}
+
+/// The first exec reported in `cg`, by `pid`.
+fn exec(pid: u32, cg: CgroupId, comm: &str, ts: Mono) -> Event {
+    Event::Exec(ExecEvent {
+        ts,
         pid,
         cgroup: cg,
-        comm: "app".into(),
+        comm: comm.into(),
         entered: false,
         namespace_init: false,
-    }));
-    (p, now)
+    })
 }
 
 /// The runtime's SIGTERM to `pid`, delivered.
@@ -88,22 +109,8 @@ fn assert_one_graceful(records: &[TerminationRecord]) {
 #[test]
 fn a_cgroup_whose_first_exec_is_gone_is_looked_up_in_the_tree() {
     // runc's own exec in a new container's cgroup, before its program: gone when read.
-    let mut p = Pipeline::new(
-        Cgroup2::discover().expect("cgroup2"),
-        TrackerConfig::default(),
-    );
-    let path = format!("/graceful-unit-first-exec-{}", std::process::id());
-    let dir = p.cgroups.dir(&path);
-    std::fs::create_dir_all(&dir).expect("a cgroup (the unit tests run as root)");
-    let id = p.cgroups.id_of(&path).expect("its id");
-    p.handle(&Event::Exec(ExecEvent {
-        ts: clock::monotonic_now(),
-        pid: u32::MAX - 17,
-        cgroup: id,
-        comm: "runc".into(),
-        entered: false,
-        namespace_init: false,
-    }));
+    let (mut p, path, dir, id) = with_cgroup("first-exec");
+    p.handle(&exec(u32::MAX - 17, id, "runc", clock::monotonic_now()));
     let _ = std::fs::remove_dir(&dir);
     assert_eq!(p.cgroups.cached_path(id), Some(path.as_str()));
 }
@@ -113,23 +120,9 @@ fn a_record_ended_by_the_drain_that_prunes_still_names_its_removed_cgroup() {
     // A drain: the container's cgroup is removed right after its end, and the drain that ends
     // its termination is also the first past a prune's look, which forgets the paths of
     // removed cgroups no termination holds.
-    let mut p = Pipeline::new(
-        Cgroup2::discover().expect("cgroup2"),
-        TrackerConfig::default(),
-    );
-    let path = format!("/graceful-unit-pruned-{}", std::process::id());
-    let dir = p.cgroups.dir(&path);
-    std::fs::create_dir_all(&dir).expect("a cgroup (the unit tests run as root)");
-    let cg = p.cgroups.id_of(&path).expect("its id");
+    let (mut p, path, dir, cg) = with_cgroup("pruned");
     let (pid, started) = (u32::MAX - 23, clock::monotonic_now());
-    p.handle(&Event::Exec(ExecEvent {
-        ts: started,
-        pid,
-        cgroup: cg,
-        comm: "app".into(),
-        entered: false,
-        namespace_init: false,
-    }));
+    p.handle(&exec(pid, cg, "app", started));
     assert!(p.handle(&term(&p, pid, cg, started + 1_000)).is_empty());
     assert!(p.handle(&exit(pid, cg, started + 2_000)).is_empty());
     let _ = std::fs::remove_dir(&dir);

@@ -41,7 +41,11 @@ impl Tracker {
         // A signal can overtake the exec that made its target known: `comm` changes early in
         // exec, `sched_process_exec` fires at its end. The kernel's task map knows the cgroup.
         // A target the tracker placed elsewhere moved, or is another process under a reused pid.
-        let placed = self.procs.get(&e.target_pid).map(|p| p.cgroup);
+        let known = self.procs.get(&e.target_pid);
+        let placed = known.map(|p| p.cgroup);
+        // A running container's execs are not reported: the name the tracker knows may be the
+        // runtime's stage (`runc:[2:INIT]`) that exec'd the program the kernel names here.
+        let renamed = known.is_some_and(|p| !e.target_comm.is_empty() && p.comm != e.target_comm);
         let dead = self
             .exited
             .get(&e.target_pid)
@@ -49,13 +53,6 @@ impl Tracker {
         if placed.is_none() && dead {
             return;
         }
-        // A running container's execs are not reported: the name the tracker knows may be the
-        // runtime's stage (`runc:[2:INIT]`) that exec'd the program the kernel names here.
-        let renamed = !e.target_comm.is_empty()
-            && self
-                .procs
-                .get(&e.target_pid)
-                .is_some_and(|p| p.comm != e.target_comm);
         if (placed != Some(e.target_cgroup) || renamed)
             && e.target_cgroup != 0
             && e.target_cgroup != self.config.root_cgroup

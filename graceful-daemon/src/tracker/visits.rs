@@ -50,11 +50,9 @@ impl Tracker {
     /// (which joins the namespace). runc's stages before it (its re-exec, then a child read
     /// from cgroup.procs) may have made it look like one: a visit opened for it is none.
     pub(super) fn init_exec(&mut self, pid: u32, cgroup: CgroupId, comm: &str) {
-        if let Some(g) = self.groups.get_mut(&cgroup) {
-            g.visits.retain(|v| v.pid != pid || v.ended.is_some());
-        }
         self.join(pid, cgroup, comm, None, false);
         if let Some(g) = self.groups.get_mut(&cgroup) {
+            g.visits.retain(|v| v.pid != pid || v.ended.is_some());
             g.main = Some(pid);
         }
     }
